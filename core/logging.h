@@ -1,0 +1,18 @@
+// Logging in Celery's line shape: "[2026-11-24 19:32:44,751: INFO/1234] message".
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace cvtasks {
+
+// Parses Celery's level names (debug, info, warning, error, critical, fatal; any case).
+std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name);
+
+// Sets the default logger: stderr, or `logfile` (appended) when not empty.
+// Throws ConfigError when the file cannot be opened.
+void setup_logging(spdlog::level::level_enum level, const std::string& logfile);
+
+}  // namespace cvtasks

@@ -1,0 +1,311 @@
+#include "redis_broker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "errors.h"
+#include "protocol.h"
+
+namespace cvtasks {
+namespace {
+
+const std::string kUnacked = "unacked";
+const std::string kUnackedIndex = "unacked_index";
+const std::string kUnackedMutex = "unacked_mutex";
+
+// Pops and records in one server-side step, so a crash can never lose a message between the
+// pop and the unacked bookkeeping (kombu's BRPOP + MULTI leaves that window open). The stored
+// value is kombu's `[envelope, exchange, routing_key]`, built by concatenation so that the
+// envelope is kept byte for byte. Anything that is not a JSON envelope with a delivery tag
+// goes to the dead-letter list in the same step: it is neither lost nor retried forever.
+const RedisScript kTakeScript(R"lua(
+local now, max, max_bytes, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, n = {}, 0
+for i = 4, #KEYS do
+  local base = ARGV[i + 1]
+  while n < max do
+    local m = redis.call('RPOP', KEYS[i])
+    if not m then break end
+    n = n + 1
+    local tag, ex, rk
+    if #m <= max_bytes then
+      local ok, env = pcall(cjson.decode, m)
+      if ok and type(env) == 'table' and type(env.properties) == 'table' then
+        local p = env.properties
+        if type(p.delivery_tag) == 'string' and p.delivery_tag ~= '' then
+          tag, ex, rk = p.delivery_tag, '', base
+          local di = p.delivery_info
+          if type(di) == 'table' then
+            if type(di.exchange) == 'string' then ex = di.exchange end
+            if type(di.routing_key) == 'string' then rk = di.routing_key end
+          end
+        end
+      end
+    end
+    if tag then
+      redis.call('ZADD', KEYS[2], now, tag)
+      redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+      out[#out + 1] = base; out[#out + 1] = m; out[#out + 1] = tag; out[#out + 1] = '0'
+    else
+      redis.call('LPUSH', KEYS[3], m)
+      redis.call('LTRIM', KEYS[3], 0, cap - 1)
+      out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = ''; out[#out + 1] = '1'
+    end
+  end
+end
+return out
+)lua");
+
+// redis-py's Lock release, as kombu uses it for unacked_mutex.
+const RedisScript kReleaseScript(R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+)lua");
+
+std::string fmt_score(TimePoint t) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6f", to_epoch(t));
+  return buf;
+}
+
+std::string binding_key(const std::string& exchange) { return "_kombu.binding." + exchange; }
+
+}  // namespace
+
+std::string priority_list(const std::string& queue, int priority) {
+  priority = std::clamp(priority, 0, 9);
+  int step = 0;
+  for (int s : kPrioritySteps)
+    if (priority >= s) step = s;
+  return step == 0 ? queue : queue + kPrioritySep + std::to_string(step);
+}
+
+RedisBroker::RedisBroker(const RedisUrl& url) : conn_(url) {}
+
+void RedisBroker::confirm_acks() {
+  if (resend_acks_ && !unconfirmed_acks_.empty()) {
+    std::vector<Command> cmds;
+    for (const auto& tag : unconfirmed_acks_) {
+      cmds.push_back({"HDEL", kUnacked, tag});
+      cmds.push_back({"ZREM", kUnackedIndex, tag});
+    }
+    conn_.pipeline(cmds);
+    resend_acks_ = false;
+    unconfirmed_acks_.clear();
+    return;
+  }
+  try {
+    conn_.flush_deferred();
+    unconfirmed_acks_.clear();
+  } catch (const BrokerError& e) {
+    if (e.connection_lost()) resend_acks_ = true;
+    throw;
+  }
+}
+
+void RedisBroker::flush() { confirm_acks(); }
+
+void RedisBroker::declare(const std::vector<std::string>& queues) {
+  confirm_acks();
+  std::vector<Command> cmds;
+  for (const auto& q : queues)
+    cmds.push_back({"SADD", binding_key(q), q + kPrioritySep + kPrioritySep + q});
+  for (const auto& r : conn_.pipeline(cmds))
+    if (r.kind == Reply::Kind::Error) throw BrokerError("cannot declare queue: " + r.str, false);
+  declared_.insert(queues.begin(), queues.end());
+}
+
+std::vector<Delivery> RedisBroker::take(const std::vector<std::string>& queues, size_t max,
+                                        size_t max_bytes, TimePoint now) {
+  confirm_acks();
+  std::vector<std::string> keys{kUnacked, kUnackedIndex, kDeadLetterKey};
+  std::vector<std::string> args{fmt_score(now), std::to_string(max), std::to_string(max_bytes),
+                                std::to_string(kDeadLetterCap)};
+  for (int step : kPrioritySteps) {
+    for (const auto& q : queues) {
+      keys.push_back(priority_list(q, step));
+      args.push_back(q);
+    }
+  }
+  const Reply r = conn_.eval(kTakeScript, keys, args);
+  std::vector<Delivery> out;
+  for (size_t i = 0; i + 3 < r.elements.size(); i += 4) {
+    Delivery d;
+    d.queue = r.elements[i].str;
+    d.raw = r.elements[i + 1].str;
+    d.tag = r.elements[i + 2].str;
+    d.malformed = r.elements[i + 3].str == "1";
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+bool RedisBroker::wait_for_message(const std::string& queue, double timeout_s) {
+  // BLMOVE of a list onto its own right end is a no-op rotation that blocks until the list
+  // has an element: a wait that takes nothing, so the atomic take() stays the only consumer.
+  char t[32];
+  std::snprintf(t, sizeof t, "%.3f", timeout_s);
+  const Reply r = conn_.blocking({"BLMOVE", queue, queue, "RIGHT", "RIGHT", t}, timeout_s);
+  return !r.is_nil();
+}
+
+void RedisBroker::ack(const std::string& tag) {
+  confirm_acks();
+  conn_.send_deferred({{"HDEL", kUnacked, tag}, {"ZREM", kUnackedIndex, tag}});
+  unconfirmed_acks_.push_back(tag);
+}
+
+std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
+                                              const std::string& routing_key) {
+  if (exchange.empty()) return {routing_key};
+  const Reply members = conn_.command({"SMEMBERS", binding_key(exchange)});
+  std::vector<std::string> out;
+  const std::string sep = kPrioritySep;
+  for (const auto& m : members.elements) {
+    const auto a = m.str.find(sep);
+    const auto b = a == std::string::npos ? a : m.str.find(sep, a + sep.size());
+    if (b == std::string::npos) continue;
+    if (m.str.substr(0, a) == routing_key) out.push_back(m.str.substr(b + sep.size()));
+  }
+  return out;
+}
+
+void RedisBroker::put_back(const std::string& tag, bool at_head) {
+  confirm_acks();
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    conn_.command({"WATCH", kUnacked});
+    const Reply stored = conn_.command({"HGET", kUnacked, tag});
+    if (stored.is_nil()) {
+      conn_.pipeline({{"UNWATCH"}, {"ZREM", kUnackedIndex, tag}});
+      return;
+    }
+    nlohmann::json entry;
+    try {
+      entry = nlohmann::json::parse(stored.str);
+    } catch (const nlohmann::json::exception&) {
+      entry = nullptr;
+    }
+    std::vector<std::string> targets;
+    std::string envelope;
+    if (entry.is_array() && entry.size() == 3 && entry[0].is_object()) {
+      nlohmann::json& env = entry[0];
+      if (env.contains("headers") && env["headers"].is_object()) env["headers"]["redelivered"] = true;
+      if (env.contains("properties") && env["properties"].is_object()) {
+        auto& props = env["properties"];
+        if (!props.contains("delivery_info") || !props["delivery_info"].is_object())
+          props["delivery_info"] = nlohmann::json::object();
+        props["delivery_info"]["redelivered"] = true;
+      }
+      envelope = env.dump();
+      targets = resolve(entry[1].is_string() ? entry[1].get<std::string>() : "",
+                        entry[2].is_string() ? entry[2].get<std::string>() : "");
+    }
+    std::vector<Command> tx{{"MULTI"}, {"ZREM", kUnackedIndex, tag}, {"HDEL", kUnacked, tag}};
+    if (targets.empty()) {
+      // Nothing to route to (corrupt entry or unbound exchange): keep it, in the dead letters.
+      tx.push_back({"LPUSH", kDeadLetterKey, envelope.empty() ? stored.str : envelope});
+    }
+    for (const auto& q : targets) tx.push_back({at_head ? "RPUSH" : "LPUSH", q, envelope});
+    tx.push_back({"EXEC"});
+    const auto replies = conn_.pipeline(tx);
+    if (!replies.back().is_nil()) {
+      if (targets.empty())
+        spdlog::error("unacked message {} has no queue to go back to; moved to {}", tag,
+                      kDeadLetterKey);
+      return;
+    }
+    // EXEC returned nil: unacked changed under WATCH; read it again.
+  }
+  throw BrokerError("could not restore message " + tag + ": unacked kept changing", false);
+}
+
+void RedisBroker::requeue(const std::string& tag) { put_back(tag, false); }
+void RedisBroker::restore(const std::string& tag) { put_back(tag, true); }
+
+void RedisBroker::dead_letter(const std::string& tag) {
+  confirm_acks();
+  const Reply stored = conn_.command({"HGET", kUnacked, tag});
+  std::string raw = stored.str;
+  try {
+    auto entry = nlohmann::json::parse(stored.str);
+    if (entry.is_array() && !entry.empty()) raw = entry[0].dump();
+  } catch (const nlohmann::json::exception&) {
+  }
+  std::vector<Command> tx{{"MULTI"}};
+  if (!stored.is_nil()) {
+    tx.push_back({"LPUSH", kDeadLetterKey, raw});
+    tx.push_back({"LTRIM", kDeadLetterKey, "0", std::to_string(kDeadLetterCap - 1)});
+  }
+  tx.push_back({"ZREM", kUnackedIndex, tag});
+  tx.push_back({"HDEL", kUnacked, tag});
+  tx.push_back({"EXEC"});
+  conn_.pipeline(tx);
+}
+
+void RedisBroker::publish(const std::string& envelope, const std::string& exchange,
+                          const std::string& routing_key, int priority) {
+  confirm_acks();
+  const auto targets = resolve(exchange, routing_key);
+  if (targets.empty()) {
+    spdlog::warn("message to exchange '{}' with routing key '{}' matched no queue: dropped",
+                    exchange, routing_key);
+    return;
+  }
+  std::vector<Command> cmds;
+  for (const auto& q : targets) {
+    // Declaring keeps named-exchange routing to this queue working for every publisher.
+    if (exchange.empty() && !declared_.count(q)) {
+      cmds.push_back({"SADD", binding_key(q), q + kPrioritySep + kPrioritySep + q});
+      declared_.insert(q);
+    }
+    cmds.push_back({"LPUSH", priority_list(q, priority), envelope});
+  }
+  for (const auto& r : conn_.pipeline(cmds))
+    if (r.kind == Reply::Kind::Error) throw BrokerError("publish failed: " + r.str, false);
+}
+
+void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {
+  if (tags.empty()) return;
+  confirm_acks();
+  Command cmd{"ZADD", kUnackedIndex, "XX"};
+  const std::string score = fmt_score(now);
+  for (const auto& t : tags) {
+    cmd.push_back(score);
+    cmd.push_back(t);
+  }
+  conn_.command(cmd);
+}
+
+size_t RedisBroker::restore_visible(double visibility_timeout_s, TimePoint now) {
+  confirm_acks();
+  const std::string token = new_uuid();
+  const Reply lock = conn_.command({"SET", kUnackedMutex, token, "NX", "PX", "300000"});
+  if (lock.is_nil()) return 0;
+  size_t restored = 0;
+  try {
+    const auto ceiling = now - std::chrono::duration_cast<TimePoint::duration>(
+                                   std::chrono::duration<double>(visibility_timeout_s));
+    const Reply due = conn_.command(
+        {"ZREVRANGEBYSCORE", kUnackedIndex, fmt_score(ceiling), "0", "WITHSCORES"});
+    for (size_t i = 0; i + 1 < due.elements.size(); i += 2) {
+      restore(due.elements[i].str);
+      ++restored;
+    }
+  } catch (...) {
+    try {
+      conn_.eval(kReleaseScript, {kUnackedMutex}, {token});
+    } catch (...) {
+    }
+    throw;
+  }
+  conn_.eval(kReleaseScript, {kUnackedMutex}, {token});
+  return restored;
+}
+
+BrokerFactory make_broker_factory(const std::string& url) {
+  const RedisUrl parsed = RedisUrl::parse(url);
+  return [parsed] { return std::make_unique<RedisBroker>(parsed); };
+}
+
+}  // namespace cvtasks

@@ -1,0 +1,80 @@
+// One Redis connection: commands, pipelines, Lua scripts by SHA, and replies as plain values.
+// Failure: a broken or timed-out connection throws BrokerError(connection_lost=true) and is
+// reconnected on the next call; a Redis error reply throws BrokerError(connection_lost=false).
+// Not thread-safe: each thread owns its connections.
+#pragma once
+
+#include <Poco/Redis/Client.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "redis_url.h"
+
+namespace cvtasks {
+
+// A decoded RESP reply.
+struct Reply {
+  enum class Kind { Nil, String, Integer, Array, Error };
+  Kind kind = Kind::Nil;
+  std::string str;  // String and Error
+  int64_t integer = 0;
+  std::vector<Reply> elements;
+
+  bool is_nil() const { return kind == Kind::Nil; }
+};
+
+using Command = std::vector<std::string>;
+
+// A Lua script known by its SHA; loaded on first NOSCRIPT.
+class RedisScript {
+ public:
+  explicit RedisScript(std::string source);
+  const std::string& source() const { return source_; }
+  const std::string& sha() const { return sha_; }
+
+ private:
+  std::string source_;
+  std::string sha_;
+};
+
+class RedisConnection {
+ public:
+  // `receive_timeout_s` bounds every reply wait (blocking commands add their own timeout).
+  explicit RedisConnection(RedisUrl url, double receive_timeout_s = 10.0);
+  ~RedisConnection();
+
+  // One command, waiting for its reply. An error reply throws.
+  Reply command(const Command& cmd);
+  // Several commands in one write; all replies, error replies included (as Kind::Error).
+  std::vector<Reply> pipeline(const std::vector<Command>& cmds);
+  // Writes commands without waiting; their replies are read (and checked) before the next
+  // command's. Used to overlap an ack with the task it acknowledges.
+  void send_deferred(const std::vector<Command>& cmds);
+  // Reads and checks the replies of deferred commands.
+  void flush_deferred();
+  // Runs a script (EVALSHA, loading it on NOSCRIPT).
+  Reply eval(const RedisScript& script, const std::vector<std::string>& keys,
+             const std::vector<std::string>& args);
+  // A blocking command whose server-side timeout is `block_s` seconds.
+  Reply blocking(const Command& cmd, double block_s);
+
+  bool connected() const;
+  void disconnect();
+  const RedisUrl& url() const { return url_; }
+
+ private:
+  void ensure_connected();
+  void drain_deferred();
+  [[noreturn]] void fail(const std::string& what);
+  Reply roundtrip(const Command& cmd);
+
+  RedisUrl url_;
+  double receive_timeout_s_;
+  std::unique_ptr<Poco::Redis::Client> client_;
+  size_t deferred_ = 0;
+};
+
+}  // namespace cvtasks

@@ -1,0 +1,96 @@
+#include "task.h"
+
+namespace cvtasks {
+
+void CancelToken::cancel(CancelReason reason) {
+  {
+    std::lock_guard lock(mu_);
+    // Abandon wins over a soft limit; never downgrade.
+    if (reason_.load() != CancelReason::Abandon) reason_ = reason;
+  }
+  cv_.notify_all();
+}
+
+void CancelToken::check() {
+  switch (reason_.load()) {
+    case CancelReason::None:
+      return;
+    case CancelReason::SoftTimeLimit:
+      if (soft_raised_) return;
+      soft_raised_ = true;
+      throw soft_time_limit_exceeded();
+    case CancelReason::Abandon:
+      throw TaskAbandoned();
+  }
+}
+
+void CancelToken::sleep_for(double seconds) {
+  check();
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                         std::chrono::duration<double>(seconds));
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait_until(lock, until, [&] {
+      const auto r = reason_.load();
+      return r == CancelReason::Abandon || (r == CancelReason::SoftTimeLimit && !soft_raised_);
+    });
+  }
+  check();
+}
+
+TaskContext::TaskContext(const TaskMessage& request, const Settings& settings,
+                         CancelToken& cancel, StateWriter write_state, ProcessHook process_hook)
+    : request_(request),
+      settings_(settings),
+      cancel_(cancel),
+      write_state_(std::move(write_state)),
+      process_hook_(std::move(process_hook)) {}
+
+void TaskContext::retry(std::optional<double> countdown, std::optional<ExceptionInfo> exc) {
+  throw RetryRequested(countdown.value_or(settings_.celery.task_default_retry_delay),
+                       std::move(exc));
+}
+
+Arguments::Arguments(std::string function, const json& args, const json& kwargs,
+                     std::initializer_list<const char*> names, size_t required) {
+  const std::vector<std::string> params(names.begin(), names.end());
+  if (!args.is_array() || !kwargs.is_object()) throw type_error(function + "() bad arguments");
+  if (args.size() > params.size()) {
+    throw type_error(function + "() takes " + std::to_string(params.size()) +
+                     " positional argument" + (params.size() == 1 ? "" : "s") + " but " +
+                     std::to_string(args.size()) + (args.size() == 1 ? " was" : " were") +
+                     " given");
+  }
+  for (size_t i = 0; i < args.size(); ++i) values_[params[i]] = args[i];
+  for (const auto& [k, v] : kwargs.items()) {
+    if (std::find(params.begin(), params.end(), k) == params.end())
+      throw type_error(function + "() got an unexpected keyword argument '" + k + "'");
+    if (values_.count(k))
+      throw type_error(function + "() got multiple values for argument '" + k + "'");
+    values_[k] = v;
+  }
+  std::vector<std::string> missing;
+  for (size_t i = 0; i < required; ++i)
+    if (!values_.count(params[i])) missing.push_back("'" + params[i] + "'");
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing.size(); ++i) {
+      if (i) list += (i + 1 == missing.size()) ? (missing.size() > 2 ? ", and " : " and ") : ", ";
+      list += missing[i];
+    }
+    throw type_error(function + "() missing " + std::to_string(missing.size()) +
+                     " required positional argument" + (missing.size() == 1 ? "" : "s") +
+                     ": " + list);
+  }
+}
+
+std::optional<json> Arguments::get(const char* name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+const json& Arguments::at(const char* name) const { return values_.at(name); }
+
+}  // namespace cvtasks

@@ -1,0 +1,619 @@
+#include "worker.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "errors.h"
+#include "isotime.h"
+#include "redis_url.h"
+#include "tracer.h"
+
+namespace cvtasks {
+
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+struct Worker::Job {
+  TaskMessage msg;
+  std::string queue;
+  std::string tag;
+  Task* task = nullptr;
+  CancelToken cancel;
+  bool acks_late = false;
+  bool acked = false;  // guarded by Worker::mu_
+  // Time limits, set when the task starts (guarded by Worker::mu_).
+  std::optional<SteadyTime> soft_deadline, hard_deadline;
+  bool soft_fired = false;
+  // Completion race between the pool thread and the timer's hard limit (guarded by mu).
+  std::mutex mu;
+  bool completing = false;
+  bool timed_out = false;
+  std::set<pid_t> processes;
+};
+
+namespace {
+
+std::chrono::steady_clock::duration seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
+
+std::optional<double> first_limit(std::optional<double> a, std::optional<double> b) {
+  if (a && *a > 0) return a;
+  if (b && *b > 0) return b;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry& registry,
+               BrokerFactory brokers, BackendFactory backends, const Clock& clock)
+    : settings_(settings),
+      config_(std::move(config)),
+      registry_(registry),
+      brokers_(std::move(brokers)),
+      backends_(std::move(backends)),
+      clock_(clock) {}
+
+Worker::~Worker() {
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  for (auto& t : pool_threads_)
+    if (t.joinable()) t.detach();
+}
+
+template <typename F>
+auto Worker::io(F&& op) -> decltype(op()) {
+  auto backoff = std::chrono::milliseconds(100);
+  for (;;) {
+    try {
+      if constexpr (std::is_void_v<decltype(op())>) {
+        op();
+        if (connection_lost_logged_.exchange(false))
+          spdlog::info("Connection to Redis re-established; resuming.");
+        return;
+      } else {
+        auto r = op();
+        if (connection_lost_logged_.exchange(false))
+          spdlog::info("Connection to Redis re-established; resuming.");
+        return r;
+      }
+    } catch (const BrokerError& e) {
+      if (!e.connection_lost() || cold_) throw;
+      if (!connection_lost_logged_.exchange(true))
+        spdlog::warn("Connection to Redis lost: {}. Trying to re-establish the connection...",
+                        e.what());
+    } catch (const BackendError& e) {
+      if (!e.connection_lost() || cold_) throw;
+      if (!connection_lost_logged_.exchange(true))
+        spdlog::warn("Connection to the result backend lost: {}. Retrying...", e.what());
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+size_t Worker::unacked_count_locked() const { return unacked_.size(); }
+
+bool Worker::expired(const Job& job) const {
+  return job.msg.expires && clock_.now() >= *job.msg.expires;
+}
+
+void Worker::store_revoked(ResultBackend* backend, const Job& job, const std::string& why) {
+  spdlog::info("Discarding revoked task: {}[{}] ({})", job.msg.display_name(), job.msg.id, why);
+  if (!backend || job.msg.ignore_result) return;
+  ResultContext rc{job.msg.id, job.msg.group, job.msg.parent_id, {}};
+  io([&] { backend->store(rc, states::REVOKED, task_revoked(why).info().to_json()); });
+}
+
+void Worker::run() {
+  spdlog::info("Connecting to {}", SafeUrl(settings_.celery.broker_url));
+  {
+    auto broker = brokers_();
+    io([&] { broker->declare(config_.queues); });
+    const size_t restored =
+        io([&] { return broker->restore_visible(settings_.celery.visibility_timeout, clock_.now()); });
+    if (restored) spdlog::info("Restored {} visibility-timed-out message(s)", restored);
+  }
+  for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
+  threads_.emplace_back([this] { timer_loop(); });
+  for (const auto& q : config_.queues) threads_.emplace_back([this, q] { wait_loop(q); });
+  threads_.emplace_back([this] { consume_loop(); });
+  spdlog::info("{} ready.", config_.nodename);
+
+  {
+    std::unique_lock lock(mu_);
+    capacity_cv_.wait(lock, [&] { return stopping_; });
+  }
+  shutdown();
+}
+
+void Worker::stop(bool cold) {
+  {
+    std::lock_guard lock(mu_);
+    if (cold) cold_ = true;
+    stopping_ = true;
+    if (cold)
+      for (auto& job : running_) job->cancel.cancel(CancelReason::Abandon);
+  }
+  capacity_cv_.notify_all();
+  ready_cv_.notify_all();
+  wake_cv_.notify_all();
+  arm_cv_.notify_all();
+  timer_cv_.notify_all();
+  pool_done_cv_.notify_all();
+}
+
+void Worker::spawn_pool_thread() {
+  // Called with mu_ unlocked at start-up and with it locked by the timer.
+  ++live_pool_threads_;
+  pool_threads_.emplace_back([this] { pool_loop(); });
+}
+
+// ---------------------------------------------------------------- consumer
+
+void Worker::consume_loop() {
+  auto broker = brokers_();
+  auto backend = backends_ ? backends_() : nullptr;
+  std::vector<std::string> queues = config_.queues;
+  const size_t prefetch =
+      static_cast<size_t>(config_.concurrency) * static_cast<size_t>(config_.prefetch_multiplier);
+  while (true) {
+    size_t room;
+    {
+      std::unique_lock lock(mu_);
+      capacity_cv_.wait(lock, [&] {
+        return stopping_ || prefetch + held_.size() > unacked_count_locked();
+      });
+      if (stopping_) break;
+      room = prefetch + held_.size() - unacked_count_locked();
+    }
+    std::vector<Delivery> batch;
+    try {
+      batch = io([&] {
+        return broker->take(queues, std::min<size_t>(room, 64), settings_.worker.max_message_bytes,
+                            clock_.now());
+      });
+    } catch (const Error& e) {
+      spdlog::error("Cannot take messages: {}", e.what());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (batch.empty()) {
+      // Idle: let the waiters block on the queues; poll again at least every 100 ms for the
+      // priority sub-lists, which the waiters do not watch.
+      std::unique_lock lock(mu_);
+      idle_armed_ = true;
+      woken_ = false;
+      arm_cv_.notify_all();
+      wake_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return woken_ || stopping_; });
+      idle_armed_ = false;
+      continue;
+    }
+    for (auto& d : batch) {
+      try {
+        handle_delivery(*broker, backend.get(), d);
+      } catch (const std::exception& e) {
+        spdlog::error("Failed to handle message {} from {}: {}", d.tag, d.queue, e.what());
+      }
+    }
+    // Round-robin between queues of one priority, as kombu rotates its cycle.
+    if (queues.size() > 1) std::rotate(queues.begin(), queues.begin() + 1, queues.end());
+  }
+}
+
+void Worker::wait_loop(const std::string& queue) {
+  auto broker = brokers_();
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      arm_cv_.wait(lock, [&] { return stopping_ || idle_armed_; });
+      if (stopping_) return;
+    }
+    bool has_message = false;
+    try {
+      has_message = broker->wait_for_message(queue, 0.5);
+    } catch (const BrokerError&) {
+      // The consumer reports connection problems; just do not spin.
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    if (has_message) {
+      std::lock_guard lock(mu_);
+      woken_ = true;
+      wake_cv_.notify_all();
+    }
+  }
+}
+
+void Worker::handle_delivery(Broker& broker, ResultBackend* backend, Delivery& d) {
+  if (d.malformed) {
+    spdlog::error("Received an unreadable message from queue {} (not a JSON envelope with a "
+                  "delivery tag, or larger than {} bytes); moved to {}: {:.200}",
+                  d.queue, settings_.worker.max_message_bytes, kDeadLetterKey, d.raw);
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->queue = d.queue;
+  job->tag = d.tag;
+  std::string id;
+  try {
+    job->msg = decode_task_message(d.raw, &id);
+  } catch (const ProtocolError& e) {
+    spdlog::error("Rejected message {} from queue {}: {}; moved to {}", d.tag, d.queue, e.what(),
+                  kDeadLetterKey);
+    io([&] { broker.dead_letter(d.tag); });
+    if (!id.empty() && backend) {
+      // The client is waiting on this id: tell it, rather than leave it PENDING forever.
+      ResultContext rc{id, std::nullopt, std::nullopt, {}};
+      const TaskError err("ContentDisallowed", e.what(), "kombu.exceptions");
+      io([&] { backend->store(rc, states::FAILURE, err.info().to_json(), err.info().traceback_text()); });
+    }
+    return;
+  }
+  const TaskMessage& m = job->msg;
+  job->task = registry_.find(m.task);
+  if (!job->task) {
+    spdlog::error("Received unregistered task of type '{}'. The message has been ignored and "
+                  "discarded. [{}]", m.task, m.id);
+    io([&] { broker.ack(d.tag); });
+    if (backend && !m.ignore_result) {
+      TaskContext unused(m, settings_, job->cancel, [](const std::string&, const json&) {},
+                         [](pid_t, bool) {});
+      const Outcome o = trace(nullptr, m, unused);
+      RecordProgress p;
+      TraceEnv env{broker, backend, settings_, clock_, config_.nodename};
+      io([&] { record(o, m, true, env, p); });
+    }
+    return;
+  }
+  spdlog::info("Task {}[{}] received", m.display_name(), m.id);
+  job->acks_late = m.acks_late.value_or(
+      job->task->acks_late().value_or(settings_.celery.task_acks_late));
+  if (expired(*job)) {
+    store_revoked(backend, *job, "expired");
+    io([&] { broker.ack(d.tag); });
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    unacked_[job->tag] = job;
+    if (m.eta && *m.eta > clock_.now()) {
+      held_.emplace(*m.eta, job);
+      timer_cv_.notify_all();
+    } else {
+      ready_.push_back(job);
+      ready_cv_.notify_one();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- pool
+
+void Worker::pool_loop() {
+  auto broker = brokers_();
+  auto backend = backends_ ? backends_() : nullptr;
+  while (true) {
+    JobPtr job;
+    {
+      std::unique_lock lock(mu_);
+      ready_cv_.wait(lock, [&] { return stopping_ || !ready_.empty(); });
+      if (stopping_) break;  // reserved messages are given back by shutdown()
+      job = std::move(ready_.front());
+      ready_.pop_front();
+      running_.push_back(job);
+      const auto now = std::chrono::steady_clock::now();
+      if (auto soft = first_limit(job->msg.soft_time_limit, settings_.celery.task_soft_time_limit))
+        job->soft_deadline = now + seconds(*soft);
+      if (auto hard = first_limit(job->msg.time_limit, settings_.celery.task_time_limit))
+        job->hard_deadline = now + seconds(*hard);
+      if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+    }
+    try {
+      execute(*broker, backend.get(), job);
+    } catch (const std::exception& e) {
+      spdlog::error("Task {}[{}]: could not record the outcome: {}", job->msg.display_name(),
+                    job->msg.id, e.what());
+    }
+    bool retire;
+    {
+      std::lock_guard jl(job->mu);
+      retire = job->timed_out;  // the timer started a replacement for this thread
+    }
+    if (retire) {
+      // Counted out of the pool by the timer already; only the stray count is ours to fix.
+      --stray_threads_;
+      return;
+    }
+    finish(job);
+  }
+  try {
+    broker->flush();
+  } catch (const std::exception&) {
+  }
+  std::lock_guard lock(mu_);
+  --live_pool_threads_;
+  pool_done_cv_.notify_all();
+}
+
+void Worker::execute(Broker& broker, ResultBackend* backend, const JobPtr& job) {
+  const TaskMessage& m = job->msg;
+  if (expired(*job)) {
+    store_revoked(backend, *job, "expired");
+    io([&] { broker.ack(job->tag); });
+    std::lock_guard lock(mu_);
+    job->acked = true;
+    return;
+  }
+  if (!job->acks_late) {
+    io([&] { broker.ack(job->tag); });
+    std::lock_guard lock(mu_);
+    job->acked = true;
+    unacked_.erase(job->tag);
+    capacity_cv_.notify_one();
+  }
+  const bool store = backend && !m.ignore_result && !job->task->ignore_result() &&
+                     !settings_.celery.task_ignore_result;
+  const ResultContext rc{m.id, m.group, m.parent_id, {}};
+  if (store && settings_.celery.task_track_started)
+    io([&] {
+      backend->store(rc, states::STARTED,
+                     {{"pid", ::getpid()}, {"hostname", config_.nodename}});
+    });
+  auto write_state = [&](const std::string& state, const json& meta) {
+    if (store) io([&] { backend->store(rc, state, meta); });
+  };
+  auto process_hook = [&](pid_t pid, bool owned) {
+    std::lock_guard jl(job->mu);
+    if (owned)
+      job->processes.insert(pid);
+    else
+      job->processes.erase(pid);
+  };
+  TaskContext ctx(m, settings_, job->cancel, write_state, process_hook);
+  const Outcome outcome = trace(job->task, m, ctx);
+  {
+    std::lock_guard jl(job->mu);
+    if (job->timed_out) return;  // the timer stored TimeLimitExceeded and acked
+    job->completing = true;
+  }
+  if (outcome.state.empty()) return;  // abandoned in a cold shutdown: shutdown() restores it
+  if (outcome.state == states::FAILURE)
+    spdlog::error(describe(outcome, m));
+  else
+    spdlog::info(describe(outcome, m));
+  TraceEnv env{broker, backend, settings_, clock_, config_.nodename};
+  RecordProgress progress;
+  io([&] { record(outcome, m, store, env, progress); });
+  if (job->acks_late) {
+    io([&] { broker.ack(job->tag); });
+    std::lock_guard lock(mu_);
+    job->acked = true;
+  }
+}
+
+void Worker::finish(const JobPtr& job) {
+  std::lock_guard lock(mu_);
+  running_.remove(job);
+  if (job->acked) unacked_.erase(job->tag);
+  capacity_cv_.notify_one();
+}
+
+// ---------------------------------------------------------------- timer
+
+void Worker::release_due(Broker& broker, ResultBackend* backend) {
+  std::vector<JobPtr> due;
+  {
+    std::lock_guard lock(mu_);
+    const TimePoint now = clock_.now();
+    while (!held_.empty() && held_.begin()->first <= now) {
+      due.push_back(held_.begin()->second);
+      held_.erase(held_.begin());
+    }
+  }
+  for (auto& job : due) {
+    if (expired(*job)) {
+      store_revoked(backend, *job, "expired");
+      io([&] { broker.ack(job->tag); });
+      std::lock_guard lock(mu_);
+      unacked_.erase(job->tag);
+      capacity_cv_.notify_one();
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    ready_.push_back(job);
+    ready_cv_.notify_one();
+  }
+}
+
+void Worker::enforce_time_limits(Broker& broker, ResultBackend* backend) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<JobPtr> hard;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& job : running_) {
+      if (job->soft_deadline && !job->soft_fired && now >= *job->soft_deadline) {
+        job->soft_fired = true;
+        spdlog::warn("Soft time limit exceeded for {}[{}]", job->msg.display_name(), job->msg.id);
+        job->cancel.cancel(CancelReason::SoftTimeLimit);
+      }
+      if (job->hard_deadline && now >= *job->hard_deadline) hard.push_back(job);
+    }
+  }
+  for (auto& job : hard) {
+    {
+      std::lock_guard jl(job->mu);
+      if (job->completing || job->timed_out) continue;
+      job->timed_out = true;
+      for (pid_t pid : job->processes) ::kill(pid, SIGKILL);
+    }
+    job->cancel.cancel(CancelReason::Abandon);
+    const double limit = *first_limit(job->msg.time_limit, settings_.celery.task_time_limit);
+    const TaskError err = time_limit_exceeded(limit);
+    spdlog::error("Hard time limit ({}s) exceeded for {}[{}]", limit, job->msg.display_name(),
+                  job->msg.id);
+    const bool store = backend && !job->msg.ignore_result && !job->task->ignore_result() &&
+                       !settings_.celery.task_ignore_result;
+    Outcome o;
+    o.state = states::FAILURE;
+    o.result = err.info().to_json();
+    o.exception = err.info();
+    TraceEnv env{broker, backend, settings_, clock_, config_.nodename};
+    RecordProgress progress;
+    try {
+      io([&] { record(o, job->msg, store, env, progress); });
+      bool needs_ack;
+      {
+        std::lock_guard lock(mu_);
+        needs_ack = !job->acked;
+      }
+      if (needs_ack) io([&] { broker.ack(job->tag); });
+    } catch (const std::exception& e) {
+      spdlog::error("Could not record the time limit of {}: {}", job->msg.id, e.what());
+    }
+    // The task's thread may never come back: it retires when it does, and a new thread
+    // keeps the pool at its size.
+    std::lock_guard lock(mu_);
+    job->acked = true;
+    running_.remove(job);
+    unacked_.erase(job->tag);
+    ++stray_threads_;
+    --live_pool_threads_;
+    if (!stopping_) spawn_pool_thread();
+    pool_done_cv_.notify_all();
+    capacity_cv_.notify_one();
+  }
+}
+
+void Worker::timer_loop() {
+  auto broker = brokers_();
+  auto backend = backends_ ? backends_() : nullptr;
+  const double vt = settings_.celery.visibility_timeout;
+  const auto touch_every = seconds(std::clamp(vt / 4, 0.2, 60.0));
+  const auto restore_every = seconds(std::max(0.5, settings_.worker.restore_interval));
+  auto next_touch = std::chrono::steady_clock::now() + touch_every;
+  auto next_restore = std::chrono::steady_clock::now() + restore_every;
+  while (true) {
+    try {
+      release_due(*broker, backend.get());
+      enforce_time_limits(*broker, backend.get());
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_touch) {
+        std::vector<std::string> tags;
+        {
+          std::lock_guard lock(mu_);
+          for (const auto& [tag, job] : unacked_) tags.push_back(tag);
+        }
+        io([&] { broker->touch(tags, clock_.now()); });
+        next_touch = now + touch_every;
+      }
+      if (now >= next_restore) {
+        const size_t n = io([&] { return broker->restore_visible(vt, clock_.now()); });
+        if (n) spdlog::warn("Restored {} visibility-timed-out message(s)", n);
+        next_restore = now + restore_every;
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("Timer: {}", e.what());
+    }
+    std::unique_lock lock(mu_);
+    if (timer_stop_) break;
+    auto wake = std::min(next_touch, next_restore);
+    wake = std::min(wake, std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
+    if (!held_.empty()) {
+      const auto until_eta = held_.begin()->first - clock_.now();
+      wake = std::min(wake, std::chrono::steady_clock::now() +
+                                std::chrono::duration_cast<std::chrono::steady_clock::duration>(until_eta));
+    }
+    for (const auto& job : running_) {
+      if (job->soft_deadline && !job->soft_fired) wake = std::min(wake, *job->soft_deadline);
+      if (job->hard_deadline) wake = std::min(wake, *job->hard_deadline);
+    }
+    timer_cv_.wait_until(lock, wake);
+    if (timer_stop_) break;
+  }
+  try {
+    broker->flush();
+  } catch (const std::exception&) {
+  }
+}
+
+// ---------------------------------------------------------------- shutdown
+
+void Worker::shutdown() {
+  spdlog::info("{}: {} shutdown", config_.nodename, cold_ ? "Cold" : "Warm");
+  auto broker = brokers_();
+  auto give_back = [&](std::vector<JobPtr> jobs) {
+    if (jobs.empty()) return;
+    spdlog::info("Restoring {} unacknowledged message(s)", jobs.size());
+    for (auto& job : jobs) {
+      try {
+        io([&] { broker->restore(job->tag); });
+      } catch (const std::exception& e) {
+        // Still in `unacked`: recovered by restore_visible after the visibility timeout.
+        spdlog::error("Could not restore {}: {}", job->tag, e.what());
+      }
+      std::lock_guard lock(mu_);
+      unacked_.erase(job->tag);
+    }
+  };
+  // Reserved and ETA-held messages go back to the head of their queues now, so other workers
+  // can take them while running tasks finish.
+  std::vector<JobPtr> not_started;
+  {
+    std::unique_lock lock(mu_);
+    for (auto& j : ready_) not_started.push_back(j);
+    for (auto& [eta, j] : held_) not_started.push_back(j);
+    ready_.clear();
+    held_.clear();
+  }
+  // The consumer may still be handling its last batch; wait for it before giving back.
+  threads_.back().join();
+  {
+    std::unique_lock lock(mu_);
+    for (auto& j : ready_) not_started.push_back(j);
+    for (auto& [eta, j] : held_) not_started.push_back(j);
+    ready_.clear();
+    held_.clear();
+  }
+  give_back(std::move(not_started));
+
+  {
+    std::unique_lock lock(mu_);
+    if (!running_.empty())
+      spdlog::info("Waiting for {} running task(s) to finish", running_.size());
+    // Warm: as long as they take. Cold: they were told to stop; give them a moment.
+    if (cold_) {
+      pool_done_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return live_pool_threads_ == 0; });
+    } else {
+      pool_done_cv_.wait(lock, [&] { return live_pool_threads_ == 0 || cold_; });
+      if (cold_)
+        pool_done_cv_.wait_for(lock, std::chrono::seconds(3),
+                               [&] { return live_pool_threads_ == 0; });
+    }
+    stray_threads_ += live_pool_threads_;
+  }
+  // Whatever is still unacked (acks_late tasks abandoned in a cold shutdown) goes back too.
+  std::vector<JobPtr> left;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [tag, job] : unacked_)
+      if (!job->acked) left.push_back(job);
+  }
+  give_back(std::move(left));
+  {
+    std::lock_guard lock(mu_);
+    timer_stop_ = true;
+  }
+  timer_cv_.notify_all();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  if (stray_threads_ == 0)
+    for (auto& t : pool_threads_)
+      if (t.joinable()) t.join();
+  spdlog::info("{}: shutdown complete", config_.nodename);
+}
+
+}  // namespace cvtasks
