@@ -172,15 +172,11 @@ class WorkerApp final : public Poco::Util::ServerApplication {
 
     // Validate URLs before anything starts, so a typo is one clear line.
     BrokerFactory brokers = make_broker_factory(settings.celery.broker_url);
-    BackendFactory backends;
+    Worker::StoreFactory stores;
     if (settings.celery.result_backend) {
       const std::string url = *settings.celery.result_backend;
       RedisUrl::parse(url);
-      const auto expires = settings.celery.result_expires;
-      backends = [url, expires] {
-        return std::make_unique<ResultBackend>(make_redis_store(url), expires,
-                                               SystemClock::instance());
-      };
+      stores = [url] { return make_redis_store(url); };
     }
 
     TaskRegistry registry;
@@ -201,7 +197,7 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     for (const auto& n : registry.names()) tasks += "\n  . " + n;
     spdlog::info("[tasks]{}", tasks.empty() ? " (none)" : tasks);
 
-    Worker worker(settings, config, registry, brokers, backends, SystemClock::instance());
+    Worker worker(settings, config, registry, brokers, stores, SystemClock::instance());
     std::thread signals([&worker] { wait_for_signals(worker); });
     worker.run();
     // Unblock the signal thread and let it end.

@@ -53,9 +53,9 @@ class Broker {
   // Blocks up to `timeout_s` until `queue` (its plain list) holds a message, without taking
   // it. Returns true if it does.
   virtual bool wait_for_message(const std::string& queue, double timeout_s) = 0;
-  // Acknowledges: removes the message from unacked. Sent at once, confirmed with the next call
-  // or flush(); unconfirmed acks are re-sent after a reconnect.
-  virtual void ack(const std::string& tag) = 0;
+  // Acknowledges: removes the messages from unacked (idempotent).
+  virtual void ack_many(const std::vector<std::string>& tags) = 0;
+  void ack(const std::string& tag) { ack_many({tag}); }
   // Puts the message back at the tail of its queue (served last), marked redelivered.
   virtual void requeue(const std::string& tag) = 0;
   // Puts the message back at the head of its queue (served next), marked redelivered.
@@ -73,8 +73,6 @@ class Broker {
   // now - visibility_timeout. Returns how many were restored (0 if another client holds the
   // mutex).
   virtual size_t restore_visible(double visibility_timeout_s, TimePoint now) = 0;
-  // Confirms outstanding acks.
-  virtual void flush() = 0;
 };
 
 using BrokerFactory = std::function<std::unique_ptr<Broker>()>;

@@ -13,6 +13,9 @@ namespace {
 const std::string kUnacked = "unacked";
 const std::string kUnackedIndex = "unacked_index";
 const std::string kUnackedMutex = "unacked_mutex";
+// One field per broker connection: the tags its last take moved into `unacked`, so that a take
+// whose reply was lost (Redis restarted mid-call) can be undone.
+const std::string kTakeReceipts = "cvtasks.take_receipts";
 
 // Pops and records in one server-side step, so a crash can never lose a message between the
 // pop and the unacked bookkeeping (kombu's BRPOP + MULTI leaves that window open). The stored
@@ -21,32 +24,44 @@ const std::string kUnackedMutex = "unacked_mutex";
 // goes to the dead-letter list in the same step: it is neither lost nor retried forever.
 const RedisScript kTakeScript(R"lua(
 local now, max, max_bytes, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local out, n = {}, 0
-for i = 4, #KEYS do
-  local base = ARGV[i + 1]
+-- Finds the delivery tag and delivery_info of an envelope. Pattern matching first: a full
+-- cjson.decode of every envelope costs more Redis CPU than the rest of the take. A JSON key
+-- followed by '":' cannot occur inside a JSON string (its quote would be escaped). Anything
+-- unusual (escapes in the values) falls back to the decoder.
+local function fields(m)
+  local tag = string.match(m, '"delivery_tag"%s*:%s*"([^"\\]+)"')
+  local di = string.match(m, '"delivery_info"%s*:%s*(%b{})')
+  if tag and di then
+    local ex = string.match(di, '"exchange"%s*:%s*"([^"\\]*)"')
+    local rk = string.match(di, '"routing_key"%s*:%s*"([^"\\]*)"')
+    if ex and rk and not string.find(di, '\\', 1, true) then return tag, ex, rk end
+  end
+  local ok, env = pcall(cjson.decode, m)
+  if not (ok and type(env) == 'table' and type(env.properties) == 'table') then return nil end
+  local p = env.properties
+  if type(p.delivery_tag) ~= 'string' or p.delivery_tag == '' then return nil end
+  local ex, rk = '', nil
+  if type(p.delivery_info) == 'table' then
+    if type(p.delivery_info.exchange) == 'string' then ex = p.delivery_info.exchange end
+    if type(p.delivery_info.routing_key) == 'string' then rk = p.delivery_info.routing_key end
+  end
+  return p.delivery_tag, ex, rk
+end
+local out, n, taken = {}, 0, {}
+for i = 5, #KEYS do
+  local base = ARGV[i + 2]
   while n < max do
     local m = redis.call('RPOP', KEYS[i])
     if not m then break end
     n = n + 1
     local tag, ex, rk
-    if #m <= max_bytes then
-      local ok, env = pcall(cjson.decode, m)
-      if ok and type(env) == 'table' and type(env.properties) == 'table' then
-        local p = env.properties
-        if type(p.delivery_tag) == 'string' and p.delivery_tag ~= '' then
-          tag, ex, rk = p.delivery_tag, '', base
-          local di = p.delivery_info
-          if type(di) == 'table' then
-            if type(di.exchange) == 'string' then ex = di.exchange end
-            if type(di.routing_key) == 'string' then rk = di.routing_key end
-          end
-        end
-      end
-    end
+    if #m <= max_bytes and string.sub(m, 1, 1) == '{' then tag, ex, rk = fields(m) end
     if tag then
+      rk = rk or base
       redis.call('ZADD', KEYS[2], now, tag)
       redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
       out[#out + 1] = base; out[#out + 1] = m; out[#out + 1] = tag; out[#out + 1] = '0'
+      taken[#taken + 1] = tag
     else
       redis.call('LPUSH', KEYS[3], m)
       redis.call('LTRIM', KEYS[3], 0, cap - 1)
@@ -54,6 +69,7 @@ for i = 4, #KEYS do
     end
   end
 end
+if #taken > 0 then redis.call('HSET', KEYS[4], ARGV[5], ARGV[6] .. '\n' .. table.concat(taken, '\n')) end
 return out
 )lua");
 
@@ -81,33 +97,34 @@ std::string priority_list(const std::string& queue, int priority) {
   return step == 0 ? queue : queue + kPrioritySep + std::to_string(step);
 }
 
-RedisBroker::RedisBroker(const RedisUrl& url) : conn_(url) {}
+RedisBroker::RedisBroker(const RedisUrl& url) : conn_(url), receipt_field_(new_uuid()) {}
 
-void RedisBroker::confirm_acks() {
-  if (resend_acks_ && !unconfirmed_acks_.empty()) {
-    std::vector<Command> cmds;
-    for (const auto& tag : unconfirmed_acks_) {
-      cmds.push_back({"HDEL", kUnacked, tag});
-      cmds.push_back({"ZREM", kUnackedIndex, tag});
-    }
-    conn_.pipeline(cmds);
-    resend_acks_ = false;
-    unconfirmed_acks_.clear();
-    return;
-  }
+RedisBroker::~RedisBroker() {
   try {
-    conn_.flush_deferred();
-    unconfirmed_acks_.clear();
-  } catch (const BrokerError& e) {
-    if (e.connection_lost()) resend_acks_ = true;
-    throw;
+    if (conn_.connected()) conn_.command({"HDEL", kTakeReceipts, receipt_field_});
+  } catch (const std::exception&) {
   }
 }
 
-void RedisBroker::flush() { confirm_acks(); }
+void RedisBroker::recover_lost_take() {
+  if (lost_take_.empty()) return;
+  const Reply receipt = conn_.command({"HGET", kTakeReceipts, receipt_field_});
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start <= receipt.str.size()) {
+    const auto end = receipt.str.find('\n', start);
+    lines.push_back(receipt.str.substr(start, end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (!receipt.is_nil() && !lines.empty() && lines.front() == lost_take_) {
+    spdlog::warn("Restoring {} message(s) taken by a call whose reply was lost", lines.size() - 1);
+    for (size_t i = 1; i < lines.size(); ++i) restore(lines[i]);
+  }
+  lost_take_.clear();
+}
 
 void RedisBroker::declare(const std::vector<std::string>& queues) {
-  confirm_acks();
   std::vector<Command> cmds;
   for (const auto& q : queues)
     cmds.push_back({"SADD", binding_key(q), q + kPrioritySep + kPrioritySep + q});
@@ -118,17 +135,26 @@ void RedisBroker::declare(const std::vector<std::string>& queues) {
 
 std::vector<Delivery> RedisBroker::take(const std::vector<std::string>& queues, size_t max,
                                         size_t max_bytes, TimePoint now) {
-  confirm_acks();
-  std::vector<std::string> keys{kUnacked, kUnackedIndex, kDeadLetterKey};
-  std::vector<std::string> args{fmt_score(now), std::to_string(max), std::to_string(max_bytes),
-                                std::to_string(kDeadLetterCap)};
+  recover_lost_take();
+  const std::string call = new_uuid();
+  std::vector<std::string> keys{kUnacked, kUnackedIndex, kDeadLetterKey, kTakeReceipts};
+  std::vector<std::string> args{fmt_score(now),  std::to_string(max),
+                                std::to_string(max_bytes), std::to_string(kDeadLetterCap),
+                                receipt_field_, call};
   for (int step : kPrioritySteps) {
     for (const auto& q : queues) {
       keys.push_back(priority_list(q, step));
       args.push_back(q);
     }
   }
-  const Reply r = conn_.eval(kTakeScript, keys, args);
+  Reply r;
+  try {
+    r = conn_.eval(kTakeScript, keys, args);
+  } catch (const BrokerError& e) {
+    // The script may have run without its reply reaching us: check the receipt next time.
+    if (e.connection_lost()) lost_take_ = call;
+    throw;
+  }
   std::vector<Delivery> out;
   for (size_t i = 0; i + 3 < r.elements.size(); i += 4) {
     Delivery d;
@@ -150,10 +176,16 @@ bool RedisBroker::wait_for_message(const std::string& queue, double timeout_s) {
   return !r.is_nil();
 }
 
-void RedisBroker::ack(const std::string& tag) {
-  confirm_acks();
-  conn_.send_deferred({{"HDEL", kUnacked, tag}, {"ZREM", kUnackedIndex, tag}});
-  unconfirmed_acks_.push_back(tag);
+void RedisBroker::ack_many(const std::vector<std::string>& tags) {
+  if (tags.empty()) return;
+  // kombu wraps each ack in MULTI; two variadic commands for a whole batch do the same work.
+  // HDEL goes first: an index entry without its hash entry is skipped by every restorer.
+  Command hdel{"HDEL", kUnacked};
+  Command zrem{"ZREM", kUnackedIndex};
+  hdel.insert(hdel.end(), tags.begin(), tags.end());
+  zrem.insert(zrem.end(), tags.begin(), tags.end());
+  for (const auto& r : conn_.pipeline({hdel, zrem}))
+    if (r.kind == Reply::Kind::Error) throw BrokerError("ack failed: " + r.str, false);
 }
 
 std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
@@ -172,7 +204,6 @@ std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
 }
 
 void RedisBroker::put_back(const std::string& tag, bool at_head) {
-  confirm_acks();
   for (int attempt = 0; attempt < 10; ++attempt) {
     conn_.command({"WATCH", kUnacked});
     const Reply stored = conn_.command({"HGET", kUnacked, tag});
@@ -224,7 +255,6 @@ void RedisBroker::requeue(const std::string& tag) { put_back(tag, false); }
 void RedisBroker::restore(const std::string& tag) { put_back(tag, true); }
 
 void RedisBroker::dead_letter(const std::string& tag) {
-  confirm_acks();
   const Reply stored = conn_.command({"HGET", kUnacked, tag});
   std::string raw = stored.str;
   try {
@@ -245,7 +275,6 @@ void RedisBroker::dead_letter(const std::string& tag) {
 
 void RedisBroker::publish(const std::string& envelope, const std::string& exchange,
                           const std::string& routing_key, int priority) {
-  confirm_acks();
   const auto targets = resolve(exchange, routing_key);
   if (targets.empty()) {
     spdlog::warn("message to exchange '{}' with routing key '{}' matched no queue: dropped",
@@ -267,7 +296,6 @@ void RedisBroker::publish(const std::string& envelope, const std::string& exchan
 
 void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {
   if (tags.empty()) return;
-  confirm_acks();
   Command cmd{"ZADD", kUnackedIndex, "XX"};
   const std::string score = fmt_score(now);
   for (const auto& t : tags) {
@@ -278,7 +306,6 @@ void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {
 }
 
 size_t RedisBroker::restore_visible(double visibility_timeout_s, TimePoint now) {
-  confirm_acks();
   const std::string token = new_uuid();
   const Reply lock = conn_.command({"SET", kUnackedMutex, token, "NX", "PX", "300000"});
   if (lock.is_nil()) return 0;

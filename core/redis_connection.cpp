@@ -1,65 +1,14 @@
 #include "redis_connection.h"
 
+#include <Poco/DigestEngine.h>
 #include <Poco/Exception.h>
 #include <Poco/Net/NetException.h>
-#include <Poco/Redis/Array.h>
-#include <Poco/Redis/Exception.h>
-#include <Poco/Redis/Type.h>
+#include <Poco/Net/SocketAddress.h>
 #include <Poco/SHA1Engine.h>
-#include <Poco/DigestEngine.h>
 
 #include "errors.h"
 
 namespace cvtasks {
-namespace {
-
-using Poco::Redis::RedisType;
-
-Reply convert(const RedisType::Ptr& r) {
-  Reply out;
-  if (!r) return out;
-  switch (r->type()) {
-    case Poco::Redis::RedisTypeTraits<Poco::Int64>::TypeId:
-      out.kind = Reply::Kind::Integer;
-      out.integer = static_cast<const Poco::Redis::Type<Poco::Int64>*>(r.get())->value();
-      break;
-    case Poco::Redis::RedisTypeTraits<std::string>::TypeId:
-      out.kind = Reply::Kind::String;
-      out.str = static_cast<const Poco::Redis::Type<std::string>*>(r.get())->value();
-      break;
-    case Poco::Redis::RedisTypeTraits<Poco::Redis::BulkString>::TypeId: {
-      const auto& b = static_cast<const Poco::Redis::Type<Poco::Redis::BulkString>*>(r.get())->value();
-      if (!b.isNull()) {
-        out.kind = Reply::Kind::String;
-        out.str = b.value();
-      }
-      break;
-    }
-    case Poco::Redis::RedisTypeTraits<Poco::Redis::Array>::TypeId: {
-      const auto& a = static_cast<const Poco::Redis::Type<Poco::Redis::Array>*>(r.get())->value();
-      if (a.isNull()) break;
-      out.kind = Reply::Kind::Array;
-      out.elements.reserve(a.size());
-      for (const auto& element : a) out.elements.push_back(convert(element));
-      break;
-    }
-    case Poco::Redis::RedisTypeTraits<Poco::Redis::Error>::TypeId:
-      out.kind = Reply::Kind::Error;
-      out.str = static_cast<const Poco::Redis::Type<Poco::Redis::Error>*>(r.get())->value().getMessage();
-      break;
-    default:
-      break;
-  }
-  return out;
-}
-
-Poco::Redis::Array to_array(const Command& cmd) {
-  Poco::Redis::Array a;
-  for (const auto& part : cmd) a.add(part);
-  return a;
-}
-
-}  // namespace
 
 RedisScript::RedisScript(std::string source) : source_(std::move(source)) {
   Poco::SHA1Engine sha;
@@ -72,17 +21,18 @@ RedisConnection::RedisConnection(RedisUrl url, double receive_timeout_s)
 
 RedisConnection::~RedisConnection() = default;
 
-bool RedisConnection::connected() const { return client_ && client_->isConnected(); }
+bool RedisConnection::connected() const { return socket_ != nullptr; }
 
 void RedisConnection::disconnect() {
-  if (client_) {
+  if (socket_) {
     try {
-      client_->disconnect();
+      socket_->close();
     } catch (...) {
     }
   }
-  client_.reset();
-  deferred_ = 0;
+  socket_.reset();
+  in_.clear();
+  in_pos_ = 0;
 }
 
 void RedisConnection::fail(const std::string& what) {
@@ -90,13 +40,20 @@ void RedisConnection::fail(const std::string& what) {
   throw BrokerError("Redis " + url_.host + ":" + std::to_string(url_.port) + ": " + what, true);
 }
 
+void RedisConnection::set_timeout(double seconds) {
+  socket_->setReceiveTimeout(
+      Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(seconds * 1e6)));
+}
+
 void RedisConnection::ensure_connected() {
-  if (client_) return;
+  if (socket_) return;
   try {
-    auto c = std::make_unique<Poco::Redis::Client>();
-    c->connect(url_.host, url_.port, Poco::Timespan(static_cast<long>(5), 0L));
-    c->setReceiveTimeout(Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(receive_timeout_s_ * 1e6)));
-    client_ = std::move(c);
+    auto s = std::make_unique<Poco::Net::StreamSocket>();
+    s->connect(Poco::Net::SocketAddress(url_.host, static_cast<Poco::UInt16>(url_.port)),
+               Poco::Timespan(5, 0));
+    s->setNoDelay(true);
+    socket_ = std::move(s);
+    set_timeout(receive_timeout_s_);
   } catch (const Poco::Exception& e) {
     fail("cannot connect: " + e.displayText());
   }
@@ -104,14 +61,14 @@ void RedisConnection::ensure_connected() {
     Command auth{"AUTH"};
     if (!url_.username.empty()) auth.push_back(url_.username);
     auth.push_back(url_.password);
-    Reply r = roundtrip(auth);
+    const Reply r = roundtrip(auth);
     if (r.kind == Reply::Kind::Error) {
       disconnect();
       throw BrokerError("Redis authentication failed: " + r.str, false);
     }
   }
   if (url_.db != 0) {
-    Reply r = roundtrip({"SELECT", std::to_string(url_.db)});
+    const Reply r = roundtrip({"SELECT", std::to_string(url_.db)});
     if (r.kind == Reply::Kind::Error) {
       disconnect();
       throw BrokerError("Redis SELECT " + std::to_string(url_.db) + " failed: " + r.str, false);
@@ -119,36 +76,120 @@ void RedisConnection::ensure_connected() {
   }
 }
 
-Reply RedisConnection::roundtrip(const Command& cmd) {
+void RedisConnection::write(const std::vector<Command>& cmds) {
+  std::string out;
+  size_t size = 0;
+  for (const auto& c : cmds)
+    for (const auto& part : c) size += part.size() + 16;
+  out.reserve(size);
+  for (const auto& c : cmds) {
+    out += '*';
+    out += std::to_string(c.size());
+    out += "\r\n";
+    for (const auto& part : c) {
+      out += '$';
+      out += std::to_string(part.size());
+      out += "\r\n";
+      out += part;
+      out += "\r\n";
+    }
+  }
   try {
-    return convert(client_->sendCommand(to_array(cmd)));
-  } catch (const Poco::Redis::RedisException& e) {
-    fail(e.displayText());
+    size_t sent = 0;
+    while (sent < out.size()) {
+      const int n = socket_->sendBytes(out.data() + sent, static_cast<int>(out.size() - sent));
+      if (n <= 0) fail("connection closed while sending");
+      sent += static_cast<size_t>(n);
+    }
   } catch (const Poco::Exception& e) {
     fail(e.displayText());
   }
 }
 
-void RedisConnection::flush_deferred() {
-  if (client_) drain_deferred();
+void RedisConnection::fill() {
+  if (in_pos_ > 0 && in_pos_ == in_.size()) {
+    in_.clear();
+    in_pos_ = 0;
+  }
+  char buf[16384];
+  int n = 0;
+  try {
+    n = socket_->receiveBytes(buf, sizeof buf);
+  } catch (const Poco::TimeoutException&) {
+    fail("timed out waiting for a reply");
+  } catch (const Poco::Exception& e) {
+    fail(e.displayText());
+  }
+  if (n <= 0) fail("connection closed by the server");
+  in_.append(buf, static_cast<size_t>(n));
 }
 
-void RedisConnection::drain_deferred() {
-  while (deferred_ > 0) {
-    Reply r;
-    try {
-      r = convert(client_->readReply());
-    } catch (const Poco::Exception& e) {
-      fail(e.displayText());
+std::string RedisConnection::read_line() {
+  while (true) {
+    const auto end = in_.find("\r\n", in_pos_);
+    if (end != std::string::npos) {
+      std::string line = in_.substr(in_pos_, end - in_pos_);
+      in_pos_ = end + 2;
+      return line;
     }
-    --deferred_;
-    if (r.kind == Reply::Kind::Error) throw BrokerError("Redis error: " + r.str, false);
+    fill();
   }
+}
+
+Reply RedisConnection::read_reply() {
+  const std::string line = read_line();
+  if (line.empty()) fail("malformed reply");
+  Reply r;
+  const std::string rest = line.substr(1);
+  auto number = [&]() -> int64_t {
+    try {
+      return std::stoll(rest);
+    } catch (const std::exception&) {
+      fail("malformed reply: " + line);
+    }
+  };
+  switch (line[0]) {
+    case '+':
+      r.kind = Reply::Kind::String;
+      r.str = rest;
+      return r;
+    case '-':
+      r.kind = Reply::Kind::Error;
+      r.str = rest;
+      return r;
+    case ':':
+      r.kind = Reply::Kind::Integer;
+      r.integer = number();
+      return r;
+    case '$': {
+      const int64_t len = number();
+      if (len < 0) return r;  // nil
+      while (in_.size() - in_pos_ < static_cast<size_t>(len) + 2) fill();
+      r.kind = Reply::Kind::String;
+      r.str = in_.substr(in_pos_, static_cast<size_t>(len));
+      in_pos_ += static_cast<size_t>(len) + 2;
+      return r;
+    }
+    case '*': {
+      const int64_t n = number();
+      if (n < 0) return r;  // nil array
+      r.kind = Reply::Kind::Array;
+      r.elements.reserve(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) r.elements.push_back(read_reply());
+      return r;
+    }
+    default:
+      fail("malformed reply: " + line.substr(0, 40));
+  }
+}
+
+Reply RedisConnection::roundtrip(const Command& cmd) {
+  write({cmd});
+  return read_reply();
 }
 
 Reply RedisConnection::command(const Command& cmd) {
   ensure_connected();
-  drain_deferred();
   Reply r = roundtrip(cmd);
   if (r.kind == Reply::Kind::Error)
     throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
@@ -157,30 +198,11 @@ Reply RedisConnection::command(const Command& cmd) {
 
 std::vector<Reply> RedisConnection::pipeline(const std::vector<Command>& cmds) {
   ensure_connected();
-  drain_deferred();
-  std::vector<Poco::Redis::Array> arrays;
-  arrays.reserve(cmds.size());
-  for (const auto& c : cmds) arrays.push_back(to_array(c));
+  write(cmds);
   std::vector<Reply> out;
-  try {
-    Poco::Redis::Array replies = client_->sendCommands(arrays);
-    out.reserve(replies.size());
-    for (const auto& element : replies) out.push_back(convert(element));
-  } catch (const Poco::Exception& e) {
-    fail(e.displayText());
-  }
+  out.reserve(cmds.size());
+  for (size_t i = 0; i < cmds.size(); ++i) out.push_back(read_reply());
   return out;
-}
-
-void RedisConnection::send_deferred(const std::vector<Command>& cmds) {
-  ensure_connected();
-  try {
-    for (const auto& c : cmds) client_->execute<void>(to_array(c));
-    client_->flush();
-  } catch (const Poco::Exception& e) {
-    fail(e.displayText());
-  }
-  deferred_ += cmds.size();
 }
 
 Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::string>& keys,
@@ -189,7 +211,6 @@ Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::st
   cmd.insert(cmd.end(), keys.begin(), keys.end());
   cmd.insert(cmd.end(), args.begin(), args.end());
   ensure_connected();
-  drain_deferred();
   Reply r = roundtrip(cmd);
   if (r.kind == Reply::Kind::Error && r.str.rfind("NOSCRIPT", 0) == 0) {
     cmd[0] = "EVAL";
@@ -202,13 +223,9 @@ Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::st
 
 Reply RedisConnection::blocking(const Command& cmd, double block_s) {
   ensure_connected();
-  drain_deferred();
-  client_->setReceiveTimeout(Poco::Timespan(
-      static_cast<Poco::Timespan::TimeDiff>((receive_timeout_s_ + block_s) * 1e6)));
+  set_timeout(receive_timeout_s_ + block_s);
   Reply r = roundtrip(cmd);
-  if (client_)
-    client_->setReceiveTimeout(
-        Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(receive_timeout_s_ * 1e6)));
+  if (socket_) set_timeout(receive_timeout_s_);
   if (r.kind == Reply::Kind::Error)
     throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
   return r;

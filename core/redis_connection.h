@@ -1,10 +1,12 @@
 // One Redis connection: commands, pipelines, Lua scripts by SHA, and replies as plain values.
+// RESP is spoken directly over a Poco StreamSocket with TCP_NODELAY: Poco::Redis::Client hides
+// its socket, and without NODELAY a pipelined write meets delayed ACKs (40 ms stalls).
 // Failure: a broken or timed-out connection throws BrokerError(connection_lost=true) and is
 // reconnected on the next call; a Redis error reply throws BrokerError(connection_lost=false).
 // Not thread-safe: each thread owns its connections.
 #pragma once
 
-#include <Poco/Redis/Client.h>
+#include <Poco/Net/StreamSocket.h>
 
 #include <cstdint>
 #include <memory>
@@ -50,11 +52,6 @@ class RedisConnection {
   Reply command(const Command& cmd);
   // Several commands in one write; all replies, error replies included (as Kind::Error).
   std::vector<Reply> pipeline(const std::vector<Command>& cmds);
-  // Writes commands without waiting; their replies are read (and checked) before the next
-  // command's. Used to overlap an ack with the task it acknowledges.
-  void send_deferred(const std::vector<Command>& cmds);
-  // Reads and checks the replies of deferred commands.
-  void flush_deferred();
   // Runs a script (EVALSHA, loading it on NOSCRIPT).
   Reply eval(const RedisScript& script, const std::vector<std::string>& keys,
              const std::vector<std::string>& args);
@@ -67,14 +64,19 @@ class RedisConnection {
 
  private:
   void ensure_connected();
-  void drain_deferred();
   [[noreturn]] void fail(const std::string& what);
   Reply roundtrip(const Command& cmd);
+  void write(const std::vector<Command>& cmds);
+  Reply read_reply();
+  std::string read_line();
+  void fill();
+  void set_timeout(double seconds);
 
   RedisUrl url_;
   double receive_timeout_s_;
-  std::unique_ptr<Poco::Redis::Client> client_;
-  size_t deferred_ = 0;
+  std::unique_ptr<Poco::Net::StreamSocket> socket_;
+  std::string in_;       // received bytes not yet parsed
+  size_t in_pos_ = 0;
 };
 
 }  // namespace cvtasks

@@ -18,22 +18,33 @@ bool holds_success(const std::string& value) {
   }
 }
 
-// Celery does GET, then MULTI SETEX PUBLISH EXEC; one script does the same without the race
-// between the check and the write, in one round trip.
+// Celery does GET, then MULTI SETEX PUBLISH EXEC per result; one script call does that for a
+// whole batch, without the race between the check and the write. ARGV holds ttl, value pairs
+// (ttl "" = no expiry); returns how many were written.
 const RedisScript kStoreScript(R"lua(
-local old = redis.call('GET', KEYS[1])
-if old then
-  local ok, meta = pcall(cjson.decode, old)
-  if ok and type(meta) == 'table' and meta.status == 'SUCCESS' then return 0 end
+local written = 0
+for i, key in ipairs(KEYS) do
+  local ttl, value = ARGV[2 * i - 1], ARGV[2 * i]
+  local old = redis.call('GET', key)
+  local keep = false
+  if old then
+    local ok, meta = pcall(cjson.decode, old)
+    keep = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
+  end
+  if not keep then
+    if ttl == '' then redis.call('SET', key, value) else redis.call('SETEX', key, ttl, value) end
+    redis.call('PUBLISH', key, value)
+    written = written + 1
+  end
 end
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
+return written
 )lua");
+
+// SETEX takes whole seconds, and never 0.
+std::string ttl_arg(std::optional<double> ttl_s) {
+  if (!ttl_s) return "";
+  return std::to_string(std::max<long long>(1, static_cast<long long>(*ttl_s + 0.5)));
+}
 
 class RedisStore final : public KeyValueStore {
  public:
@@ -51,19 +62,28 @@ class RedisStore final : public KeyValueStore {
 
   bool set_unless_success(const std::string& key, const std::string& value,
                           std::optional<double> ttl_s) override {
-    std::string ttl;
-    if (ttl_s) {
-      // SETEX takes whole seconds; never 0, which Redis rejects.
-      ttl = std::to_string(std::max<long long>(1, static_cast<long long>(*ttl_s + 0.5)));
+    return write({Entry{key, value, ttl_s}}) == 1;
+  }
+
+  void set_many_unless_success(const std::vector<Entry>& entries) override { write(entries); }
+
+ private:
+  int64_t write(const std::vector<Entry>& entries) {
+    std::vector<std::string> keys, args;
+    keys.reserve(entries.size());
+    args.reserve(entries.size() * 2);
+    for (const auto& e : entries) {
+      keys.push_back(e.key);
+      args.push_back(ttl_arg(e.ttl_s));
+      args.push_back(e.value);
     }
     try {
-      return conn_.eval(kStoreScript, {key}, {value, ttl}).integer == 1;
+      return conn_.eval(kStoreScript, keys, args).integer;
     } catch (const BrokerError& e) {
       throw BackendError(e.what(), e.connection_lost());
     }
   }
 
- private:
   RedisConnection conn_;
 };
 

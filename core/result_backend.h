@@ -34,6 +34,10 @@ inline constexpr const char* RETRY = "RETRY";
 // The minimal store the meta logic needs.
 class KeyValueStore {
  public:
+  struct Entry {
+    std::string key, value;
+    std::optional<double> ttl_s;
+  };
   virtual ~KeyValueStore() = default;
   virtual std::optional<std::string> get(const std::string& key) = 0;
   // Writes `value` under `key` with `ttl_s` (none = no expiry) and publishes it on the channel
@@ -41,6 +45,10 @@ class KeyValueStore {
   // skipped. Atomic: no reader sees the SUCCESS overwritten in between.
   virtual bool set_unless_success(const std::string& key, const std::string& value,
                                   std::optional<double> ttl_s) = 0;
+  // The same for several entries, in order (one round trip where the store allows it).
+  virtual void set_many_unless_success(const std::vector<Entry>& entries) {
+    for (const auto& e : entries) set_unless_success(e.key, e.value, e.ttl_s);
+  }
 };
 
 // What the meta records about the task besides its state.

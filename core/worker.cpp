@@ -51,13 +51,18 @@ std::optional<double> first_limit(std::optional<double> a, std::optional<double>
 }  // namespace
 
 Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry& registry,
-               BrokerFactory brokers, BackendFactory backends, const Clock& clock)
+               BrokerFactory brokers, StoreFactory stores, const Clock& clock)
     : settings_(settings),
       config_(std::move(config)),
       registry_(registry),
       brokers_(std::move(brokers)),
-      backends_(std::move(backends)),
-      clock_(clock) {}
+      clock_(clock) {
+  outbox_ = std::make_unique<Outbox>(brokers_(), stores ? stores() : nullptr,
+                                     [this](const std::vector<std::string>& tags) { on_acked(tags); });
+  if (stores)
+    backend_ = std::make_unique<ResultBackend>(std::make_unique<OutboxStore>(*outbox_),
+                                               settings_.celery.result_expires, clock_);
+}
 
 Worker::~Worker() {
   for (auto& t : threads_)
@@ -86,28 +91,47 @@ auto Worker::io(F&& op) -> decltype(op()) {
       if (!e.connection_lost() || cold_) throw;
       if (!connection_lost_logged_.exchange(true))
         spdlog::warn("Connection to Redis lost: {}. Trying to re-establish the connection...",
-                        e.what());
-    } catch (const BackendError& e) {
-      if (!e.connection_lost() || cold_) throw;
-      if (!connection_lost_logged_.exchange(true))
-        spdlog::warn("Connection to the result backend lost: {}. Retrying...", e.what());
+                     e.what());
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
 }
 
-size_t Worker::unacked_count_locked() const { return unacked_.size(); }
-
 bool Worker::expired(const Job& job) const {
   return job.msg.expires && clock_.now() >= *job.msg.expires;
 }
 
-void Worker::store_revoked(ResultBackend* backend, const Job& job, const std::string& why) {
+bool Worker::stores_result(const Job& job) const {
+  return backend_ && !job.msg.ignore_result && !settings_.celery.task_ignore_result &&
+         !(job.task && job.task->ignore_result());
+}
+
+void Worker::store_revoked(const Job& job, const std::string& why) {
   spdlog::info("Discarding revoked task: {}[{}] ({})", job.msg.display_name(), job.msg.id, why);
-  if (!backend || job.msg.ignore_result) return;
+  if (!stores_result(job)) return;
   ResultContext rc{job.msg.id, job.msg.group, job.msg.parent_id, {}};
-  io([&] { backend->store(rc, states::REVOKED, task_revoked(why).info().to_json()); });
+  backend_->store(rc, states::REVOKED, task_revoked(why).info().to_json());
+}
+
+void Worker::post_ack(const JobPtr& job) {
+  {
+    std::lock_guard lock(mu_);
+    job->acked = true;
+  }
+  outbox_->post_ack(job->tag);
+}
+
+void Worker::on_acked(const std::vector<std::string>& tags) {
+  std::lock_guard lock(mu_);
+  for (const auto& t : tags) unacked_.erase(t);
+  capacity_cv_.notify_one();
+}
+
+void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& job) {
+  TraceEnv env{broker, backend_.get(), settings_, clock_, config_.nodename};
+  RecordProgress progress;
+  io([&] { record(outcome, job.msg, stores_result(job), env, progress); });
 }
 
 void Worker::run() {
@@ -127,7 +151,7 @@ void Worker::run() {
 
   {
     std::unique_lock lock(mu_);
-    capacity_cv_.wait(lock, [&] { return stopping_; });
+    stop_cv_.wait(lock, [&] { return stopping_; });
   }
   shutdown();
 }
@@ -140,6 +164,7 @@ void Worker::stop(bool cold) {
     if (cold)
       for (auto& job : running_) job->cancel.cancel(CancelReason::Abandon);
   }
+  stop_cv_.notify_all();
   capacity_cv_.notify_all();
   ready_cv_.notify_all();
   wake_cv_.notify_all();
@@ -156,53 +181,62 @@ void Worker::spawn_pool_thread() {
 
 // ---------------------------------------------------------------- consumer
 
+size_t Worker::fetch(Broker& broker) {
+  std::lock_guard fetching(fetch_mu_);
+  const size_t prefetch =
+      static_cast<size_t>(config_.concurrency) * static_cast<size_t>(config_.prefetch_multiplier);
+  size_t room;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return 0;
+    // Celery raises the prefetch count by one for every ETA task it holds.
+    const size_t limit = prefetch + held_.size();
+    room = limit > unacked_.size() ? limit - unacked_.size() : 0;
+  }
+  if (room == 0) return 0;
+  std::vector<Delivery> batch = io([&] {
+    return broker.take(config_.queues, std::min<size_t>(room, 64),
+                       settings_.worker.max_message_bytes, clock_.now());
+  });
+  for (auto& d : batch) {
+    try {
+      handle_delivery(broker, d);
+    } catch (const std::exception& e) {
+      spdlog::error("Failed to handle message {} from {}: {}", d.tag, d.queue, e.what());
+    }
+  }
+  if (!batch.empty()) outbox_->flush_soon();
+  return batch.size();
+}
+
 void Worker::consume_loop() {
   auto broker = brokers_();
-  auto backend = backends_ ? backends_() : nullptr;
-  std::vector<std::string> queues = config_.queues;
   const size_t prefetch =
       static_cast<size_t>(config_.concurrency) * static_cast<size_t>(config_.prefetch_multiplier);
   while (true) {
-    size_t room;
     {
       std::unique_lock lock(mu_);
-      capacity_cv_.wait(lock, [&] {
-        return stopping_ || prefetch + held_.size() > unacked_count_locked();
-      });
+      capacity_cv_.wait(lock, [&] { return stopping_ || prefetch + held_.size() > unacked_.size(); });
       if (stopping_) break;
-      room = prefetch + held_.size() - unacked_count_locked();
     }
-    std::vector<Delivery> batch;
+    size_t taken = 0;
     try {
-      batch = io([&] {
-        return broker->take(queues, std::min<size_t>(room, 64), settings_.worker.max_message_bytes,
-                            clock_.now());
-      });
+      taken = fetch(*broker);
     } catch (const Error& e) {
       spdlog::error("Cannot take messages: {}", e.what());
       std::this_thread::sleep_for(std::chrono::seconds(1));
       continue;
     }
-    if (batch.empty()) {
-      // Idle: let the waiters block on the queues; poll again at least every 100 ms for the
-      // priority sub-lists, which the waiters do not watch.
+    if (taken == 0) {
+      // Idle: the waiters block on the queues and take themselves; poll again at least every
+      // 100 ms for the priority sub-lists, which the waiters do not watch.
       std::unique_lock lock(mu_);
       idle_armed_ = true;
       woken_ = false;
       arm_cv_.notify_all();
       wake_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return woken_ || stopping_; });
       idle_armed_ = false;
-      continue;
     }
-    for (auto& d : batch) {
-      try {
-        handle_delivery(*broker, backend.get(), d);
-      } catch (const std::exception& e) {
-        spdlog::error("Failed to handle message {} from {}: {}", d.tag, d.queue, e.what());
-      }
-    }
-    // Round-robin between queues of one priority, as kombu rotates its cycle.
-    if (queues.size() > 1) std::rotate(queues.begin(), queues.begin() + 1, queues.end());
   }
 }
 
@@ -214,22 +248,18 @@ void Worker::wait_loop(const std::string& queue) {
       arm_cv_.wait(lock, [&] { return stopping_ || idle_armed_; });
       if (stopping_) return;
     }
-    bool has_message = false;
     try {
-      has_message = broker->wait_for_message(queue, 0.5);
-    } catch (const BrokerError&) {
+      // Take right here: handing the wake-up to the consumer would cost a thread switch on
+      // every task that arrives at an idle worker.
+      if (broker->wait_for_message(queue, 0.5)) fetch(*broker);
+    } catch (const Error&) {
       // The consumer reports connection problems; just do not spin.
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    }
-    if (has_message) {
-      std::lock_guard lock(mu_);
-      woken_ = true;
-      wake_cv_.notify_all();
     }
   }
 }
 
-void Worker::handle_delivery(Broker& broker, ResultBackend* backend, Delivery& d) {
+void Worker::handle_delivery(Broker& broker, Delivery& d) {
   if (d.malformed) {
     spdlog::error("Received an unreadable message from queue {} (not a JSON envelope with a "
                   "delivery tag, or larger than {} bytes); moved to {}: {:.200}",
@@ -246,11 +276,11 @@ void Worker::handle_delivery(Broker& broker, ResultBackend* backend, Delivery& d
     spdlog::error("Rejected message {} from queue {}: {}; moved to {}", d.tag, d.queue, e.what(),
                   kDeadLetterKey);
     io([&] { broker.dead_letter(d.tag); });
-    if (!id.empty() && backend) {
+    if (!id.empty() && backend_) {
       // The client is waiting on this id: tell it, rather than leave it PENDING forever.
       ResultContext rc{id, std::nullopt, std::nullopt, {}};
       const TaskError err("ContentDisallowed", e.what(), "kombu.exceptions");
-      io([&] { backend->store(rc, states::FAILURE, err.info().to_json(), err.info().traceback_text()); });
+      backend_->store(rc, states::FAILURE, err.info().to_json(), err.info().traceback_text());
     }
     return;
   }
@@ -259,23 +289,18 @@ void Worker::handle_delivery(Broker& broker, ResultBackend* backend, Delivery& d
   if (!job->task) {
     spdlog::error("Received unregistered task of type '{}'. The message has been ignored and "
                   "discarded. [{}]", m.task, m.id);
-    io([&] { broker.ack(d.tag); });
-    if (backend && !m.ignore_result) {
-      TaskContext unused(m, settings_, job->cancel, [](const std::string&, const json&) {},
-                         [](pid_t, bool) {});
-      const Outcome o = trace(nullptr, m, unused);
-      RecordProgress p;
-      TraceEnv env{broker, backend, settings_, clock_, config_.nodename};
-      io([&] { record(o, m, true, env, p); });
-    }
+    TaskContext unused(m, settings_, job->cancel, [](const std::string&, const json&) {},
+                       [](pid_t, bool) {});
+    record_outcome(broker, trace(nullptr, m, unused), *job);
+    outbox_->post_ack(d.tag);  // never entered unacked_: nothing to count down
     return;
   }
   spdlog::info("Task {}[{}] received", m.display_name(), m.id);
   job->acks_late = m.acks_late.value_or(
       job->task->acks_late().value_or(settings_.celery.task_acks_late));
   if (expired(*job)) {
-    store_revoked(backend, *job, "expired");
-    io([&] { broker.ack(d.tag); });
+    store_revoked(*job, "expired");
+    outbox_->post_ack(d.tag);
     return;
   }
   {
@@ -295,7 +320,6 @@ void Worker::handle_delivery(Broker& broker, ResultBackend* backend, Delivery& d
 
 void Worker::pool_loop() {
   auto broker = brokers_();
-  auto backend = backends_ ? backends_() : nullptr;
   while (true) {
     JobPtr job;
     {
@@ -313,7 +337,7 @@ void Worker::pool_loop() {
       if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
     }
     try {
-      execute(*broker, backend.get(), job);
+      execute(*broker, job);
     } catch (const std::exception& e) {
       spdlog::error("Task {}[{}]: could not record the outcome: {}", job->msg.display_name(),
                     job->msg.id, e.what());
@@ -330,41 +354,33 @@ void Worker::pool_loop() {
     }
     finish(job);
   }
-  try {
-    broker->flush();
-  } catch (const std::exception&) {
-  }
   std::lock_guard lock(mu_);
   --live_pool_threads_;
   pool_done_cv_.notify_all();
 }
 
-void Worker::execute(Broker& broker, ResultBackend* backend, const JobPtr& job) {
+void Worker::execute(Broker& broker, const JobPtr& job) {
   const TaskMessage& m = job->msg;
   if (expired(*job)) {
-    store_revoked(backend, *job, "expired");
-    io([&] { broker.ack(job->tag); });
-    std::lock_guard lock(mu_);
-    job->acked = true;
+    store_revoked(*job, "expired");
+    post_ack(job);
+    outbox_->flush_here();
     return;
   }
   if (!job->acks_late) {
-    io([&] { broker.ack(job->tag); });
-    std::lock_guard lock(mu_);
-    job->acked = true;
-    unacked_.erase(job->tag);
-    capacity_cv_.notify_one();
+    post_ack(job);  // early ack: on its way before the task body runs
+    outbox_->flush_soon();
   }
-  const bool store = backend && !m.ignore_result && !job->task->ignore_result() &&
-                     !settings_.celery.task_ignore_result;
+  const bool store = stores_result(*job);
   const ResultContext rc{m.id, m.group, m.parent_id, {}};
-  if (store && settings_.celery.task_track_started)
-    io([&] {
-      backend->store(rc, states::STARTED,
-                     {{"pid", ::getpid()}, {"hostname", config_.nodename}});
-    });
+  if (store && settings_.celery.task_track_started) {
+    backend_->store(rc, states::STARTED, {{"pid", ::getpid()}, {"hostname", config_.nodename}});
+    outbox_->flush_here();  // STARTED is visible before the body runs (SPEC 3.4)
+  }
   auto write_state = [&](const std::string& state, const json& meta) {
-    if (store) io([&] { backend->store(rc, state, meta); });
+    if (!store) return;
+    backend_->store(rc, state, meta);
+    outbox_->flush_soon();
   };
   auto process_hook = [&](pid_t pid, bool owned) {
     std::lock_guard jl(job->mu);
@@ -385,26 +401,19 @@ void Worker::execute(Broker& broker, ResultBackend* backend, const JobPtr& job) 
     spdlog::error(describe(outcome, m));
   else
     spdlog::info(describe(outcome, m));
-  TraceEnv env{broker, backend, settings_, clock_, config_.nodename};
-  RecordProgress progress;
-  io([&] { record(outcome, m, store, env, progress); });
-  if (job->acks_late) {
-    io([&] { broker.ack(job->tag); });
-    std::lock_guard lock(mu_);
-    job->acked = true;
-  }
+  record_outcome(broker, outcome, *job);
+  if (job->acks_late) post_ack(job);  // queued after the result: sent once it is stored
+  outbox_->flush_here();
 }
 
 void Worker::finish(const JobPtr& job) {
   std::lock_guard lock(mu_);
   running_.remove(job);
-  if (job->acked) unacked_.erase(job->tag);
-  capacity_cv_.notify_one();
 }
 
 // ---------------------------------------------------------------- timer
 
-void Worker::release_due(Broker& broker, ResultBackend* backend) {
+void Worker::release_due() {
   std::vector<JobPtr> due;
   {
     std::lock_guard lock(mu_);
@@ -416,11 +425,9 @@ void Worker::release_due(Broker& broker, ResultBackend* backend) {
   }
   for (auto& job : due) {
     if (expired(*job)) {
-      store_revoked(backend, *job, "expired");
-      io([&] { broker.ack(job->tag); });
-      std::lock_guard lock(mu_);
-      unacked_.erase(job->tag);
-      capacity_cv_.notify_one();
+      store_revoked(*job, "expired");
+      post_ack(job);
+      outbox_->flush_soon();
       continue;
     }
     std::lock_guard lock(mu_);
@@ -429,7 +436,7 @@ void Worker::release_due(Broker& broker, ResultBackend* backend) {
   }
 }
 
-void Worker::enforce_time_limits(Broker& broker, ResultBackend* backend) {
+void Worker::enforce_time_limits(Broker& broker) {
   const auto now = std::chrono::steady_clock::now();
   std::vector<JobPtr> hard;
   {
@@ -455,31 +462,26 @@ void Worker::enforce_time_limits(Broker& broker, ResultBackend* backend) {
     const TaskError err = time_limit_exceeded(limit);
     spdlog::error("Hard time limit ({}s) exceeded for {}[{}]", limit, job->msg.display_name(),
                   job->msg.id);
-    const bool store = backend && !job->msg.ignore_result && !job->task->ignore_result() &&
-                       !settings_.celery.task_ignore_result;
     Outcome o;
     o.state = states::FAILURE;
     o.result = err.info().to_json();
     o.exception = err.info();
-    TraceEnv env{broker, backend, settings_, clock_, config_.nodename};
-    RecordProgress progress;
     try {
-      io([&] { record(o, job->msg, store, env, progress); });
-      bool needs_ack;
-      {
-        std::lock_guard lock(mu_);
-        needs_ack = !job->acked;
-      }
-      if (needs_ack) io([&] { broker.ack(job->tag); });
+      record_outcome(broker, o, *job);
     } catch (const std::exception& e) {
       spdlog::error("Could not record the time limit of {}: {}", job->msg.id, e.what());
     }
+    bool needs_ack;
+    {
+      std::lock_guard lock(mu_);
+      needs_ack = !job->acked;
+    }
+    if (needs_ack) post_ack(job);
+    outbox_->flush_soon();
     // The task's thread may never come back: it retires when it does, and a new thread
     // keeps the pool at its size.
     std::lock_guard lock(mu_);
-    job->acked = true;
     running_.remove(job);
-    unacked_.erase(job->tag);
     ++stray_threads_;
     --live_pool_threads_;
     if (!stopping_) spawn_pool_thread();
@@ -490,7 +492,6 @@ void Worker::enforce_time_limits(Broker& broker, ResultBackend* backend) {
 
 void Worker::timer_loop() {
   auto broker = brokers_();
-  auto backend = backends_ ? backends_() : nullptr;
   const double vt = settings_.celery.visibility_timeout;
   const auto touch_every = seconds(std::clamp(vt / 4, 0.2, 60.0));
   const auto restore_every = seconds(std::max(0.5, settings_.worker.restore_interval));
@@ -498,8 +499,8 @@ void Worker::timer_loop() {
   auto next_restore = std::chrono::steady_clock::now() + restore_every;
   while (true) {
     try {
-      release_due(*broker, backend.get());
-      enforce_time_limits(*broker, backend.get());
+      release_due();
+      enforce_time_limits(*broker);
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_touch) {
         std::vector<std::string> tags;
@@ -533,10 +534,6 @@ void Worker::timer_loop() {
     }
     timer_cv_.wait_until(lock, wake);
     if (timer_stop_) break;
-  }
-  try {
-    broker->flush();
-  } catch (const std::exception&) {
   }
 }
 
@@ -595,6 +592,9 @@ void Worker::shutdown() {
     }
     stray_threads_ += live_pool_threads_;
   }
+  // Results and acks of finished tasks go out before the exit (a cold one gives up on a dead
+  // Redis: the messages stay in `unacked` for restore_visible).
+  outbox_->drain(cold_ ? std::optional<double>(3.0) : std::nullopt);
   // Whatever is still unacked (acks_late tasks abandoned in a cold shutdown) goes back too.
   std::vector<JobPtr> left;
   {

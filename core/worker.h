@@ -1,11 +1,12 @@
 // Worker: the engine behind run_celery_worker (Celery's Consumer + pool + timer).
 //
 // Threads: one consumer (takes messages within the prefetch limit, atomically recorded as
-// unacked), one waiter per queue (blocks until a queue has work, so an idle worker does not
-// poll), `concurrency` pool threads (run tasks, record outcomes), one timer (releases ETA
-// tasks, enforces time limits, refreshes held messages' visibility, restores timed-out ones).
-// Every Redis call goes through a retry loop: a lost connection is logged, retried with
-// backoff and resumed; the worker never exits or stops consuming because Redis went away.
+// unacked), one waiter per queue (blocks until its queue has work and then takes it itself, so
+// an idle worker neither polls hard nor adds a thread hand-off), `concurrency` pool threads
+// (run tasks, publish follow-ups), one timer (releases ETA tasks, enforces time limits,
+// refreshes held messages' visibility, restores timed-out ones), and the Outbox's sender
+// (results and acks, batched). Every Redis call is retried while the connection is lost: the
+// worker logs it and resumes, and never exits or stops consuming because Redis went away.
 //
 // Shutdown: stop(false) is warm (stop taking, give back reserved and ETA-held messages,
 // finish running tasks); stop(true) is cold (running tasks are abandoned: acks_late ones are
@@ -25,9 +26,11 @@
 
 #include "broker.h"
 #include "clock.h"
+#include "outbox.h"
 #include "registry.h"
 #include "result_backend.h"
 #include "settings.h"
+#include "tracer.h"
 
 namespace cvtasks {
 
@@ -40,9 +43,10 @@ struct WorkerConfig {
 
 class Worker {
  public:
-  // `backends` may be empty (no result backend configured: nothing is stored).
+  using StoreFactory = std::function<std::unique_ptr<KeyValueStore>()>;
+  // `stores` may be empty (no result backend configured: nothing is stored).
   Worker(const Settings& settings, WorkerConfig config, const TaskRegistry& registry,
-         BrokerFactory brokers, BackendFactory backends, const Clock& clock);
+         BrokerFactory brokers, StoreFactory stores, const Clock& clock);
   ~Worker();
 
   // Starts all threads, then blocks until stop() and the shutdown are done.
@@ -60,11 +64,17 @@ class Worker {
   void pool_loop();
   void timer_loop();
 
-  void handle_delivery(Broker& broker, ResultBackend* backend, struct Delivery& d);
-  void execute(Broker& broker, ResultBackend* backend, const JobPtr& job);
-  void release_due(Broker& broker, ResultBackend* backend);
-  void enforce_time_limits(Broker& broker, ResultBackend* backend);
+  // Takes what fits under the prefetch limit and dispatches it; returns how many were taken.
+  size_t fetch(Broker& broker);
+  void handle_delivery(Broker& broker, Delivery& d);
+  void execute(Broker& broker, const JobPtr& job);
+  void release_due();
+  void enforce_time_limits(Broker& broker);
   void finish(const JobPtr& job);
+  void post_ack(const JobPtr& job);
+  void on_acked(const std::vector<std::string>& tags);
+  // Records an outcome produced outside the task's own run (not registered, time limit).
+  void record_outcome(Broker& broker, const Outcome& outcome, const Job& job);
   void spawn_pool_thread();
   void shutdown();
 
@@ -73,18 +83,21 @@ class Worker {
   template <typename F>
   auto io(F&& op) -> decltype(op());
 
-  size_t unacked_count_locked() const;
   bool expired(const Job& job) const;
-  void store_revoked(ResultBackend* backend, const Job& job, const std::string& why);
+  bool stores_result(const Job& job) const;
+  void store_revoked(const Job& job, const std::string& why);
 
   const Settings& settings_;
   WorkerConfig config_;
   const TaskRegistry& registry_;
   BrokerFactory brokers_;
-  BackendFactory backends_;
   const Clock& clock_;
+  std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<ResultBackend> backend_;  // writes through outbox_; null: no backend
+  std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
 
   mutable std::mutex mu_;
+  std::condition_variable stop_cv_;      // run(): stop requested
   std::condition_variable ready_cv_;     // pool threads: work or stop
   std::condition_variable capacity_cv_;  // consumer: room under the prefetch limit, or stop
   std::condition_variable timer_cv_;     // timer: new ETA / running task, or stop
@@ -92,7 +105,7 @@ class Worker {
   std::condition_variable arm_cv_;       // waiters: consumer is idle
   std::deque<JobPtr> ready_;
   std::multimap<TimePoint, JobPtr> held_;
-  std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
+  std::map<std::string, JobPtr> unacked_;  // every message we hold whose ack is unconfirmed
   std::list<JobPtr> running_;
   bool idle_armed_ = false;
   bool woken_ = false;
