@@ -12,7 +12,8 @@ double to_epoch(TimePoint t) {
 }
 
 TimePoint from_epoch(double seconds) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+  // Rounded, not truncated: 1795548764.25 must stay .250000, as Python has it.
+  return TimePoint(std::chrono::round<std::chrono::microseconds>(
       std::chrono::duration<double>(seconds)));
 }
 

@@ -118,7 +118,8 @@ std::optional<std::string> base64_decode(std::string_view in) {
       out += static_cast<char>((acc >> bits) & 0xff);
     }
   }
-  if (pad > 2) return std::nullopt;
+  // A lone 6-bit group cannot encode a byte: the input was truncated.
+  if (pad > 2 || bits >= 6) return std::nullopt;
   return out;
 }
 
@@ -166,7 +167,18 @@ std::string python_args_repr(const json& args) {
   return out + ")";
 }
 
+static TaskMessage decode(std::string_view raw, std::string* partial_id);
+
 TaskMessage decode_task_message(std::string_view raw, std::string* partial_id) {
+  try {
+    return decode(raw, partial_id);
+  } catch (const json::exception& e) {
+    // A field of the wrong type (null content-type, numeric routing key, ...).
+    throw ProtocolError(std::string("malformed message: ") + e.what());
+  }
+}
+
+static TaskMessage decode(std::string_view raw, std::string* partial_id) {
   TaskMessage m;
   try {
     m.envelope = json::parse(raw);

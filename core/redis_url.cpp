@@ -36,7 +36,9 @@ RedisUrl RedisUrl::parse(const std::string& url) {
   if (!info.empty()) {
     const auto colon = info.find(':');
     if (colon == std::string::npos) {
-      r.password = info;  // redis://secret@host is how redis-py reads a bare user-info
+      // redis-py and kombu read a bare user-info as a user name without a password, and then
+      // send no AUTH: the same here (and SafeUrl has nothing to mask).
+      r.username = info;
     } else {
       r.username = info.substr(0, colon);
       r.password = info.substr(colon + 1);

@@ -57,8 +57,13 @@ Arguments::Arguments(std::string function, const json& args, const json& kwargs,
   const std::vector<std::string> params(names.begin(), names.end());
   if (!args.is_array() || !kwargs.is_object()) throw type_error(function + "() bad arguments");
   if (args.size() > params.size()) {
-    throw type_error(function + "() takes " + std::to_string(params.size()) +
-                     " positional argument" + (params.size() == 1 ? "" : "s") + " but " +
+    // Python: "takes 2 positional arguments" or, with defaults, "takes from 1 to 2 ...".
+    const std::string count = required == params.size()
+                                  ? std::to_string(params.size())
+                                  : "from " + std::to_string(required) + " to " +
+                                        std::to_string(params.size());
+    throw type_error(function + "() takes " + count + " positional argument" +
+                     (params.size() == 1 && required == params.size() ? "" : "s") + " but " +
                      std::to_string(args.size()) + (args.size() == 1 ? " was" : " were") +
                      " given");
   }

@@ -169,9 +169,7 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
       const std::string group = progress.errback_group;
       for (const auto& sig : m.errbacks) {
         PublishOptions po = follow_up(sig, m, env);
-        po.args = json::array({m.id});
-        if (sig.contains("args") && sig["args"].is_array())
-          for (const auto& a : sig["args"]) po.args.push_back(a);
+        po.args = with_parent_result(sig, m.id);  // immutable: no task id either
         po.group = group;
         publish_child(std::move(po));
       }

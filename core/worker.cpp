@@ -125,7 +125,7 @@ void Worker::post_ack(const JobPtr& job) {
 void Worker::on_acked(const std::vector<std::string>& tags) {
   std::lock_guard lock(mu_);
   for (const auto& t : tags) unacked_.erase(t);
-  capacity_cv_.notify_one();
+  ready_cv_.notify_all();
 }
 
 void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& job) {
@@ -146,7 +146,6 @@ void Worker::run() {
   for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
   threads_.emplace_back([this] { timer_loop(); });
   for (const auto& q : config_.queues) threads_.emplace_back([this, q] { wait_loop(q); });
-  threads_.emplace_back([this] { consume_loop(); });
   spdlog::info("{} ready.", config_.nodename);
 
   {
@@ -165,9 +164,7 @@ void Worker::stop(bool cold) {
       for (auto& job : running_) job->cancel.cancel(CancelReason::Abandon);
   }
   stop_cv_.notify_all();
-  capacity_cv_.notify_all();
   ready_cv_.notify_all();
-  wake_cv_.notify_all();
   arm_cv_.notify_all();
   timer_cv_.notify_all();
   pool_done_cv_.notify_all();
@@ -181,19 +178,19 @@ void Worker::spawn_pool_thread() {
 
 // ---------------------------------------------------------------- consumer
 
-size_t Worker::fetch(Broker& broker) {
+Worker::FetchResult Worker::fetch(Broker& broker) {
   std::lock_guard fetching(fetch_mu_);
   const size_t prefetch =
       static_cast<size_t>(config_.concurrency) * static_cast<size_t>(config_.prefetch_multiplier);
   size_t room;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return 0;
+    if (stopping_) return {0, false};
     // Celery raises the prefetch count by one for every ETA task it holds.
     const size_t limit = prefetch + held_.size();
     room = limit > unacked_.size() ? limit - unacked_.size() : 0;
   }
-  if (room == 0) return 0;
+  if (room == 0) return {0, true};
   std::vector<Delivery> batch = io([&] {
     return broker.take(config_.queues, std::min<size_t>(room, 64),
                        settings_.worker.max_message_bytes, clock_.now());
@@ -202,42 +199,17 @@ size_t Worker::fetch(Broker& broker) {
     try {
       handle_delivery(broker, d);
     } catch (const std::exception& e) {
-      spdlog::error("Failed to handle message {} from {}: {}", d.tag, d.queue, e.what());
+      spdlog::error("Failed to handle message {} from {}: {}; moved to {}", d.tag, d.queue,
+                    e.what(), kDeadLetterKey);
+      // Not left in `unacked`, where restore_visible would bring it back to fail again.
+      if (!d.malformed) io([&] { broker.dead_letter(d.tag); });
     }
   }
-  if (!batch.empty()) outbox_->flush_soon();
-  return batch.size();
-}
-
-void Worker::consume_loop() {
-  auto broker = brokers_();
-  const size_t prefetch =
-      static_cast<size_t>(config_.concurrency) * static_cast<size_t>(config_.prefetch_multiplier);
-  while (true) {
-    {
-      std::unique_lock lock(mu_);
-      capacity_cv_.wait(lock, [&] { return stopping_ || prefetch + held_.size() > unacked_.size(); });
-      if (stopping_) break;
-    }
-    size_t taken = 0;
-    try {
-      taken = fetch(*broker);
-    } catch (const Error& e) {
-      spdlog::error("Cannot take messages: {}", e.what());
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-      continue;
-    }
-    if (taken == 0) {
-      // Idle: the waiters block on the queues and take themselves; poll again at least every
-      // 100 ms for the priority sub-lists, which the waiters do not watch.
-      std::unique_lock lock(mu_);
-      idle_armed_ = true;
-      woken_ = false;
-      arm_cv_.notify_all();
-      wake_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return woken_ || stopping_; });
-      idle_armed_ = false;
-    }
+  if (!batch.empty()) {
+    outbox_->flush_soon();
+    ready_cv_.notify_all();
   }
+  return {batch.size(), false};
 }
 
 void Worker::wait_loop(const std::string& queue) {
@@ -249,11 +221,14 @@ void Worker::wait_loop(const std::string& queue) {
       if (stopping_) return;
     }
     try {
-      // Take right here: handing the wake-up to the consumer would cost a thread switch on
+      // Take right here: handing the wake-up to another thread would cost a thread switch on
       // every task that arrives at an idle worker.
-      if (broker->wait_for_message(queue, 0.5)) fetch(*broker);
+      if (broker->wait_for_message(queue, 0.5) && fetch(*broker).full) {
+        std::lock_guard lock(mu_);
+        idle_armed_ = false;  // no room: wait for the pool, do not spin on a full queue
+      }
     } catch (const Error&) {
-      // The consumer reports connection problems; just do not spin.
+      // The pool threads report connection problems; just do not spin.
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
@@ -311,7 +286,6 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
       timer_cv_.notify_all();
     } else {
       ready_.push_back(job);
-      ready_cv_.notify_one();
     }
   }
 }
@@ -324,17 +298,22 @@ void Worker::pool_loop() {
     JobPtr job;
     {
       std::unique_lock lock(mu_);
-      ready_cv_.wait(lock, [&] { return stopping_ || !ready_.empty(); });
       if (stopping_) break;  // reserved messages are given back by shutdown()
-      job = std::move(ready_.front());
-      ready_.pop_front();
-      running_.push_back(job);
-      const auto now = std::chrono::steady_clock::now();
-      if (auto soft = first_limit(job->msg.soft_time_limit, settings_.celery.task_soft_time_limit))
-        job->soft_deadline = now + seconds(*soft);
-      if (auto hard = first_limit(job->msg.time_limit, settings_.celery.task_time_limit))
-        job->hard_deadline = now + seconds(*hard);
-      if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+      if (!ready_.empty()) {
+        job = std::move(ready_.front());
+        ready_.pop_front();
+        running_.push_back(job);
+        const auto now = std::chrono::steady_clock::now();
+        if (auto soft = first_limit(job->msg.soft_time_limit, settings_.celery.task_soft_time_limit))
+          job->soft_deadline = now + seconds(*soft);
+        if (auto hard = first_limit(job->msg.time_limit, settings_.celery.task_time_limit))
+          job->hard_deadline = now + seconds(*hard);
+        if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+      }
+    }
+    if (!job) {
+      find_work(*broker);
+      continue;
     }
     try {
       execute(*broker, job);
@@ -357,6 +336,38 @@ void Worker::pool_loop() {
   std::lock_guard lock(mu_);
   --live_pool_threads_;
   pool_done_cv_.notify_all();
+}
+
+void Worker::find_work(Broker& broker) {
+  // An idle pool thread takes the next batch itself (run to completion: no consumer thread to
+  // hand work over). One fetches; the others wait for what it finds.
+  std::unique_lock fetching(fetch_mu_, std::try_to_lock);
+  if (!fetching.owns_lock()) {
+    std::unique_lock lock(mu_);
+    ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                       [&] { return stopping_ || !ready_.empty(); });
+    return;
+  }
+  fetching.unlock();  // fetch() takes it again; a waiter may get in between, which is fine
+  FetchResult got;
+  try {
+    got = fetch(broker);
+  } catch (const Error& e) {
+    spdlog::error("Cannot take messages: {}", e.what());
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return;
+  }
+  if (got.taken > 0) return;
+  std::unique_lock lock(mu_);
+  if (!got.full) {
+    // Nothing queued: the waiters block on the queues; this thread polls again within 100 ms
+    // for the priority sub-lists, which the waiters do not watch.
+    idle_armed_ = true;
+    arm_cv_.notify_all();
+  }
+  ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                     [&] { return stopping_ || !ready_.empty(); });
+  idle_armed_ = false;
 }
 
 void Worker::execute(Broker& broker, const JobPtr& job) {
@@ -486,7 +497,6 @@ void Worker::enforce_time_limits(Broker& broker) {
     --live_pool_threads_;
     if (!stopping_) spawn_pool_thread();
     pool_done_cv_.notify_all();
-    capacity_cv_.notify_one();
   }
 }
 
@@ -560,16 +570,9 @@ void Worker::shutdown() {
   // can take them while running tasks finish.
   std::vector<JobPtr> not_started;
   {
-    std::unique_lock lock(mu_);
-    for (auto& j : ready_) not_started.push_back(j);
-    for (auto& [eta, j] : held_) not_started.push_back(j);
-    ready_.clear();
-    held_.clear();
-  }
-  // The consumer may still be handling its last batch; wait for it before giving back.
-  threads_.back().join();
-  {
-    std::unique_lock lock(mu_);
+    // A take in flight finishes first (no new one starts once stopping_ is set).
+    std::lock_guard fetching(fetch_mu_);
+    std::lock_guard lock(mu_);
     for (auto& j : ready_) not_started.push_back(j);
     for (auto& [eta, j] : held_) not_started.push_back(j);
     ready_.clear();

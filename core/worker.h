@@ -1,9 +1,9 @@
 // Worker: the engine behind run_celery_worker (Celery's Consumer + pool + timer).
 //
-// Threads: one consumer (takes messages within the prefetch limit, atomically recorded as
-// unacked), one waiter per queue (blocks until its queue has work and then takes it itself, so
-// an idle worker neither polls hard nor adds a thread hand-off), `concurrency` pool threads
-// (run tasks, publish follow-ups), one timer (releases ETA tasks, enforces time limits,
+// Threads: `concurrency` pool threads (an idle one takes the next batch within the prefetch
+// limit, atomically recorded as unacked, then runs tasks to completion), one waiter per queue
+// (blocks until its queue has work and then takes it itself, so an idle worker neither polls
+// hard nor adds a thread hand-off), one timer (releases ETA tasks, enforces time limits,
 // refreshes held messages' visibility, restores timed-out ones), and the Outbox's sender
 // (results and acks, batched). Every Redis call is retried while the connection is lost: the
 // worker logs it and resumes, and never exits or stops consuming because Redis went away.
@@ -59,13 +59,19 @@ class Worker {
   struct Job;
   using JobPtr = std::shared_ptr<Job>;
 
-  void consume_loop();
+  struct FetchResult {
+    size_t taken = 0;
+    bool full = false;  // no room under the prefetch limit
+  };
+
   void wait_loop(const std::string& queue);
   void pool_loop();
+  // An idle pool thread: fetch a batch, or wait a little for one.
+  void find_work(Broker& broker);
   void timer_loop();
 
-  // Takes what fits under the prefetch limit and dispatches it; returns how many were taken.
-  size_t fetch(Broker& broker);
+  // Takes what fits under the prefetch limit and dispatches it.
+  FetchResult fetch(Broker& broker);
   void handle_delivery(Broker& broker, Delivery& d);
   void execute(Broker& broker, const JobPtr& job);
   void release_due();
@@ -97,25 +103,22 @@ class Worker {
   std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
 
   mutable std::mutex mu_;
-  std::condition_variable stop_cv_;      // run(): stop requested
-  std::condition_variable ready_cv_;     // pool threads: work or stop
-  std::condition_variable capacity_cv_;  // consumer: room under the prefetch limit, or stop
-  std::condition_variable timer_cv_;     // timer: new ETA / running task, or stop
-  std::condition_variable wake_cv_;      // consumer idle: a waiter saw a message
-  std::condition_variable arm_cv_;       // waiters: consumer is idle
+  std::condition_variable stop_cv_;   // run(): stop requested
+  std::condition_variable ready_cv_;  // pool threads: work, room under the prefetch, or stop
+  std::condition_variable timer_cv_;  // timer: new ETA / running task, or stop
+  std::condition_variable arm_cv_;    // waiters: the pool is idle
   std::deque<JobPtr> ready_;
   std::multimap<TimePoint, JobPtr> held_;
   std::map<std::string, JobPtr> unacked_;  // every message we hold whose ack is unconfirmed
   std::list<JobPtr> running_;
   bool idle_armed_ = false;
-  bool woken_ = false;
   bool stopping_ = false;
   bool timer_stop_ = false;
   std::atomic<bool> cold_{false};
   int live_pool_threads_ = 0;
   std::condition_variable pool_done_cv_;
 
-  std::vector<std::thread> threads_;      // consumer, waiters, timer
+  std::vector<std::thread> threads_;      // timer, waiters
   std::vector<std::thread> pool_threads_;
   std::atomic<int> stray_threads_{0};
   std::atomic<bool> connection_lost_logged_{false};

@@ -1,0 +1,176 @@
+// ResultBackend over MemoryStore (core/result_backend.h), SPEC 3.
+#include <gtest/gtest.h>
+
+#include "clock.h"
+#include "fakes.h"
+#include "isotime.h"
+#include "result_backend.h"
+
+namespace cvtasks {
+namespace {
+
+using testing::fixed_now;
+
+class ResultBackendTest : public ::testing::Test {
+ protected:
+  ResultBackendTest() : clock(fixed_now() + std::chrono::microseconds(762860)) {
+    auto s = std::make_unique<MemoryStore>();
+    store = s.get();
+    backend = std::make_unique<ResultBackend>(std::move(s), 86400.0, clock);
+  }
+
+  json stored(const std::string& id) {
+    const auto v = store->get(ResultBackend::key_for(id));
+    if (!v) return nullptr;
+    return json::parse(*v);
+  }
+  std::vector<std::string> stored_keys_in_order(const std::string& id) {
+    // The raw text keeps Celery's key order.
+    const auto v = store->get(ResultBackend::key_for(id));
+    std::vector<std::string> keys;
+    if (!v) return keys;
+    const auto ordered = nlohmann::ordered_json::parse(*v);
+    for (const auto& [k, _] : ordered.items()) keys.push_back(k);
+    return keys;
+  }
+
+  ManualClock clock;
+  MemoryStore* store;
+  std::unique_ptr<ResultBackend> backend;
+};
+
+TEST_F(ResultBackendTest, KeyName) {
+  EXPECT_EQ(ResultBackend::key_for("abc"), "celery-task-meta-abc");
+}
+
+TEST_F(ResultBackendTest, SuccessMeta) {
+  ASSERT_TRUE(backend->store(ResultContext{"t1", std::nullopt, std::nullopt, {}}, states::SUCCESS, 5));
+  const json meta = stored("t1");
+  EXPECT_EQ(meta, json::parse(R"({"status": "SUCCESS", "result": 5, "traceback": null,
+      "children": [], "date_done": "2026-11-24T19:32:44.762860", "task_id": "t1"})"));
+  EXPECT_EQ(stored_keys_in_order("t1"),
+            (std::vector<std::string>{"status", "result", "traceback", "children", "date_done",
+                                      "task_id"}));
+  // date_done is naive: no offset.
+  EXPECT_EQ(meta["date_done"].get<std::string>().find('+'), std::string::npos);
+}
+
+TEST_F(ResultBackendTest, DateDoneWithoutFractionWhenWholeSecond) {
+  clock.set(fixed_now());
+  backend->store(ResultContext{"t1", std::nullopt, std::nullopt, {}}, states::SUCCESS, 1);
+  EXPECT_EQ(stored("t1")["date_done"], "2026-11-24T19:32:44");
+}
+
+struct StateCase {
+  const char* state;
+  bool ready;
+};
+void PrintTo(const StateCase& c, std::ostream* os) { *os << c.state; }
+
+
+class ResultBackendStates : public ResultBackendTest,
+                            public ::testing::WithParamInterface<StateCase> {};
+
+TEST_P(ResultBackendStates, DateDoneOnlyForReadyStates) {
+  const json result = {{"current", 1}, {"total", 3}};
+  backend->store(ResultContext{"t", std::nullopt, std::nullopt, {}}, GetParam().state, result);
+  const json meta = stored("t");
+  EXPECT_EQ(meta["status"], GetParam().state);
+  EXPECT_EQ(meta["result"], result);
+  if (GetParam().ready)
+    EXPECT_EQ(meta["date_done"], "2026-11-24T19:32:44.762860");
+  else
+    EXPECT_TRUE(meta["date_done"].is_null());
+  EXPECT_EQ(ResultBackend::is_ready(GetParam().state), GetParam().ready);
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, ResultBackendStates,
+                         ::testing::Values(StateCase{"STARTED", false}, StateCase{"PROGRESS", false},
+                                           StateCase{"RETRY", false}, StateCase{"SUCCESS", true},
+                                           StateCase{"FAILURE", true}, StateCase{"REVOKED", true}),
+                         [](const auto& info) { return std::string(info.param.state); });
+
+TEST_F(ResultBackendTest, GroupAndParentOnlyWhenSet) {
+  backend->store(ResultContext{"plain", std::nullopt, std::nullopt, {}}, states::SUCCESS, 1);
+  EXPECT_FALSE(stored("plain").contains("group_id"));
+  EXPECT_FALSE(stored("plain").contains("parent_id"));
+
+  backend->store(ResultContext{"full", "g1", "p1", {}}, states::SUCCESS, 1);
+  EXPECT_EQ(stored("full")["group_id"], "g1");
+  EXPECT_EQ(stored("full")["parent_id"], "p1");
+  EXPECT_EQ(stored_keys_in_order("full"),
+            (std::vector<std::string>{"status", "result", "traceback", "children", "date_done",
+                                      "group_id", "parent_id", "task_id"}));
+}
+
+TEST_F(ResultBackendTest, ChildrenEncoding) {
+  backend->store(ResultContext{"t", std::nullopt, std::nullopt, {"c1", "c2"}}, states::SUCCESS, 1);
+  EXPECT_EQ(stored("t")["children"],
+            json::parse(R"([[["c1", null], null], [["c2", null], null]])"));
+}
+
+TEST_F(ResultBackendTest, FailureWithTraceback) {
+  const json exc = {{"exc_type", "ValueError"}, {"exc_message", {"boom"}}, {"exc_module", "builtins"}};
+  backend->store(ResultContext{"t", std::nullopt, std::nullopt, {}}, states::FAILURE, exc,
+                 std::string("Traceback ...\nValueError: boom\n"));
+  const json meta = stored("t");
+  EXPECT_EQ(meta["result"], exc);
+  EXPECT_EQ(meta["traceback"], "Traceback ...\nValueError: boom\n");
+}
+
+TEST_F(ResultBackendTest, SuccessIsNeverOverwritten) {
+  const ResultContext ctx{"t", std::nullopt, std::nullopt, {}};
+  EXPECT_TRUE(backend->store(ctx, states::STARTED, json::object()));
+  EXPECT_TRUE(backend->store(ctx, states::SUCCESS, 42));
+  EXPECT_FALSE(backend->store(ctx, states::FAILURE, json::object()));
+  EXPECT_FALSE(backend->store(ctx, states::SUCCESS, 43));
+  EXPECT_FALSE(backend->store(ctx, states::RETRY, json::object()));
+  EXPECT_EQ(stored("t")["status"], "SUCCESS");
+  EXPECT_EQ(stored("t")["result"], 42);
+  EXPECT_EQ(store->published.size(), 2u) << "skipped writes publish nothing";
+}
+
+TEST_F(ResultBackendTest, FailureCanBeOverwritten) {
+  const ResultContext ctx{"t", std::nullopt, std::nullopt, {}};
+  EXPECT_TRUE(backend->store(ctx, states::FAILURE, json::object()));
+  EXPECT_TRUE(backend->store(ctx, states::SUCCESS, 1));
+  EXPECT_EQ(stored("t")["status"], "SUCCESS");
+}
+
+TEST_F(ResultBackendTest, PublishesSameValueOnKeyChannel) {
+  backend->store(ResultContext{"t", std::nullopt, std::nullopt, {}}, states::SUCCESS, 5);
+  ASSERT_EQ(store->published.size(), 1u);
+  EXPECT_EQ(store->published[0].first, "celery-task-meta-t");
+  EXPECT_EQ(store->published[0].second, *store->get("celery-task-meta-t"));
+}
+
+TEST_F(ResultBackendTest, TtlPassed) {
+  backend->store(ResultContext{"t", std::nullopt, std::nullopt, {}}, states::SUCCESS, 5);
+  EXPECT_EQ(store->ttls["celery-task-meta-t"], std::optional<double>(86400));
+
+  auto s2 = std::make_unique<MemoryStore>();
+  MemoryStore* raw = s2.get();
+  ResultBackend forever(std::move(s2), std::nullopt, clock);
+  forever.store(ResultContext{"t", std::nullopt, std::nullopt, {}}, states::SUCCESS, 5);
+  EXPECT_EQ(raw->ttls["celery-task-meta-t"], std::nullopt);
+}
+
+TEST_F(ResultBackendTest, GetMeta) {
+  EXPECT_FALSE(backend->get_meta("missing").has_value());
+  backend->store(ResultContext{"t", std::nullopt, std::nullopt, {}}, states::SUCCESS, "x");
+  const auto meta = backend->get_meta("t");
+  ASSERT_TRUE(meta.has_value());
+  EXPECT_EQ((*meta)["result"], "x");
+  store->data["celery-task-meta-bad"] = "not json";
+  EXPECT_THROW(backend->get_meta("bad"), BackendError);
+}
+
+TEST_F(ResultBackendTest, UsesTheClockAtStoreTime) {
+  const ResultContext ctx{"t", std::nullopt, std::nullopt, {}};
+  clock.advance(std::chrono::seconds(3600));
+  backend->store(ctx, states::FAILURE, json::object());
+  EXPECT_EQ(stored("t")["date_done"], "2026-11-24T20:32:44.762860");
+}
+
+}  // namespace
+}  // namespace cvtasks
