@@ -125,6 +125,7 @@ void Worker::post_ack(const JobPtr& job) {
 void Worker::on_acked(const std::vector<std::string>& tags) {
   std::lock_guard lock(mu_);
   for (const auto& t : tags) unacked_.erase(t);
+  ++acked_count_;
   ready_cv_.notify_all();
 }
 
@@ -217,15 +218,15 @@ void Worker::wait_loop(const std::string& queue) {
   while (true) {
     {
       std::unique_lock lock(mu_);
-      arm_cv_.wait(lock, [&] { return stopping_ || idle_armed_; });
+      arm_cv_.wait(lock, [&] { return stopping_ || idle_pool_threads_ > 0; });
       if (stopping_) return;
     }
     try {
       // Take right here: handing the wake-up to another thread would cost a thread switch on
       // every task that arrives at an idle worker.
       if (broker->wait_for_message(queue, 0.5) && fetch(*broker).full) {
-        std::lock_guard lock(mu_);
-        idle_armed_ = false;  // no room: wait for the pool, do not spin on a full queue
+        std::unique_lock lock(mu_);
+        wait_for_room(lock);  // do not spin on a queue we have no room to take from
       }
     } catch (const Error&) {
       // The pool threads report connection problems; just do not spin.
@@ -340,15 +341,7 @@ void Worker::pool_loop() {
 
 void Worker::find_work(Broker& broker) {
   // An idle pool thread takes the next batch itself (run to completion: no consumer thread to
-  // hand work over). One fetches; the others wait for what it finds.
-  std::unique_lock fetching(fetch_mu_, std::try_to_lock);
-  if (!fetching.owns_lock()) {
-    std::unique_lock lock(mu_);
-    ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
-                       [&] { return stopping_ || !ready_.empty(); });
-    return;
-  }
-  fetching.unlock();  // fetch() takes it again; a waiter may get in between, which is fine
+  // hand work over); fetch() lets one take run at a time.
   FetchResult got;
   try {
     got = fetch(broker);
@@ -359,15 +352,25 @@ void Worker::find_work(Broker& broker) {
   }
   if (got.taken > 0) return;
   std::unique_lock lock(mu_);
-  if (!got.full) {
-    // Nothing queued: the waiters block on the queues; this thread polls again within 100 ms
-    // for the priority sub-lists, which the waiters do not watch.
-    idle_armed_ = true;
-    arm_cv_.notify_all();
+  if (stopping_ || !ready_.empty()) return;
+  if (got.full) {
+    wait_for_room(lock);
+    return;
   }
+  // Nothing queued: the waiters block on the queues while any pool thread is idle; this thread
+  // polls again within 100 ms for the priority sub-lists, which the waiters do not watch.
+  ++idle_pool_threads_;
+  arm_cv_.notify_all();
   ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
                      [&] { return stopping_ || !ready_.empty(); });
-  idle_armed_ = false;
+  --idle_pool_threads_;
+}
+
+void Worker::wait_for_room(std::unique_lock<std::mutex>& lock) {
+  const size_t acked_before = acked_count_;
+  ready_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+    return stopping_ || !ready_.empty() || acked_count_ != acked_before;
+  });
 }
 
 void Worker::execute(Broker& broker, const JobPtr& job) {

@@ -68,6 +68,8 @@ class Worker {
   void pool_loop();
   // An idle pool thread: fetch a batch, or wait a little for one.
   void find_work(Broker& broker);
+  // Waits (up to 100 ms) until an ack round frees room, work appears, or stop.
+  void wait_for_room(std::unique_lock<std::mutex>& lock);
   void timer_loop();
 
   // Takes what fits under the prefetch limit and dispatches it.
@@ -111,7 +113,8 @@ class Worker {
   std::multimap<TimePoint, JobPtr> held_;
   std::map<std::string, JobPtr> unacked_;  // every message we hold whose ack is unconfirmed
   std::list<JobPtr> running_;
-  bool idle_armed_ = false;
+  int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
+  size_t acked_count_ = 0;  // ack rounds confirmed; wakes pool threads waiting for room
   bool stopping_ = false;
   bool timer_stop_ = false;
   std::atomic<bool> cold_{false};
