@@ -6,9 +6,8 @@
 
 namespace cvtasks {
 
-Outbox::Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> store,
-               AckedFn on_acked)
-    : broker_(std::move(broker)), store_(std::move(store)), on_acked_(std::move(on_acked)) {
+Outbox::Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> store)
+    : broker_(std::move(broker)), store_(std::move(store)) {
   sender_ = std::thread([this] { sender_loop(); });
 }
 
@@ -22,16 +21,32 @@ Outbox::~Outbox() {
 }
 
 void Outbox::post_write(std::string key, std::string value, std::optional<double> ttl_s) {
-  std::lock_guard lock(mu_);
-  writes_.push_back(Write{std::move(key), std::move(value), ttl_s});
+  bool first;
+  {
+    std::lock_guard lock(mu_);
+    first = writes_.empty() && acks_.empty();
+    writes_.push_back(Write{std::move(key), std::move(value), ttl_s});
+  }
+  if (first) cv_.notify_one();
 }
 
 void Outbox::post_ack(std::string tag) {
-  std::lock_guard lock(mu_);
-  acks_.push_back(std::move(tag));
+  bool first;
+  {
+    std::lock_guard lock(mu_);
+    first = writes_.empty() && acks_.empty();
+    acks_.push_back(std::move(tag));
+  }
+  if (first) cv_.notify_one();
 }
 
-void Outbox::flush_soon() { cv_.notify_one(); }
+void Outbox::flush_soon() {
+  {
+    std::lock_guard lock(mu_);
+    urgent_ = true;
+  }
+  cv_.notify_one();
+}
 
 void Outbox::flush_here() {
   std::unique_lock lock(mu_);
@@ -66,10 +81,18 @@ void Outbox::abandon() {
 
 void Outbox::sender_loop() {
   std::unique_lock lock(mu_);
+  auto pending = [&] { return !writes_.empty() || !acks_.empty(); };
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || (!sending_ && (!writes_.empty() || !acks_.empty())); });
-    if (stop_ && ((writes_.empty() && acks_.empty()) || abandoned_)) break;
-    run_rounds(lock, 1000000);
+    cv_.wait(lock, [&] { return stop_ || (!sending_ && pending()); });
+    if (stop_ && (!pending() || abandoned_)) break;
+    // Grace period: a short task's own thread sends its ack together with its result
+    // (flush_here), with no thread switch; whatever is still waiting after it goes from here,
+    // so an early ack of a long task leaves within half a millisecond of its start.
+    if (!urgent_)
+      cv_.wait_for(lock, std::chrono::microseconds(500),
+                   [&] { return stop_ || urgent_ || !pending(); });
+    urgent_ = false;
+    if (!sending_) run_rounds(lock, 1000000);
   }
 }
 
@@ -128,9 +151,7 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
     for (auto& w : writes) entries.push_back({std::move(w.key), std::move(w.value), w.ttl});
     retry([&] { store_->set_many_unless_success(entries); });
   }
-  if (!acks.empty()) {
-    if (retry([&] { broker_->ack_many(acks); })) on_acked_(acks);
-  }
+  if (!acks.empty()) retry([&] { broker_->ack_many(acks); });
 }
 
 std::optional<std::string> OutboxStore::get(const std::string&) {

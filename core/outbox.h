@@ -28,10 +28,8 @@ namespace cvtasks {
 
 class Outbox {
  public:
-  using AckedFn = std::function<void(const std::vector<std::string>& tags)>;
-
-  // `store` may be null (no result backend). `on_acked` runs after acks are confirmed.
-  Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> store, AckedFn on_acked);
+  // `store` may be null (no result backend).
+  Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> store);
   ~Outbox();
 
   void post_write(std::string key, std::string value, std::optional<double> ttl_s);
@@ -39,7 +37,8 @@ class Outbox {
   // Sends what is queued on this thread if no round is in flight (no thread hand-off on the
   // latency path); otherwise the round in flight picks it up.
   void flush_here();
-  // Wakes the background sender.
+  // Asks the background sender to send now (it otherwise leaves task threads half a
+  // millisecond to send their own posts inline).
   void flush_soon();
   // Blocks until everything posted so far is confirmed; after `timeout_s` (if given) gives
   // up as abandon() does.
@@ -59,7 +58,6 @@ class Outbox {
 
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<KeyValueStore> store_;
-  AckedFn on_acked_;
 
   std::mutex mu_;
   std::condition_variable cv_;       // sender: work or stop
@@ -67,6 +65,7 @@ class Outbox {
   std::vector<Write> writes_;
   std::vector<std::string> acks_;
   bool sending_ = false;
+  bool urgent_ = false;  // flush_soon() was called: no grace period
   bool stop_ = false;
   bool abandoned_ = false;
   std::thread sender_;

@@ -29,8 +29,12 @@ local now, max, max_bytes, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), 
 -- followed by '":' cannot occur inside a JSON string (its quote would be escaped). Anything
 -- unusual (escapes in the values) falls back to the decoder.
 local function fields(m)
-  local tag = string.match(m, '"delivery_tag"%s*:%s*"([^"\\]+)"')
-  local di = string.match(m, '"delivery_info"%s*:%s*(%b{})')
+  -- Plain find (a fast substring search), then a match anchored there: an unanchored Lua
+  -- pattern is retried at every position and costs as much as decoding the whole envelope.
+  local t = string.find(m, '"delivery_tag"', 1, true)
+  local d = string.find(m, '"delivery_info"', 1, true)
+  local tag = t and string.match(m, '^"delivery_tag"%s*:%s*"([^"\\]+)"', t)
+  local di = d and string.match(m, '^"delivery_info"%s*:%s*(%b{})', d)
   if tag and di then
     local ex = string.match(di, '"exchange"%s*:%s*"([^"\\]*)"')
     local rk = string.match(di, '"routing_key"%s*:%s*"([^"\\]*)"')

@@ -57,8 +57,7 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       registry_(registry),
       brokers_(std::move(brokers)),
       clock_(clock) {
-  outbox_ = std::make_unique<Outbox>(brokers_(), stores ? stores() : nullptr,
-                                     [this](const std::vector<std::string>& tags) { on_acked(tags); });
+  outbox_ = std::make_unique<Outbox>(brokers_(), stores ? stores() : nullptr);
   if (stores)
     backend_ = std::make_unique<ResultBackend>(std::make_unique<OutboxStore>(*outbox_),
                                                settings_.celery.result_expires, clock_);
@@ -116,17 +115,16 @@ void Worker::store_revoked(const Job& job, const std::string& why) {
 
 void Worker::post_ack(const JobPtr& job) {
   {
+    // The prefetch room is free as soon as the ack is decided, as kombu counts it at
+    // basic_ack; waiting for Redis to confirm would add a round trip to every take cycle.
+    // If the ack never arrives, the message is still in Redis's `unacked` for restore_visible.
     std::lock_guard lock(mu_);
     job->acked = true;
+    unacked_.erase(job->tag);
+    ++acked_count_;
+    if (waiting_for_room_ > 0) ready_cv_.notify_all();
   }
   outbox_->post_ack(job->tag);
-}
-
-void Worker::on_acked(const std::vector<std::string>& tags) {
-  std::lock_guard lock(mu_);
-  for (const auto& t : tags) unacked_.erase(t);
-  ++acked_count_;
-  ready_cv_.notify_all();
 }
 
 void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& job) {
@@ -368,9 +366,11 @@ void Worker::find_work(Broker& broker) {
 
 void Worker::wait_for_room(std::unique_lock<std::mutex>& lock) {
   const size_t acked_before = acked_count_;
+  ++waiting_for_room_;
   ready_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
     return stopping_ || !ready_.empty() || acked_count_ != acked_before;
   });
+  --waiting_for_room_;
 }
 
 void Worker::execute(Broker& broker, const JobPtr& job) {
@@ -381,10 +381,8 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
     outbox_->flush_here();
     return;
   }
-  if (!job->acks_late) {
-    post_ack(job);  // early ack: on its way before the task body runs
-    outbox_->flush_soon();
-  }
+  // Early ack: sent with the result if the task is quick, else by the sender within 0.5 ms.
+  if (!job->acks_late) post_ack(job);
   const bool store = stores_result(*job);
   const ResultContext rc{m.id, m.group, m.parent_id, {}};
   if (store && settings_.celery.task_track_started) {
@@ -417,7 +415,17 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
     spdlog::info(describe(outcome, m));
   record_outcome(broker, outcome, *job);
   if (job->acks_late) post_ack(job);  // queued after the result: sent once it is stored
-  outbox_->flush_here();
+  bool more_work;
+  {
+    std::lock_guard lock(mu_);
+    more_work = !ready_.empty();
+  }
+  // Last of a batch: send from here, with no thread switch (the latency path). Otherwise the
+  // sender thread sends while this thread runs the next task.
+  if (more_work)
+    outbox_->flush_soon();
+  else
+    outbox_->flush_here();
 }
 
 void Worker::finish(const JobPtr& job) {

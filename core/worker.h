@@ -80,7 +80,6 @@ class Worker {
   void enforce_time_limits(Broker& broker);
   void finish(const JobPtr& job);
   void post_ack(const JobPtr& job);
-  void on_acked(const std::vector<std::string>& tags);
   // Records an outcome produced outside the task's own run (not registered, time limit).
   void record_outcome(Broker& broker, const Outcome& outcome, const Job& job);
   void spawn_pool_thread();
@@ -111,10 +110,11 @@ class Worker {
   std::condition_variable arm_cv_;    // waiters: the pool is idle
   std::deque<JobPtr> ready_;
   std::multimap<TimePoint, JobPtr> held_;
-  std::map<std::string, JobPtr> unacked_;  // every message we hold whose ack is unconfirmed
+  std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
   std::list<JobPtr> running_;
   int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
-  size_t acked_count_ = 0;  // ack rounds confirmed; wakes pool threads waiting for room
+  size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
+  int waiting_for_room_ = 0;
   bool stopping_ = false;
   bool timer_stop_ = false;
   std::atomic<bool> cold_{false};
