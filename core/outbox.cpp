@@ -43,6 +43,8 @@ void Outbox::post_ack(std::string tag) {
 void Outbox::flush_soon() {
   {
     std::lock_guard lock(mu_);
+    // A round in flight, or a wake-up already asked for, picks this up: no futex call.
+    if (urgent_ || sending_) return;
     urgent_ = true;
   }
   cv_.notify_one();

@@ -97,6 +97,11 @@ auto Worker::io(F&& op) -> decltype(op()) {
   }
 }
 
+size_t Worker::prefetch_count() const {
+  return static_cast<size_t>(config_.concurrency) *
+         static_cast<size_t>(config_.prefetch_multiplier);
+}
+
 bool Worker::expired(const Job& job) const {
   return job.msg.expires && clock_.now() >= *job.msg.expires;
 }
@@ -179,8 +184,7 @@ void Worker::spawn_pool_thread() {
 
 Worker::FetchResult Worker::fetch(Broker& broker) {
   std::lock_guard fetching(fetch_mu_);
-  const size_t prefetch =
-      static_cast<size_t>(config_.concurrency) * static_cast<size_t>(config_.prefetch_multiplier);
+  const size_t prefetch = prefetch_count();
   size_t room;
   {
     std::lock_guard lock(mu_);
@@ -409,10 +413,8 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
     job->completing = true;
   }
   if (outcome.state.empty()) return;  // abandoned in a cold shutdown: shutdown() restores it
-  if (outcome.state == states::FAILURE)
-    spdlog::error(describe(outcome, m));
-  else
-    spdlog::info(describe(outcome, m));
+  const auto level = outcome.state == states::FAILURE ? spdlog::level::err : spdlog::level::info;
+  if (spdlog::should_log(level)) spdlog::log(level, describe(outcome, m));
   record_outcome(broker, outcome, *job);
   if (job->acks_late) post_ack(job);  // queued after the result: sent once it is stored
   bool more_work;

@@ -72,8 +72,9 @@ class Worker {
   void wait_for_room(std::unique_lock<std::mutex>& lock);
   void timer_loop();
 
-  // Takes what fits under the prefetch limit and dispatches it.
+  // Takes what fits under the prefetch limit and dispatches it; one take at a time.
   FetchResult fetch(Broker& broker);
+  size_t prefetch_count() const;
   void handle_delivery(Broker& broker, Delivery& d);
   void execute(Broker& broker, const JobPtr& job);
   void release_due();
