@@ -284,7 +284,15 @@ def main():
               "tree after warm-up + idle wait; cold start = spawn → first "
               "result stored (one task pre-enqueued).")
     verdict = (f"**{len(TARGETS) - failed}/{len(TARGETS)} targets pass.**")
-    text = "\n\n".join(x for x in (a.header.strip(), body, legend, verdict) if x)
+    floor_text = ""
+    floor = metrics(recs, "floor")[0].get("p50")
+    python_p50 = metrics(recs, a.python)[0].get("p50")
+    if floor and python_p50:
+        floor_text = (f"Latency floor: a Python responder that only BRPOPs and writes the result "
+                      f"(bench/floor_responder.py: no acks, no decoding, not a worker) gets a "
+                      f"p50 of {fmt(floor)} ms with the same client, against the {python_p50[0] / 2:.2f} "
+                      f"ms that half of Python's p50 asks for: the rest is the client's own time.")
+    text = "\n\n".join(x for x in (a.header.strip(), body, legend, floor_text, verdict) if x)
     print(text)
     if a.md:
         with open(a.md, "w") as fh:

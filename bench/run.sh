@@ -151,6 +151,9 @@ suite() { # label worker-cmd task n-throughput
 
 [ $RUN_OURS = 1 ] && suite cvtasks "$OURS_CMD" "$OURS_TASK" "$N_OURS"
 [ $RUN_PY = 1 ] && suite python "$PY_CMD" "$PY_TASK" "$N_PY"
+# The latency floor: what the Python client costs by itself (see bench/floor_responder.py).
+[ $RUN_OURS = 1 ] && [ $RUN_PY = 1 ] && \
+  bench floor "exec $PY bench/floor_responder.py" "$OURS_TASK" "$REP_LAT" latency -m "$M_LAT"
 echo "# benchmarks took $SECONDS s" >&2
 
 HEADER="## cvtasks vs Python Celery — $TS$([ $QUICK = 1 ] && echo ' (quick)')

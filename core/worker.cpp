@@ -194,10 +194,14 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
     room = limit > unacked_.size() ? limit - unacked_.size() : 0;
   }
   if (room == 0) return {0, true};
+  const size_t asked = std::min<size_t>(room, 64);
   std::vector<Delivery> batch = io([&] {
-    return broker.take(config_.queues, std::min<size_t>(room, 64),
-                       settings_.worker.max_message_bytes, clock_.now());
+    return broker.take(config_.queues, asked, settings_.worker.max_message_bytes, clock_.now());
   });
+  {
+    std::lock_guard lock(mu_);
+    queues_drained_ = batch.size() < asked;
+  }
   for (auto& d : batch) {
     try {
       handle_delivery(broker, d);
@@ -343,7 +347,16 @@ void Worker::pool_loop() {
 
 void Worker::find_work(Broker& broker) {
   // An idle pool thread takes the next batch itself (run to completion: no consumer thread to
-  // hand work over); fetch() lets one take run at a time.
+  // hand work over); fetch() lets one take run at a time. When the last take emptied the
+  // queues, a new message wakes a waiter anyway: taking again now would only add Redis work
+  // right when a client is reading its result.
+  {
+    std::unique_lock lock(mu_);
+    if (queues_drained_ && !stopping_ && ready_.empty()) {
+      idle_wait(lock);
+      return;
+    }
+  }
   FetchResult got;
   try {
     got = fetch(broker);
@@ -359,12 +372,18 @@ void Worker::find_work(Broker& broker) {
     wait_for_room(lock);
     return;
   }
-  // Nothing queued: the waiters block on the queues while any pool thread is idle; this thread
-  // polls again within 100 ms for the priority sub-lists, which the waiters do not watch.
+  idle_wait(lock);
+}
+
+void Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
+  // The waiters block on the queues while any pool thread is idle; after 100 ms without work
+  // the next find_work() takes once more, which also covers the priority sub-lists the waiters
+  // do not watch.
   ++idle_pool_threads_;
   arm_cv_.notify_all();
-  ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
-                     [&] { return stopping_ || !ready_.empty(); });
+  if (!ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                          [&] { return stopping_ || !ready_.empty(); }))
+    queues_drained_ = false;
   --idle_pool_threads_;
 }
 

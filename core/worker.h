@@ -68,7 +68,8 @@ class Worker {
   void pool_loop();
   // An idle pool thread: fetch a batch, or wait a little for one.
   void find_work(Broker& broker);
-  // Waits (up to 100 ms) until an ack round frees room, work appears, or stop.
+  void idle_wait(std::unique_lock<std::mutex>& lock);
+  // Waits (up to 100 ms) until an ack frees room, work appears, or stop.
   void wait_for_room(std::unique_lock<std::mutex>& lock);
   void timer_loop();
 
@@ -114,6 +115,7 @@ class Worker {
   std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
   std::list<JobPtr> running_;
   int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
+  bool queues_drained_ = false;  // the last take got less than it asked for
   size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
   int waiting_for_room_ = 0;
   bool stopping_ = false;
