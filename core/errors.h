@@ -25,11 +25,12 @@ class ProtocolError : public Error {
   using Error::Error;
 };
 
-// A broker operation failed. `connection_lost()` is true when the connection itself is gone
-// (the caller reconnects with backoff) and false for a command error (a bug or bad data).
-class BrokerError : public Error {
+// A call to a server (the broker or the result backend) failed. `connection_lost()` is true
+// when the connection itself is gone (the caller backs off and calls again; the object
+// reconnects) and false for an error reply (a bug or bad data: retrying will not help).
+class ServerError : public Error {
  public:
-  BrokerError(const std::string& what, bool connection_lost)
+  ServerError(const std::string& what, bool connection_lost)
       : Error(what), connection_lost_(connection_lost) {}
   bool connection_lost() const { return connection_lost_; }
 
@@ -37,15 +38,14 @@ class BrokerError : public Error {
   bool connection_lost_;
 };
 
-// The result backend could not store or read a result.
-class BackendError : public Error {
+class BrokerError : public ServerError {
  public:
-  BackendError(const std::string& what, bool connection_lost)
-      : Error(what), connection_lost_(connection_lost) {}
-  bool connection_lost() const { return connection_lost_; }
+  using ServerError::ServerError;
+};
 
- private:
-  bool connection_lost_;
+class BackendError : public ServerError {
+ public:
+  using ServerError::ServerError;
 };
 
 }  // namespace cvtasks

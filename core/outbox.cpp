@@ -126,13 +126,8 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
         op();
         if (logged) spdlog::info("Result/ack sender reconnected; resuming.");
         return true;
-      } catch (const Error& e) {
-        const bool lost = [&] {
-          if (auto* b = dynamic_cast<const BrokerError*>(&e)) return b->connection_lost();
-          if (auto* b = dynamic_cast<const BackendError*>(&e)) return b->connection_lost();
-          return false;
-        }();
-        if (!lost) {
+      } catch (const ServerError& e) {
+        if (!e.connection_lost()) {
           spdlog::error("Redis rejected a batch of results/acks: {}", e.what());
           return false;
         }

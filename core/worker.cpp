@@ -86,7 +86,7 @@ auto Worker::io(F&& op) -> decltype(op()) {
           spdlog::info("Connection to Redis re-established; resuming.");
         return r;
       }
-    } catch (const BrokerError& e) {
+    } catch (const ServerError& e) {
       if (!e.connection_lost() || cold_) throw;
       if (!connection_lost_logged_.exchange(true))
         spdlog::warn("Connection to Redis lost: {}. Trying to re-establish the connection...",
@@ -180,7 +180,7 @@ void Worker::spawn_pool_thread() {
   pool_threads_.emplace_back([this] { pool_loop(); });
 }
 
-// ---------------------------------------------------------------- consumer
+// ---------------------------------------------------------------- taking messages
 
 Worker::FetchResult Worker::fetch(Broker& broker) {
   std::lock_guard fetching(fetch_mu_);
@@ -325,8 +325,13 @@ void Worker::pool_loop() {
     try {
       execute(*broker, job);
     } catch (const std::exception& e) {
+      // Redis refused the follow-ups or the result (not a lost connection: that is retried).
+      // An unacked message stays in Redis's `unacked`: no longer refreshed, it is redelivered
+      // after visibility_timeout, and its prefetch slot is free again now.
       spdlog::error("Task {}[{}]: could not record the outcome: {}", job->msg.display_name(),
                     job->msg.id, e.what());
+      std::lock_guard lock(mu_);
+      unacked_.erase(job->tag);
     }
     bool retire;
     {
