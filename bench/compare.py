@@ -290,8 +290,9 @@ def main():
     if floor and python_p50:
         floor_text = (f"Latency floor: a Python responder that only BRPOPs and writes the result "
                       f"(bench/floor_responder.py: no acks, no decoding, not a worker) gets a "
-                      f"p50 of {fmt(floor)} ms with the same client, against the {python_p50[0] / 2:.2f} "
-                      f"ms that half of Python's p50 asks for: the rest is the client's own time.")
+                      f"p50 of {fmt(floor)} ms with the same client; the target is "
+                      f"{python_p50[0] / 2:.2f} ms (half of Python's p50). What a worker adds on "
+                      f"top of that floor is all it can change.")
     text = "\n\n".join(x for x in (a.header.strip(), body, legend, floor_text, verdict) if x)
     print(text)
     if a.md:

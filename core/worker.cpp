@@ -354,13 +354,12 @@ void Worker::find_work(Broker& broker) {
   // An idle pool thread takes the next batch itself (run to completion: no consumer thread to
   // hand work over); fetch() lets one take run at a time. When the last take emptied the
   // queues, a new message wakes a waiter anyway: taking again now would only add Redis work
-  // right when a client is reading its result.
+  // right when a client is reading its result, so the thread idles and polls only when its
+  // turn comes.
   {
     std::unique_lock lock(mu_);
-    if (queues_drained_ && !stopping_ && ready_.empty()) {
-      idle_wait(lock);
-      return;
-    }
+    if (stopping_ || !ready_.empty()) return;
+    if (queues_drained_ && !idle_wait(lock)) return;
   }
   FetchResult got;
   try {
@@ -370,26 +369,26 @@ void Worker::find_work(Broker& broker) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
     return;
   }
-  if (got.taken > 0) return;
-  std::unique_lock lock(mu_);
-  if (stopping_ || !ready_.empty()) return;
   if (got.full) {
+    std::unique_lock lock(mu_);
     wait_for_room(lock);
-    return;
   }
-  idle_wait(lock);
+  // Empty: queues_drained_ is now set, and the next call idles.
 }
 
-void Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
-  // The waiters block on the queues while any pool thread is idle; after 100 ms without work
-  // the next find_work() takes once more, which also covers the priority sub-lists the waiters
-  // do not watch.
+bool Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
+  // The waiters block on the queues while any pool thread is idle. After 100 ms without work
+  // one thread polls (a take also covers the priority sub-lists the waiters do not watch).
   ++idle_pool_threads_;
   arm_cv_.notify_all();
-  if (!ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
-                          [&] { return stopping_ || !ready_.empty(); }))
-    queues_drained_ = false;
+  const bool timed_out = !ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                                             [&] { return stopping_ || !ready_.empty(); });
   --idle_pool_threads_;
+  if (!timed_out) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_idle_poll_ < std::chrono::milliseconds(100)) return false;
+  last_idle_poll_ = now;  // one poll per interval for the whole pool
+  return true;
 }
 
 void Worker::wait_for_room(std::unique_lock<std::mutex>& lock) {

@@ -68,7 +68,8 @@ class Worker {
   void pool_loop();
   // An idle pool thread: fetch a batch, or wait a little for one.
   void find_work(Broker& broker);
-  void idle_wait(std::unique_lock<std::mutex>& lock);
+  // Idles up to 100 ms; returns true when this thread should poll the queues now.
+  bool idle_wait(std::unique_lock<std::mutex>& lock);
   // Waits (up to 100 ms) until an ack frees room, work appears, or stop.
   void wait_for_room(std::unique_lock<std::mutex>& lock);
   void timer_loop();
@@ -116,6 +117,7 @@ class Worker {
   std::list<JobPtr> running_;
   int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
   bool queues_drained_ = false;  // the last take got less than it asked for
+  std::chrono::steady_clock::time_point last_idle_poll_;
   size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
   int waiting_for_room_ = 0;
   bool stopping_ = false;
