@@ -14,7 +14,9 @@ namespace cvtasks {
 namespace {
 
 // Celery settings the worker reads or that are meaningful only to producers/beat and can be
-// accepted silently. Anything else in the "celery" section is reported once at start-up.
+// accepted silently. task_reject_on_worker_lost is among the latter: it concerns a pool child
+// process dying, and a thread pool has none (a dead worker's messages come back through
+// restore_visible). Anything else in the "celery" section is reported once at start-up.
 const std::set<std::string> kKnownCelery = {
     "broker_url", "result_backend", "task_default_queue", "task_routes", "task_acks_late",
     "task_reject_on_worker_lost", "worker_prefetch_multiplier", "worker_concurrency",
@@ -103,7 +105,6 @@ Settings Settings::from_json(const json& doc) {
     str("timezone", c.timezone);
     if (cj.contains("task_routes")) c.task_routes = parse_routes(cj["task_routes"]);
     boolean("task_acks_late", c.task_acks_late);
-    boolean("task_reject_on_worker_lost", c.task_reject_on_worker_lost);
     boolean("task_track_started", c.task_track_started);
     boolean("task_ignore_result", c.task_ignore_result);
     boolean("worker_send_task_events", c.worker_send_task_events);

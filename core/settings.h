@@ -35,7 +35,6 @@ struct CelerySettings {
   std::string task_default_queue = "celery";            // queue when no route matches
   std::vector<Route> task_routes;                       // first match wins
   bool task_acks_late = false;                          // ack after the result is stored
-  bool task_reject_on_worker_lost = false;              // requeue acks_late tasks of a lost thread
   int worker_prefetch_multiplier = 4;                   // prefetch = this x concurrency
   std::optional<int> worker_concurrency;                // default: number of CPUs
   std::optional<double> result_expires = 86400;         // seconds; nullopt = keep forever

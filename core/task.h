@@ -56,8 +56,9 @@ class TaskContext {
   const Settings& settings() const { return settings_; }
   // Celery's self.update_state(state=..., meta=...): e.g. PROGRESS {"current", "total"}.
   void update_state(const std::string& state, const json& meta) { write_state_(state, meta); }
-  // Celery's self.retry(countdown=..., exc=...): never returns. `max_retries` overrides the
-  // task's own for this call.
+  // Celery's self.retry(countdown=..., exc=...): never returns. No countdown: the
+  // task_default_retry_delay setting. Past the task's max_retries the task fails with `exc`,
+  // or MaxRetriesExceededError without one.
   [[noreturn]] void retry(std::optional<double> countdown = std::nullopt,
                           std::optional<ExceptionInfo> exc = std::nullopt);
   // Cooperative cancellation: call in loops; sleep through the token.

@@ -87,7 +87,6 @@ TEST(Settings, FullDocument) {
   ASSERT_EQ(c.task_routes.size(), 1u);
   EXPECT_EQ(c.task_routes[0].queue, "pdf_queue");
   EXPECT_TRUE(c.task_acks_late);
-  EXPECT_TRUE(c.task_reject_on_worker_lost);
   EXPECT_EQ(c.worker_prefetch_multiplier, 1);
   EXPECT_EQ(c.worker_concurrency, std::optional<int>(8));
   EXPECT_EQ(c.result_expires, std::optional<double>(3600));
