@@ -32,7 +32,6 @@ own usec already includes them.
 
 Prints one JSON line ({"mode": "cmdstats", ...}) and appends it to --out.
 """
-import argparse
 import collections
 import json
 import os
@@ -42,7 +41,10 @@ import threading
 import time
 import uuid
 
+from probe_args import probe_parser
+
 OWN_COMMANDS = {"info", "dbsize"}
+
 
 
 def parse_commandstats(info):
@@ -137,21 +139,9 @@ class MonitorThread(threading.Thread):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--harness", required=True, help="path of celery_bench.py")
-    ap.add_argument("--broker", required=True)
-    ap.add_argument("--backend", required=True)
-    ap.add_argument("--queue", default="celery")
-    ap.add_argument("--task", required=True)
-    ap.add_argument("--task-args", default="[]")
-    ap.add_argument("--task-kwargs", default="{}")
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--worker-cwd", default=".")
-    ap.add_argument("--worker-log", default=None)
-    ap.add_argument("--label", default="")
+    ap = probe_parser(__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--timeout", type=float, default=60.0)
-    ap.add_argument("--out", default=None)
     ap.add_argument("--no-monitor", dest="monitor", action="store_false",
                     help="skip MONITOR (client vs Lua split, connections, "
                     "trace)")

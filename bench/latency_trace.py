@@ -21,7 +21,6 @@ microseconds per command; treat the numbers as a profile,
 not as the latency itself.  Prints one JSON line ({"mode": "latency-trace"}),
 appended to --out as well.
 """
-import argparse
 import collections
 import json
 import os
@@ -33,6 +32,9 @@ import sys
 import tempfile
 import time
 import uuid
+
+from probe_args import probe_parser
+
 
 
 def my_tcp_ports():
@@ -147,20 +149,8 @@ def analyse(events, client_ports):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--harness", required=True, help="path of celery_bench.py")
-    ap.add_argument("--broker", required=True)
-    ap.add_argument("--backend", required=True)
-    ap.add_argument("--queue", default="celery")
-    ap.add_argument("--task", required=True)
-    ap.add_argument("--task-args", default="[]")
-    ap.add_argument("--task-kwargs", default="{}")
-    ap.add_argument("--worker", required=True)
-    ap.add_argument("--worker-cwd", default=".")
-    ap.add_argument("--worker-log", default=None)
-    ap.add_argument("--label", default="")
+    ap = probe_parser(__doc__.split("\n\n")[0])
     ap.add_argument("-m", type=int, default=100)
-    ap.add_argument("--out", default=None)
     a = ap.parse_args()
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(a.harness)))
