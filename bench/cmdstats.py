@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 
-from probe_args import probe_parser
+from probe import ProbeSetup, probe_parser
 
 OWN_COMMANDS = {"info", "dbsize"}
 
@@ -149,20 +149,10 @@ def main():
                     help="keep the first TRACE monitored commands")
     a = ap.parse_args()
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(a.harness)))
-    import celery_bench as cb  # noqa: E402  (shared harness)
-    import redis  # noqa: E402
-
-    rb = redis.Redis.from_url(a.broker)
-    rr = redis.Redis.from_url(a.backend)
-    rb.flushdb()
-    rr.flushdb()
-    env = dict(os.environ, BENCH_BROKER_URL=a.broker,
-               BENCH_BACKEND_URL=a.backend, BENCH_QUEUE=a.queue)
-    w = cb.Worker(a.worker, env, a.worker_cwd, log_path=a.worker_log,
-                  stop_timeout=5.0)
+    p = ProbeSetup(a)
+    cb, rb, rr, w = p.cb, p.rb, p.rr, p.worker
+    targs, tkwargs = p.targs, p.tkwargs
     producer = cb.make_producer_app(a.broker)
-    targs, tkwargs = json.loads(a.task_args), json.loads(a.task_kwargs)
 
     def send(ids):
         return cb.enqueue(producer, ids, a.task, targs, tkwargs, a.queue)
@@ -180,7 +170,7 @@ def main():
             send(ids)
             time.sleep(0.05)
             if monitor:
-                mon = MonitorThread(redis.Redis.from_url(a.broker), own_addrs,
+                mon = MonitorThread(p.redis.Redis.from_url(a.broker), own_addrs,
                                     a.trace)
                 mon.start()
             cs0, st0 = snapshot(rb)

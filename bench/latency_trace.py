@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 
-from probe_args import probe_parser
+from probe import ProbeSetup, probe_parser
 
 
 
@@ -153,20 +153,10 @@ def main():
     ap.add_argument("-m", type=int, default=100)
     a = ap.parse_args()
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(a.harness)))
-    import celery_bench as cb  # noqa: E402  (shared harness)
-    import redis  # noqa: E402
-
-    rb = redis.Redis.from_url(a.broker)
-    rr = redis.Redis.from_url(a.backend)
-    rb.flushdb()
-    rr.flushdb()
-    env = dict(os.environ, BENCH_BROKER_URL=a.broker,
-               BENCH_BACKEND_URL=a.backend, BENCH_QUEUE=a.queue)
-    w = cb.Worker(a.worker, env, a.worker_cwd, log_path=a.worker_log,
-                  stop_timeout=5.0)
+    p = ProbeSetup(a)
+    cb, rb, rr, w = p.cb, p.rb, p.rr, p.worker
+    targs, tkwargs = p.targs, p.tkwargs
     client = cb.make_client_app(a.broker, a.backend)
-    targs, tkwargs = json.loads(a.task_args), json.loads(a.task_kwargs)
     rec = {"mode": "latency-trace", "label": a.label, "m": a.m,
            "worker": a.worker, "task": a.task}
     errors = 0

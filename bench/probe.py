@@ -1,0 +1,46 @@
+"""What the bench probes (cmdstats.py, latency_trace.py) share: their command-line options
+(where the harness and Redis are, what to send, the worker command) and their set-up."""
+import argparse
+import json
+import os
+import sys
+
+
+def probe_parser(description):
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--harness", required=True, help="path of celery_bench.py")
+    ap.add_argument("--broker", required=True)
+    ap.add_argument("--backend", required=True)
+    ap.add_argument("--queue", default="celery")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--task-args", default="[]")
+    ap.add_argument("--task-kwargs", default="{}")
+    ap.add_argument("--worker", required=True)
+    ap.add_argument("--worker-cwd", default=".")
+    ap.add_argument("--worker-log", default=None)
+    ap.add_argument("--label", default="")
+    ap.add_argument("--out", default=None)
+    return ap
+
+
+class ProbeSetup:
+    """What every probe starts from: the shared harness module `cb`, the `redis` module,
+    broker and backend clients (both flushed), a not-yet-started harness Worker, and the
+    task's arguments."""
+
+    def __init__(self, a):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(a.harness)))
+        import celery_bench as cb  # the shared harness
+        import redis
+
+        self.cb = cb
+        self.redis = redis
+        self.rb = redis.Redis.from_url(a.broker)
+        self.rr = redis.Redis.from_url(a.backend)
+        self.rb.flushdb()
+        self.rr.flushdb()
+        env = dict(os.environ, BENCH_BROKER_URL=a.broker,
+                   BENCH_BACKEND_URL=a.backend, BENCH_QUEUE=a.queue)
+        self.worker = cb.Worker(a.worker, env, a.worker_cwd, log_path=a.worker_log,
+                                stop_timeout=5.0)
+        self.targs, self.tkwargs = json.loads(a.task_args), json.loads(a.task_kwargs)
