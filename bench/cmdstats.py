@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 
-from probe import ProbeSetup, probe_parser
+from probe import ProbeSetup, emit, probe_parser
 
 OWN_COMMANDS = {"info", "dbsize"}
 
@@ -266,12 +266,7 @@ def main():
         rec["monitored_commands_per_task"] = round(
             sum(monitored["per"].values()) / n, 3)
         rec.update(m.summary(n))
-    line = json.dumps(rec)
-    print(line, flush=True)
-    if a.out:
-        with open(a.out, "a") as fh:
-            fh.write(line + "\n")
-    return 0 if rec.get("ok") else 1
+    return emit(rec, a.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 
-from probe import ProbeSetup, probe_parser
+from probe import ProbeSetup, emit, probe_parser
 
 
 
@@ -201,12 +201,7 @@ def main():
         shutil.rmtree(tmpdir, ignore_errors=True)
         rb.flushdb()
         rr.flushdb()
-    line = json.dumps(rec)
-    print(line, flush=True)
-    if a.out:
-        with open(a.out, "a") as fh:
-            fh.write(line + "\n")
-    return 0 if rec.get("ok") else 1
+    return emit(rec, a.out)
 
 
 if __name__ == "__main__":

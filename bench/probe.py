@@ -44,3 +44,13 @@ class ProbeSetup:
         self.worker = cb.Worker(a.worker, env, a.worker_cwd, log_path=a.worker_log,
                                 stop_timeout=5.0)
         self.targs, self.tkwargs = json.loads(a.task_args), json.loads(a.task_kwargs)
+
+
+def emit(rec, out_path):
+    """Prints the probe's JSON record and appends it to --out; the exit status of the probe."""
+    line = json.dumps(rec)
+    print(line, flush=True)
+    if out_path:
+        with open(out_path, "a") as fh:
+            fh.write(line + "\n")
+    return 0 if rec.get("ok") else 1
