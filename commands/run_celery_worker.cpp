@@ -92,6 +92,7 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     };
     add("help", "h", "show this help and exit", nullptr);
     add("settings", "", "JSON settings document (\"-\" = standard input)", "FILE");
+    add("settings-fd", "", "read the settings document from this inherited descriptor", "FD");
     add("worker-type", "", "all|default|pdf|email|analysis|notification|cleanup|statistics", "TYPE");
     add("queues", "Q", "comma-separated queues to consume (wins over --worker-type)", "QUEUES");
     add("concurrency", "c", "pool threads (default: number of CPUs)", "N");
@@ -144,8 +145,10 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     using namespace cvtasks;
     const auto level = parse_log_level(opts_.count("loglevel") ? opts_["loglevel"] : "info");
     if (!level) throw ConfigError("unknown --loglevel '" + opts_["loglevel"] + "'");
-    const Settings settings =
-        opts_.count("settings") ? Settings::load(opts_["settings"]) : Settings::defaults();
+    const Settings settings = opts_.count("settings-fd")
+                                  ? Settings::load_fd(parse_int("settings-fd", 0))
+                              : opts_.count("settings") ? Settings::load(opts_["settings"])
+                                                        : Settings::defaults();
 
     WorkerConfig config;
     if (opts_.count("queues")) {
@@ -231,8 +234,9 @@ class WorkerApp final : public Poco::Util::ServerApplication {
 // Poco wants "--name=value" and "-xVALUE"; Celery users write "--name value" and "-x value".
 std::vector<std::string> normalize_arguments(int argc, char** argv) {
   static const std::set<std::string> with_value = {
-      "--settings", "--worker-type", "--queues", "--concurrency", "--loglevel", "--hostname",
-      "--pidfile", "--logfile", "--prefetch-multiplier", "--umask", "-Q", "-c", "-l", "-n"};
+      "--settings", "--settings-fd", "--worker-type", "--queues", "--concurrency", "--loglevel",
+      "--hostname", "--pidfile", "--logfile", "--prefetch-multiplier", "--umask",
+      "-Q", "-c", "-l", "-n"};
   std::vector<std::string> out{argv[0]};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -1,8 +1,11 @@
 #include "settings.h"
 
 #include <fnmatch.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -145,6 +148,22 @@ Settings Settings::from_json(const json& doc) {
   return s;
 }
 
+namespace {
+
+Settings parse_document(const std::string& text, const std::string& source) {
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw ConfigError("settings " + source + " is not valid JSON: " + e.what());
+  }
+  Settings s = Settings::from_json(doc);
+  s.apply_environment();
+  return s;
+}
+
+}  // namespace
+
 Settings Settings::load(const std::string& path) {
   std::stringstream text;
   if (path == "-") {
@@ -154,15 +173,28 @@ Settings Settings::load(const std::string& path) {
     if (!in) throw ConfigError("cannot read settings file " + path);
     text << in.rdbuf();
   }
-  json doc;
-  try {
-    doc = json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    throw ConfigError("settings file " + path + " is not valid JSON: " + e.what());
+  return parse_document(text.str(), "file " + path);
+}
+
+Settings Settings::load_fd(int fd) {
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      text.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      const int err = errno;
+      ::close(fd);
+      throw ConfigError("cannot read settings from fd " + std::to_string(fd) + ": " +
+                        std::strerror(err));
+    }
   }
-  Settings s = from_json(doc);
-  s.apply_environment();
-  return s;
+  // Closing drops the last reference to the bridge's memory file: the secrets are gone.
+  ::close(fd);
+  return parse_document(text, "from fd " + std::to_string(fd));
 }
 
 Settings Settings::defaults() {

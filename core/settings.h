@@ -64,6 +64,9 @@ struct Settings {
   static Settings from_json(const json& document);
   // Reads FILE ("-" = standard input) and applies the environment overrides.
   static Settings load(const std::string& path);
+  // Reads the document from an inherited descriptor (the Django bridge's memory file) and closes
+  // it, read or not. Throws ConfigError when unreadable or not JSON.
+  static Settings load_fd(int fd);
   // Defaults plus environment overrides, for runs without --settings.
   static Settings defaults();
 

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -149,6 +150,21 @@ INSTANTIATE_TEST_SUITE_P(
         WrongType{R"({"cvtasks": {"no_such_option": 1}})", "no_such_option"},
         WrongType{R"({"celery": []})", "celery"},
         WrongType{R"({"cvtasks": 1})", "cvtasks"}));
+
+TEST(Settings, LoadFdReadsTheWholeDocumentAndClosesTheDescriptor) {
+  ScopedEnv broker("CELERY_BROKER_URL", nullptr);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string doc = R"({"celery": {"broker_url": "redis://h:1/2"}})";
+  ASSERT_EQ(::write(fds[1], doc.data(), doc.size()), static_cast<ssize_t>(doc.size()));
+  ::close(fds[1]);
+  EXPECT_EQ(Settings::load_fd(fds[0]).celery.broker_url, "redis://h:1/2");
+  EXPECT_EQ(::fcntl(fds[0], F_GETFD), -1);  // closed
+}
+
+TEST(Settings, LoadFdOnABadDescriptorIsAConfigError) {
+  EXPECT_THROW(Settings::load_fd(987), ConfigError);
+}
 
 TEST(Settings, DocumentMustBeAnObject) {
   EXPECT_THROW(Settings::from_json(json::array()), ConfigError);
