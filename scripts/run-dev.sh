@@ -1,55 +1,53 @@
 #!/usr/bin/env bash
-# `make run`: make sure a Redis answers on 127.0.0.1:${REDIS_PORT:-6379} (start one if
-# none does), then run the C++ worker in the foreground with the diagnostic tasks.
-# Ctrl-C = warm shutdown of the worker; a Redis started here is stopped afterwards.
-# (A later issue replaces this with supervisord + the Django demo.)
+# `make run`: the reference CVProject with everything it needs, under supervisord in the
+# foreground: Redis, an SMTP sink that prints the mails, the Django development server, and the
+# shipped celery-worker / celery-beat programs (the C++ binaries through manage.py).
+# Ctrl-C stops every program, then supervisord.
+#
+#   REDIS_PORT (6379)  SMTP_PORT (8025)  WEB_PORT (8000)   ports on 127.0.0.1
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="${WORKER_BIN:-${root}/build/bin/run_celery_worker}"
-port="${REDIS_PORT:-6379}"
-host=127.0.0.1
+project="$root/manage_bridge/example"
+python=/usr/bin/python3
+export REDIS_PORT="${REDIS_PORT:-6379}" SMTP_PORT="${SMTP_PORT:-8025}" WEB_PORT="${WEB_PORT:-8000}"
 
-if [[ ! -x "$bin" ]]; then
-    echo "run: $bin not found; run 'make build' first" >&2
-    exit 1
-fi
-
-started_pid=""
-rundir=""
-cleanup() {
-    if [[ -n "$started_pid" ]] && kill -0 "$started_pid" 2>/dev/null; then
-        echo "run: stopping the redis-server started for this run (pid $started_pid)"
-        kill -TERM "$started_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$started_pid" 2>/dev/null || break; sleep 0.1; done
+for bin in run_celery_worker run_celery_beat; do
+    if [[ ! -x "$root/build/bin/$bin" ]]; then
+        echo "run: $root/build/bin/$bin is missing; run 'make build' first" >&2
+        exit 1
     fi
-    [[ -n "$rundir" ]] && rm -rf "$rundir"
-}
-trap cleanup EXIT
+done
+for name in REDIS_PORT SMTP_PORT WEB_PORT; do
+    port="${!name}"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "run: 127.0.0.1:$port is already in use; stop what listens there or pick another" \
+             "port, e.g. '$name=$((port + 1)) make run'" >&2
+        exit 1
+    fi
+done
 
-if redis-cli -h "$host" -p "$port" ping 2>/dev/null | grep -q PONG; then
-    echo "run: using the Redis already answering on ${host}:${port}"
-else
-    rundir="$(mktemp -d "${TMPDIR:-/tmp}/cvtasks-redis.XXXXXX")"
-    # daemonized = its own session, so Ctrl-C reaches only the worker and the
-    # worker can still restore its reserved messages during the warm shutdown.
-    redis-server --bind "$host" --port "$port" --dir "$rundir" --save '' --appendonly no \
-        --daemonize yes --pidfile "$rundir/redis.pid" --logfile "$rundir/redis.log"
-    for _ in $(seq 50); do
-        redis-cli -h "$host" -p "$port" ping 2>/dev/null | grep -q PONG && break
-        sleep 0.1
-    done
-    started_pid="$(cat "$rundir/redis.pid")"
-    echo "run: started redis-server on ${host}:${port} (pid $started_pid)"
+# What the programs under supervisord see (they inherit this environment).
+export CVPROJECT_DATA_DIR="$project/var"
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export CELERY_BROKER_URL="$REDIS_URL/0" CELERY_RESULT_BACKEND="$REDIS_URL/1"
+export EMAIL_HOST=127.0.0.1 EMAIL_PORT="$SMTP_PORT"
+export PYTHONUNBUFFERED=1
+mkdir -p "$project/var/log" "$project/var/media"
+
+cd "$project"
+$python manage.py migrate --noinput -v0
+if [[ ! -f var/.demo-data-loaded ]]; then
+    $python manage.py loaddata -v0 sample_cvs
+    # Development only: an admin login for /admin/.
+    DJANGO_SUPERUSER_PASSWORD=admin $python manage.py createsuperuser --noinput \
+        --username admin --email admin@cvproject.local 2>/dev/null || true
+    touch var/.demo-data-loaded
 fi
 
-export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://${host}:${port}/0}"
-export CELERY_RESULT_BACKEND="${CELERY_RESULT_BACKEND:-redis://${host}:${port}/1}"
-echo "run: broker ${CELERY_BROKER_URL}, results ${CELERY_RESULT_BACKEND}; Ctrl-C stops the worker"
-
-# Not exec: the EXIT trap must run after the worker's warm shutdown.
-set +e
-"$bin" --worker-type all --diagnostics -l info "$@"
-rc=$?
-set -e
-exit "$rc"
+cat <<MSG
+run: CVProject on http://127.0.0.1:$WEB_PORT/  (admin: http://127.0.0.1:$WEB_PORT/admin/, admin/admin)
+run: logs in $project/var/log/ (worker: celery-worker.log, beat: celery-beat.log, mails: smtp.log)
+run: Ctrl-C stops everything
+MSG
+exec supervisord -c "$root/supervisor/supervisord.conf"
