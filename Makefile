@@ -3,7 +3,8 @@
 #   make build     configure + build into build/ (binaries in build/bin)
 #   make test      deps + build + C++ tests (ctest) + Python interop tests
 #   make unit      C++ tests only (ctest)         make interop   pytest tests/interop only
-#   make run       Redis on 127.0.0.1:6379 (started if none answers) + worker in the foreground
+#   make run       the example CVProject: migrate, seed, then Redis + SMTP sink + Django + worker + beat
+#                  under supervisord in the foreground (scripts/run-dev.sh)
 #   make bench     bench/run.sh, if present      make clean     remove build/
 SHELL       := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
