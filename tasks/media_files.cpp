@@ -1,0 +1,144 @@
+#include "media_files.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+namespace cvtasks {
+
+namespace {
+
+std::vector<std::string> split_path(const std::string& relative) {
+  std::vector<std::string> parts;
+  std::stringstream in(relative);
+  for (std::string part; std::getline(in, part, '/');) parts.push_back(part);
+  return parts;
+}
+
+// Owns one descriptor.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    std::swap(fd_, o.fd_);
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
+
+Fd open_dir(int at, const std::string& name) {
+  return Fd(::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+}
+
+std::chrono::system_clock::time_point mtime_of(const struct stat& st) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+}
+
+void list_into(int dir, const std::string& prefix, std::vector<MediaFile>& out) {
+  Fd own(::dup(dir));
+  DIR* d = ::fdopendir(own.get());
+  if (!d) return;
+  own.release();  // the DIR owns the duplicate now
+  std::vector<std::string> subdirs;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISREG(st.st_mode)) out.push_back({prefix + name, mtime_of(st)});
+    else if (S_ISDIR(st.st_mode)) subdirs.push_back(name);
+  }
+  for (const auto& name : subdirs) {
+    Fd sub = open_dir(::dirfd(d), name);
+    if (sub) list_into(sub.get(), prefix + name + "/", out);
+  }
+  ::closedir(d);
+}
+
+}  // namespace
+
+std::optional<std::string> media_relative(const std::string& stored) {
+  if (stored.empty() || stored.front() == '/' || stored.find('\0') != std::string::npos)
+    return std::nullopt;
+  std::string clean;
+  for (const auto& part : split_path(stored)) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") return std::nullopt;
+    clean += (clean.empty() ? "" : "/") + part;
+  }
+  if (clean.empty() || stored.back() == '/') return std::nullopt;
+  return clean;
+}
+
+RemoveOutcome remove_media_file(const std::string& media_root, const std::string& relative,
+                                bool dry_run) {
+  const auto clean = media_relative(relative);
+  if (!clean) return RemoveOutcome::kRefused;
+  // MEDIA_ROOT itself may be a symlink (a deployment's choice); below it, nothing may be.
+  Fd dir(::open(media_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) {
+    if (errno == ENOENT) return RemoveOutcome::kMissing;
+    throw std::system_error(errno, std::generic_category(), "open " + media_root);
+  }
+  auto parts = split_path(*clean);
+  const std::string leaf = parts.back();
+  parts.pop_back();
+  for (const auto& part : parts) {
+    Fd next = open_dir(dir.get(), part);
+    if (!next) {
+      if (errno == ENOENT) return RemoveOutcome::kMissing;
+      if (errno == ELOOP || errno == ENOTDIR) return RemoveOutcome::kRefused;  // a symlink/file
+      throw std::system_error(errno, std::generic_category(), "open " + part);
+    }
+    dir = std::move(next);
+  }
+  struct stat st {};
+  if (::fstatat(dir.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return RemoveOutcome::kMissing;
+    throw std::system_error(errno, std::generic_category(), "stat " + *clean);
+  }
+  if (!S_ISREG(st.st_mode)) return RemoveOutcome::kRefused;
+  if (dry_run) return RemoveOutcome::kRemoved;
+  if (::unlinkat(dir.get(), leaf.c_str(), 0) != 0) {
+    if (errno == ENOENT) return RemoveOutcome::kMissing;
+    throw std::system_error(errno, std::generic_category(), "unlink " + *clean);
+  }
+  return RemoveOutcome::kRemoved;
+}
+
+std::vector<MediaFile> list_media_files(const std::string& media_root, const std::string& subdir) {
+  std::vector<MediaFile> out;
+  Fd dir(::open(media_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return out;
+  std::string prefix;
+  if (const auto clean = media_relative(subdir)) {
+    for (const auto& part : split_path(*clean)) {
+      Fd next = open_dir(dir.get(), part);
+      if (!next) return out;
+      dir = std::move(next);
+    }
+    prefix = *clean + "/";
+  }
+  list_into(dir.get(), prefix, out);
+  return out;
+}
+
+}  // namespace cvtasks
