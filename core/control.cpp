@@ -25,15 +25,18 @@ std::optional<std::string> optional_string(const json& obj, const char* key) {
   return it->get<std::string>();
 }
 
+json parse_json(std::string_view text, const char* what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw ProtocolError(std::string(what) + " is not JSON: " + e.what());
+  }
+}
+
 }  // namespace
 
 ControlRequest decode_control_request(std::string_view raw) {
-  json env;
-  try {
-    env = json::parse(raw);
-  } catch (const json::exception& e) {
-    throw ProtocolError(std::string("control message is not JSON: ") + e.what());
-  }
+  const json env = parse_json(raw, "control message");
   if (!env.is_object() || !env.contains("body") || !env["body"].is_string())
     throw ProtocolError("control message has no body");
   std::string body = env["body"].get<std::string>();
@@ -43,12 +46,7 @@ ControlRequest decode_control_request(std::string_view raw) {
     if (!decoded) throw ProtocolError("control message body is not base64");
     body = std::move(*decoded);
   }
-  json b;
-  try {
-    b = json::parse(body);
-  } catch (const json::exception& e) {
-    throw ProtocolError(std::string("control message body is not JSON: ") + e.what());
-  }
+  const json b = parse_json(body, "control message body");
   if (!b.is_object() || !b.contains("method") || !b["method"].is_string())
     throw ProtocolError("control message has no method");
   ControlRequest r;

@@ -386,6 +386,7 @@ void Worker::pool_loop() {
           }
         }
         job->rate_limited = false;
+        job->time_start = to_epoch(clock_.now());
         running_.push_back(job);
         std::optional<double> soft = settings_.celery.task_soft_time_limit;
         std::optional<double> hard = settings_.celery.task_time_limit;
@@ -393,8 +394,10 @@ void Worker::pool_loop() {
           soft = first_limit(it->second.first, soft);
           hard = first_limit(it->second.second, hard);
         }
-        if ((soft = first_limit(job->msg.soft_time_limit, soft))) job->soft_deadline = now + seconds(*soft);
-        if ((hard = first_limit(job->msg.time_limit, hard))) job->hard_deadline = now + seconds(*hard);
+        if ((soft = first_limit(job->msg.soft_time_limit, soft)))
+          job->soft_deadline = now + seconds(*soft);
+        if ((hard = first_limit(job->msg.time_limit, hard)))
+          job->hard_deadline = now + seconds(*hard);
         if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
       }
     }
@@ -491,10 +494,6 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   // Early ack: sent with the result if the task is quick, else by the sender within 0.5 ms.
   if (!job->acks_late) post_ack(job);
   const auto started = std::chrono::steady_clock::now();
-  {
-    std::lock_guard lock(mu_);
-    job->time_start = to_epoch(clock_.now());
-  }
   last_progress_ = started.time_since_epoch().count();
   metrics_.count(m.display_name(), TaskEvent::Started);
   // An ETA task waited for its ETA on purpose: its wait counts from then.

@@ -162,7 +162,8 @@ TEST(Metrics, RendersCountersAndHistogramsByName) {
   g.queue_lengths = {{"celery", 4}};
   const std::string text = metrics.render(g);
   const std::string a = R"(name="a.task",hostname="w1@proto")";
-  const std::vector<std::string> lines = {"celery_task_started_total{" + a + "} 1", "celery_task_succeeded_total{" + a + "} 1",
+  const std::vector<std::string> lines = {
+        "celery_task_started_total{" + a + "} 1", "celery_task_succeeded_total{" + a + "} 1",
         "celery_task_failed_total{" + a + "} 0",
         std::string(R"(celery_task_failed_total{name="un\"known",hostname="w1@proto"} 1)"),
         "celery_task_runtime_bucket{" + a + ",le=\"0.01\"} 0",
