@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "diagnostics.h"
 #include "errors.h"
+#include "http_status.h"
 #include "logging.h"
 #include "redis_url.h"
 #include "registry.h"
@@ -101,6 +102,13 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     add("logfile", "", "log to this file instead of stderr", "PATH");
     add("prefetch-multiplier", "", "overrides worker_prefetch_multiplier", "N");
     add("diagnostics", "", "register the cvtasks.diagnostics.* tasks", nullptr);
+    add("task-events", "E", "send task events (for Flower, celery events)", nullptr);
+    add("without-heartbeat", "", "send no worker-online/-heartbeat/-offline events", nullptr);
+    add("without-control", "", "do not answer celery inspect/control", nullptr);
+    add("without-mingle", "", "accepted for Celery compatibility (never mingles)", nullptr);
+    add("without-gossip", "", "accepted for Celery compatibility (never gossips)", nullptr);
+    add("http-port", "", "serve /healthz and /metrics on this port (0: any free port)", "PORT");
+    add("http-host", "", "address for --http-port (default 127.0.0.1)", "HOST");
   }
 
   void handle(const std::string& name, const std::string& value) { opts_[name] = value; }
@@ -172,6 +180,11 @@ class WorkerApp final : public Poco::Util::ServerApplication {
                                      ? parse_int("prefetch-multiplier", 1)
                                      : settings.celery.worker_prefetch_multiplier;
     config.nodename = expand_hostname(opts_.count("hostname") ? opts_["hostname"] : "celery@%h");
+    config.task_events = opts_.count("task-events") > 0;
+    config.heartbeat = !opts_.count("without-heartbeat");
+    config.remote_control = !opts_.count("without-control");
+    const int http_port = opts_.count("http-port") ? parse_int("http-port", 0) : -1;  // -1: none
+    if (http_port > 65535) throw ConfigError("--http-port must be at most 65535");
 
     // Validate URLs before anything starts, so a typo is one clear line.
     BrokerFactory brokers = make_broker_factory(settings.celery.broker_url);
@@ -201,8 +214,18 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     spdlog::info("[tasks]{}", tasks.empty() ? " (none)" : tasks);
 
     Worker worker(settings, config, registry, brokers, stores, SystemClock::instance());
+    std::unique_ptr<StatusServer> status;
+    if (http_port >= 0) {
+      const std::string host = opts_.count("http-host") ? opts_["http-host"] : "127.0.0.1";
+      status = std::make_unique<StatusServer>(
+          host, http_port,
+          StatusServer::Routes{{"/healthz", [&worker] { return worker.healthz(); }},
+                               {"/metrics", [&worker] { return worker.metrics_page(); }}});
+      spdlog::info("Serving /healthz and /metrics on http://{}:{}", host, status->port());
+    }
     std::thread signals([&worker] { wait_for_signals(worker); });
     worker.run();
+    status.reset();  // before the worker it reads goes away
     // Unblock the signal thread and let it end.
     ::kill(::getpid(), SIGUSR2);
     signals.join();
@@ -236,6 +259,7 @@ std::vector<std::string> normalize_arguments(int argc, char** argv) {
   static const std::set<std::string> with_value = {
       "--settings", "--settings-fd", "--worker-type", "--queues", "--concurrency", "--loglevel",
       "--hostname", "--pidfile", "--logfile", "--prefetch-multiplier", "--umask",
+      "--http-port", "--http-host",
       "-Q", "-c", "-l", "-n"};
   std::vector<std::string> out{argv[0]};
   for (int i = 1; i < argc; ++i) {

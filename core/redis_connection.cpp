@@ -231,4 +231,27 @@ Reply RedisConnection::blocking(const Command& cmd, double block_s) {
   return r;
 }
 
+void RedisConnection::send(const Command& cmd) {
+  ensure_connected();
+  write({cmd});
+}
+
+std::optional<Reply> RedisConnection::receive(double timeout_s) {
+  if (!socket_) fail("not connected (subscriptions lost)");
+  if (in_pos_ == in_.size()) {
+    // Wait for the first byte without a receive timeout, which would count as a lost
+    // connection; once data is there, the rest of the reply follows promptly.
+    bool readable = false;
+    try {
+      readable = socket_->poll(
+          Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(timeout_s * 1e6)),
+          Poco::Net::Socket::SELECT_READ | Poco::Net::Socket::SELECT_ERROR);
+    } catch (const Poco::Exception& e) {
+      fail(e.displayText());
+    }
+    if (!readable) return std::nullopt;
+  }
+  return read_reply();
+}
+
 }  // namespace cvtasks

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,14 @@ class RedisConnection {
              const std::vector<std::string>& args);
   // A blocking command whose server-side timeout is `block_s` seconds.
   Reply blocking(const Command& cmd, double block_s);
+
+  // Pub/sub. send() writes a command without reading its reply (SUBSCRIBE, PSUBSCRIBE: their
+  // confirmations arrive as pushed messages). receive() waits up to `timeout_s` for the next
+  // pushed reply and returns nullopt when none came; the connection stays usable. Throws
+  // BrokerError(connection_lost=true) when the connection is gone: the caller subscribes again
+  // (a reconnected connection has no subscriptions).
+  void send(const Command& cmd);
+  std::optional<Reply> receive(double timeout_s);
 
   bool connected() const;
   void disconnect();

@@ -10,30 +10,12 @@
 
 #include "errors.h"
 #include "isotime.h"
+#include "redis_connection.h"
 #include "redis_url.h"
 #include "tracer.h"
+#include "worker_job.h"
 
 namespace cvtasks {
-
-using SteadyTime = std::chrono::steady_clock::time_point;
-
-struct Worker::Job {
-  TaskMessage msg;
-  std::string queue;
-  std::string tag;
-  Task* task = nullptr;
-  CancelToken cancel;
-  bool acks_late = false;
-  bool acked = false;  // guarded by Worker::mu_
-  // Time limits, set when the task starts (guarded by Worker::mu_).
-  std::optional<SteadyTime> soft_deadline, hard_deadline;
-  bool soft_fired = false;
-  // Completion race between the pool thread and the timer's hard limit (guarded by mu).
-  std::mutex mu;
-  bool completing = false;
-  bool timed_out = false;
-  std::set<pid_t> processes;
-};
 
 namespace {
 
@@ -56,7 +38,23 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       config_(std::move(config)),
       registry_(registry),
       brokers_(std::move(brokers)),
-      clock_(clock) {
+      clock_(clock),
+      metrics_(registry.names(), config_.nodename) {
+  queues_ = config_.queues;
+  const RedisUrl url = RedisUrl::parse(settings_.celery.broker_url);
+  // Always made, even with heartbeats off: enable_events can turn task events on later.
+  events_ = std::make_unique<EventDispatcher>(
+      url, config_.nodename, lamport_,
+      [this] {
+        std::lock_guard lock(mu_);
+        return EventDispatcher::WorkerCounts{static_cast<int>(running_.size()),
+                                             processed_.load()};
+      },
+      config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events);
+  if (config_.remote_control)
+    pidbox_ = std::make_unique<Pidbox>(
+        url, config_.nodename, lamport_,
+        [this](const std::string& method, const json& args) { return control(method, args); });
   outbox_ = std::make_unique<Outbox>(brokers_(), stores ? stores() : nullptr);
   if (stores)
     backend_ = std::make_unique<ResultBackend>(std::make_unique<OutboxStore>(*outbox_),
@@ -111,11 +109,50 @@ bool Worker::stores_result(const Job& job) const {
          !(job.task && job.task->ignore_result());
 }
 
-void Worker::store_revoked(const Job& job, const std::string& why) {
+void Worker::store_revoked(const Job& job, const std::string& why, std::optional<int> signum) {
   spdlog::info("Discarding revoked task: {}[{}] ({})", job.msg.display_name(), job.msg.id, why);
+  metrics_.count(job.msg.display_name(), TaskEvent::Revoked);
+  send_task_event("task-revoked", {{"uuid", job.msg.id},
+                                   {"terminated", why == "terminated"},
+                                   {"signum", signum ? json(*signum) : json(nullptr)},
+                                   {"expired", why == "expired"}});
   if (!stores_result(job)) return;
   ResultContext rc{job.msg.id, job.msg.group, job.msg.parent_id, {}};
   backend_->store(rc, states::REVOKED, task_revoked(why).info().to_json());
+}
+
+void Worker::send_task_event(const std::string& type, json fields) {
+  // Off by default: one relaxed load, nothing built.
+  if (events_->task_events()) events_->send_task_event(type, std::move(fields));
+}
+
+void Worker::on_outcome(const TaskMessage& msg, const Outcome& o) {
+  if (o.state.empty()) return;
+  const std::string& name = msg.display_name();
+  ++processed_;
+  last_progress_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (o.state == states::SUCCESS) {
+    metrics_.count(name, TaskEvent::Succeeded);
+    metrics_.observe_runtime(name, o.runtime_s);
+    if (events_->task_events()) {
+      // Celery sends a repr truncated to resultrepr_maxsize (1024).
+      std::string result = python_repr(o.result);
+      if (result.size() > 1024) result = result.substr(0, 1021) + "...";
+      events_->send_task_event("task-succeeded", {{"uuid", msg.id},
+                                                  {"result", result},
+                                                  {"runtime", o.runtime_s}});
+    }
+    return;
+  }
+  const bool retry = o.state == states::RETRY;
+  metrics_.count(name, retry ? TaskEvent::Retried : TaskEvent::Failed);
+  if (!retry) metrics_.observe_runtime(name, o.runtime_s);
+  if (events_->task_events() && o.exception) {
+    json fields = {{"uuid", msg.id}, {"exception", o.exception->repr()}};
+    // NotRegistered has no traceback in Celery's task-failed.
+    if (o.exception->type != "NotRegistered") fields["traceback"] = o.exception->traceback_text();
+    events_->send_task_event(retry ? "task-retried" : "task-failed", std::move(fields));
+  }
 }
 
 void Worker::post_ack(const JobPtr& job) {
@@ -133,6 +170,7 @@ void Worker::post_ack(const JobPtr& job) {
 }
 
 void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& job) {
+  on_outcome(job.msg, outcome);
   TraceEnv env{broker, backend_.get(), settings_, clock_, config_.nodename};
   RecordProgress progress;
   io([&] { record(outcome, job.msg, stores_result(job), env, progress); });
@@ -149,7 +187,15 @@ void Worker::run() {
   }
   for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
   threads_.emplace_back([this] { timer_loop(); });
-  for (const auto& q : config_.queues) threads_.emplace_back([this, q] { wait_loop(q); });
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& q : config_.queues) {
+      waiters_.insert(q);
+      threads_.emplace_back([this, q] { wait_loop(q); });
+    }
+  }
+  events_->start();
+  if (pidbox_) pidbox_->start();
   spdlog::info("{} ready.", config_.nodename);
 
   {
@@ -186,17 +232,20 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
   std::lock_guard fetching(fetch_mu_);
   const size_t prefetch = prefetch_count();
   size_t room;
+  std::vector<std::string> queues;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return {0, false};
+    queues = queues_;
     // Celery raises the prefetch count by one for every ETA task it holds.
     const size_t limit = prefetch + held_.size();
     room = limit > unacked_.size() ? limit - unacked_.size() : 0;
   }
   if (room == 0) return {0, true};
+  if (queues.empty()) return {0, false};  // every queue cancelled (cancel_consumer)
   const size_t asked = std::min<size_t>(room, 64);
   std::vector<Delivery> batch = io([&] {
-    return broker.take(config_.queues, asked, settings_.worker.max_message_bytes, clock_.now());
+    return broker.take(queues, asked, settings_.worker.max_message_bytes, clock_.now());
   });
   {
     std::lock_guard lock(mu_);
@@ -226,6 +275,10 @@ void Worker::wait_loop(const std::string& queue) {
       std::unique_lock lock(mu_);
       arm_cv_.wait(lock, [&] { return stopping_ || idle_pool_threads_ > 0; });
       if (stopping_) return;
+      if (std::find(queues_.begin(), queues_.end(), queue) == queues_.end()) {
+        waiters_.erase(queue);  // cancel_consumer
+        return;
+      }
     }
     try {
       // Take right here: handing the wake-up to another thread would cost a thread switch on
@@ -257,6 +310,8 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   } catch (const ProtocolError& e) {
     spdlog::error("Rejected message {} from queue {}: {}; moved to {}", d.tag, d.queue, e.what(),
                   kDeadLetterKey);
+    metrics_.count("unknown", TaskEvent::Rejected);
+    if (!id.empty()) send_task_event("task-rejected", {{"uuid", id}, {"requeue", false}});
     io([&] { broker.dead_letter(d.tag); });
     if (!id.empty() && backend_) {
       // The client is waiting on this id: tell it, rather than leave it PENDING forever.
@@ -278,6 +333,8 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
     return;
   }
   spdlog::info("Task {}[{}] received", m.display_name(), m.id);
+  metrics_.count(m.display_name(), TaskEvent::Received);
+  if (events_->task_events()) events_->send_task_event("task-received", task_received_fields(m));
   job->acks_late = m.acks_late.value_or(
       job->task->acks_late().value_or(settings_.celery.task_acks_late));
   if (expired(*job)) {
@@ -285,15 +342,24 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
     outbox_->post_ack(d.tag);
     return;
   }
+  bool revoked;
   {
     std::lock_guard lock(mu_);
-    unacked_[job->tag] = job;
-    if (m.eta && *m.eta > clock_.now()) {
-      held_.emplace(*m.eta, job);
-      timer_cv_.notify_all();
-    } else {
-      ready_.push_back(job);
+    revoked = revoked_.count(m.id) > 0;
+    if (!revoked) {
+      unacked_[job->tag] = job;
+      if (m.eta && *m.eta > clock_.now()) {
+        held_.emplace(*m.eta, job);
+        timer_cv_.notify_all();
+      } else {
+        ready_.push_back(job);
+      }
     }
+  }
+  if (revoked) {
+    // Revoked before its message arrived (Celery's revoked set).
+    store_revoked(*job, "revoked");
+    outbox_->post_ack(d.tag);
   }
 }
 
@@ -309,11 +375,28 @@ void Worker::pool_loop() {
       if (!ready_.empty()) {
         job = std::move(ready_.front());
         ready_.pop_front();
-        running_.push_back(job);
         const auto now = std::chrono::steady_clock::now();
-        if (auto soft = first_limit(job->msg.soft_time_limit, settings_.celery.task_soft_time_limit))
+        if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
+          // Over its rate: held on the timer until a token is due, like an ETA task.
+          if (const double wait = limit->second.take(now); wait > 0) {
+            job->rate_limited = true;
+            held_.emplace(clock_.now() + seconds(wait), std::move(job));
+            timer_cv_.notify_all();
+            continue;
+          }
+        }
+        job->rate_limited = false;
+        job->time_start = to_epoch(clock_.now());
+        running_.push_back(job);
+        std::optional<double> soft = settings_.celery.task_soft_time_limit;
+        std::optional<double> hard = settings_.celery.task_time_limit;
+        if (auto it = time_limits_.find(job->msg.task); it != time_limits_.end()) {
+          soft = first_limit(it->second.first, soft);
+          hard = first_limit(it->second.second, hard);
+        }
+        if ((soft = first_limit(job->msg.soft_time_limit, soft)))
           job->soft_deadline = now + seconds(*soft);
-        if (auto hard = first_limit(job->msg.time_limit, settings_.celery.task_time_limit))
+        if ((hard = first_limit(job->msg.time_limit, hard)))
           job->hard_deadline = now + seconds(*hard);
         if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
       }
@@ -410,6 +493,14 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   }
   // Early ack: sent with the result if the task is quick, else by the sender within 0.5 ms.
   if (!job->acks_late) post_ack(job);
+  const auto started = std::chrono::steady_clock::now();
+  last_progress_ = started.time_since_epoch().count();
+  metrics_.count(m.display_name(), TaskEvent::Started);
+  // An ETA task waited for its ETA on purpose: its wait counts from then.
+  double waited = std::chrono::duration<double>(started - job->received_at).count();
+  if (m.eta) waited = std::min(waited, std::max(0.0, to_epoch(clock_.now()) - to_epoch(*m.eta)));
+  metrics_.observe_queue_wait(m.display_name(), waited);
+  send_task_event("task-started", {{"uuid", m.id}});
   const bool store = stores_result(*job);
   const ResultContext rc{m.id, m.group, m.parent_id, {}};
   if (store && settings_.celery.task_track_started) {
@@ -454,6 +545,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
 }
 
 void Worker::finish(const JobPtr& job) {
+  last_progress_ = std::chrono::steady_clock::now().time_since_epoch().count();
   std::lock_guard lock(mu_);
   running_.remove(job);
 }
@@ -498,13 +590,7 @@ void Worker::enforce_time_limits(Broker& broker) {
     }
   }
   for (auto& job : hard) {
-    {
-      std::lock_guard jl(job->mu);
-      if (job->completing || job->timed_out) continue;
-      job->timed_out = true;
-      for (pid_t pid : job->processes) ::kill(pid, SIGKILL);
-    }
-    job->cancel.cancel(CancelReason::Abandon);
+    if (!claim_running(job, SIGKILL)) continue;
     const double limit = *first_limit(job->msg.time_limit, settings_.celery.task_time_limit);
     const TaskError err = time_limit_exceeded(limit);
     spdlog::error("Hard time limit ({}s) exceeded for {}[{}]", limit, job->msg.display_name(),
@@ -518,22 +604,37 @@ void Worker::enforce_time_limits(Broker& broker) {
     } catch (const std::exception& e) {
       spdlog::error("Could not record the time limit of {}: {}", job->msg.id, e.what());
     }
-    bool needs_ack;
-    {
-      std::lock_guard lock(mu_);
-      needs_ack = !job->acked;
-    }
-    if (needs_ack) post_ack(job);
-    outbox_->flush_soon();
-    // The task's thread may never come back: it retires when it does, and a new thread
-    // keeps the pool at its size.
-    std::lock_guard lock(mu_);
-    running_.remove(job);
-    ++stray_threads_;
-    --live_pool_threads_;
-    if (!stopping_) spawn_pool_thread();
-    pool_done_cv_.notify_all();
+    replace_thread(job);
   }
+}
+
+bool Worker::claim_running(const JobPtr& job, int signum) {
+  {
+    std::lock_guard jl(job->mu);
+    if (job->completing || job->timed_out) return false;
+    job->timed_out = true;
+    for (pid_t pid : job->processes) ::kill(pid, signum);
+  }
+  job->cancel.cancel(CancelReason::Abandon);
+  return true;
+}
+
+void Worker::replace_thread(const JobPtr& job) {
+  bool needs_ack;
+  {
+    std::lock_guard lock(mu_);
+    needs_ack = !job->acked;
+  }
+  if (needs_ack) post_ack(job);
+  outbox_->flush_soon();
+  // The task's thread may never come back: it retires when it does, and a new thread
+  // keeps the pool at its size.
+  std::lock_guard lock(mu_);
+  running_.remove(job);
+  ++stray_threads_;
+  --live_pool_threads_;
+  if (!stopping_) spawn_pool_thread();
+  pool_done_cv_.notify_all();
 }
 
 void Worker::timer_loop() {
@@ -544,6 +645,7 @@ void Worker::timer_loop() {
   auto next_touch = std::chrono::steady_clock::now() + touch_every;
   auto next_restore = std::chrono::steady_clock::now() + restore_every;
   while (true) {
+    timer_tick_ = std::chrono::steady_clock::now().time_since_epoch().count();
     try {
       release_due();
       enforce_time_limits(*broker);
@@ -587,6 +689,8 @@ void Worker::timer_loop() {
 
 void Worker::shutdown() {
   spdlog::info("{}: {} shutdown", config_.nodename, cold_ ? "Cold" : "Warm");
+  // No control command runs past this point (add_consumer would start threads).
+  if (pidbox_) pidbox_->stop();
   auto broker = brokers_();
   auto give_back = [&](std::vector<JobPtr> jobs) {
     if (jobs.empty()) return;
@@ -652,6 +756,7 @@ void Worker::shutdown() {
   if (stray_threads_ == 0)
     for (auto& t : pool_threads_)
       if (t.joinable()) t.join();
+  events_->stop();  // worker-offline, after the last task event
   spdlog::info("{}: shutdown complete", config_.nodename);
 }
 

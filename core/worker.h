@@ -8,6 +8,10 @@
 // (results and acks, batched). Every Redis call is retried while the connection is lost: the
 // worker logs it and resumes, and never exits or stops consuming because Redis went away.
 //
+// Observability (SPEC 7, 8): a Pidbox thread answers remote control (worker_control.cpp), an
+// EventDispatcher thread sends worker heartbeats and, when enabled, task events; Metrics
+// counts tasks for /metrics; healthz()/metrics_page() serve the optional HTTP port.
+//
 // Shutdown: stop(false) is warm (stop taking, give back reserved and ETA-held messages,
 // finish running tasks); stop(true) is cold (running tasks are abandoned: acks_late ones are
 // given back, early-acked ones are lost, as with Celery). stop() is thread-safe.
@@ -20,13 +24,21 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "broker.h"
 #include "clock.h"
+#include "control.h"
+#include "events.h"
+#include "http_status.h"
+#include "metrics.h"
 #include "outbox.h"
+#include "rate_limit.h"
 #include "registry.h"
 #include "result_backend.h"
 #include "settings.h"
@@ -39,6 +51,9 @@ struct WorkerConfig {
   int concurrency = 1;
   int prefetch_multiplier = 4;
   std::string nodename = "celery@localhost";
+  bool task_events = false;     // -E / worker_send_task_events: send task-* events
+  bool heartbeat = true;        // worker-online/-heartbeat/-offline (--without-heartbeat)
+  bool remote_control = true;   // answer celery inspect/control (--without-control)
 };
 
 class Worker {
@@ -54,6 +69,16 @@ class Worker {
   void stop(bool cold);
   // True when a task thread could not be stopped and was left behind (exit with _exit).
   bool has_stray_threads() const { return stray_threads_ > 0; }
+
+  // A remote control command (SPEC 7.3): the reply value, or nullopt when none is sent
+  // (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
+  // the pidbox thread.
+  std::optional<json> control(const std::string& method, const json& arguments);
+  // GET /healthz: 200 when the broker answers, the consumer threads tick and the pool makes
+  // progress; else 503. JSON body with each check. Thread-safe.
+  StatusPage healthz();
+  // GET /metrics (Prometheus text). Thread-safe.
+  StatusPage metrics_page();
 
  private:
   struct Job;
@@ -95,7 +120,24 @@ class Worker {
 
   bool expired(const Job& job) const;
   bool stores_result(const Job& job) const;
-  void store_revoked(const Job& job, const std::string& why);
+  // Stores REVOKED (`why`: "revoked", "expired", "terminated") and sends task-revoked.
+  void store_revoked(const Job& job, const std::string& why, std::optional<int> signum = {});
+  // Metrics, `processed` and the task-succeeded/-failed/-retried event of an outcome.
+  void on_outcome(const TaskMessage& msg, const Outcome& outcome);
+  void send_task_event(const std::string& type, json fields);
+  // Takes a running task away from its thread (hard time limit, revoke with terminate): kills
+  // its subprocesses with `signum` and cancels it. False if it is completing already.
+  bool claim_running(const JobPtr& job, int signum);
+  // After claim_running() and recording the outcome: acks it and replaces the pool thread.
+  void replace_thread(const JobPtr& job);
+
+  // Remote control commands (worker_control.cpp).
+  json request_info(const Job& job) const;
+  json revoke(const json& ids, bool terminate, const json& signal);
+  json stats();
+  json add_consumer(const std::string& queue);
+  json cancel_consumer(const std::string& queue);
+  std::map<std::string, int64_t> queue_lengths();  // throws when Redis is unreachable
 
   const Settings& settings_;
   WorkerConfig config_;
@@ -106,6 +148,18 @@ class Worker {
   std::unique_ptr<ResultBackend> backend_;  // writes through outbox_; null: no backend
   std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
 
+  LamportClock lamport_;
+  Metrics metrics_;
+  std::unique_ptr<EventDispatcher> events_;  // null: no heartbeat and no task events
+  std::unique_ptr<Pidbox> pidbox_;           // null: remote control off
+  std::unique_ptr<Broker> control_broker_;   // the pidbox thread's, made on first use
+  std::mutex status_mu_;                     // guards status_conn_
+  std::unique_ptr<class RedisConnection> status_conn_;  // /healthz and queue lengths
+  std::atomic<uint64_t> processed_{0};
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::atomic<std::chrono::steady_clock::rep> timer_tick_{0};    // last timer loop pass
+  std::atomic<std::chrono::steady_clock::rep> last_progress_{0};  // last task start or end
+
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;   // run(): stop requested
   std::condition_variable ready_cv_;  // pool threads: work, room under the prefetch, or stop
@@ -115,6 +169,14 @@ class Worker {
   std::multimap<TimePoint, JobPtr> held_;
   std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
   std::list<JobPtr> running_;
+  std::vector<std::string> queues_;  // consumed now (add_consumer/cancel_consumer change it)
+  std::set<std::string> waiters_;    // queues with a wait_loop thread
+  // Celery's revoked set: ids in arrival order, capped, honoured when their messages arrive.
+  std::unordered_map<std::string, double> revoked_;  // id -> epoch revoked
+  std::deque<std::string> revoked_order_;
+  std::map<std::string, RateLimit> rate_limits_;      // by task name (rate_limit command)
+  std::map<std::string, std::pair<std::optional<double>, std::optional<double>>>
+      time_limits_;  // by task name: soft, hard (time_limit command)
   int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
   bool queues_drained_ = false;  // the last take got less than it asked for
   std::chrono::steady_clock::time_point last_idle_poll_;
