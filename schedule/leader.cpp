@@ -55,8 +55,6 @@ std::optional<RunRecord> parse_record(const std::string& last_us, const std::str
   }
 }
 
-std::string binding_key(const std::string& exchange) { return "_kombu.binding." + exchange; }
-
 }  // namespace
 
 RedisLeader::RedisLeader(const RedisUrl& url, std::chrono::milliseconds lock_timeout,
@@ -98,17 +96,13 @@ Leader::Result RedisLeader::serve(const std::string& entry, TimePoint tick, Time
       // kombu declares the queue's binding when publishing; a Python worker consuming the
       // queue by name relies on it for named-exchange routing.
       binding = binding_key(to.routing_key);
-      member = to.routing_key + kPrioritySep + kPrioritySep + to.routing_key;
+      member = queue_binding(to.routing_key);
     } else {
       // A direct exchange: the queues bound with this routing key (kombu's _lookup).
-      const Reply members = conn_.command({"SMEMBERS", binding_key(to.exchange)});
-      const std::string sep = kPrioritySep;
-      for (const auto& m : members.elements) {
-        const auto a = m.str.find(sep);
-        const auto b = a == std::string::npos ? a : m.str.find(sep, a + sep.size());
-        if (b != std::string::npos && m.str.substr(0, a) == to.routing_key)
-          queues.push_back(m.str.substr(b + sep.size()));
-      }
+      const Reply reply = conn_.command({"SMEMBERS", binding_key(to.exchange)});
+      std::vector<std::string> members;
+      for (const auto& m : reply.elements) members.push_back(m.str);
+      queues = bound_queues(members, to.routing_key);
       if (queues.empty())
         throw BrokerError("exchange '" + to.exchange + "' has no queue bound with routing key '" +
                               to.routing_key + "'",
