@@ -6,10 +6,10 @@ the leader killed with -9: every tick sent once, the standby carries on.
 Run with Debian's interpreter:  /usr/bin/python3 -m pytest -q tests/interop/test_beat.py
 """
 import datetime
+import importlib.util
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Worker, queued_messages, require, wait_for
+from conftest import ROOT, Worker, require, wait_for
 
 BEAT_BIN = os.environ.get('CVTASKS_BEAT_BIN', os.path.join(ROOT, 'build', 'bin', 'run_celery_beat'))
 PY_WORKER = os.path.join(ROOT, 'tests', 'interop', 'ref', 'py_worker.py')
@@ -30,6 +30,17 @@ def write_settings(path, doc):
     with os.fdopen(fd, 'w') as f:
         json.dump(doc, f, indent=1)
     return path
+
+
+def finish(request, procs):
+    """Stops the processes; prints their logs when the test failed."""
+    for p in procs:
+        p.cleanup()
+    rep = getattr(request.node, 'rep_call', None)
+    if rep is None or rep.failed:
+        for p in procs:
+            sys.stdout.write('\n----- %s exit=%s log -----\n%s\n' % (p.name, p.returncode,
+                                                                     p.log[-20000:]))
 
 
 @pytest.fixture
@@ -58,13 +69,7 @@ def beat_factory(request, redis_server, tmp_path):
         return b
 
     yield make
-    for b in beats:
-        b.cleanup()
-    rep = getattr(request.node, 'rep_call', None)
-    if rep is None or rep.failed:
-        for b in beats:
-            sys.stdout.write('\n----- %s exit=%s log -----\n%s\n' % (b.name, b.returncode,
-                                                                     b.log[-20000:]))
+    finish(request, beats)
 
 
 @pytest.fixture
@@ -82,12 +87,7 @@ def py_worker(request, redis_server, tmp_path):
         return w.wait_ready(30)
 
     yield make
-    for w in workers:
-        w.cleanup()
-    rep = getattr(request.node, 'rep_call', None)
-    if rep is None or rep.failed:
-        for w in workers:
-            sys.stdout.write('\n----- python worker log -----\n%s\n' % w.log[-20000:])
+    finish(request, workers)
 
 
 def succeeded(worker, task):
@@ -164,10 +164,8 @@ def django(db, code):
 
 
 def test_django_celery_beat_tables(beat_factory, redis_server, tmp_path):
-    try:
-        import django_celery_beat  # noqa: F401
-    except ImportError:
-        require(False, 'python3-django-celery-beat is not installed (scripts/deps.sh)')
+    require(importlib.util.find_spec('django_celery_beat') is not None,
+            'python3-django-celery-beat is not installed (scripts/deps.sh)')
     db = str(tmp_path / 'django.sqlite3')
     django(db, '''
 from django.core.management import call_command
