@@ -39,6 +39,14 @@ struct Delivery {
 // The list a message of `priority` (0-9, lower is served first) goes to.
 std::string priority_list(const std::string& queue, int priority);
 
+// kombu's bindings: the set of exchange `exchange` ("_kombu.binding.<exchange>"), the member
+// that binds a queue to its own direct exchange, and the direct-exchange lookup (the queues
+// among "<routing_key>SEP<pattern>SEP<queue>" members bound with `routing_key`).
+std::string binding_key(const std::string& exchange);
+std::string queue_binding(const std::string& queue);
+std::vector<std::string> bound_queues(const std::vector<std::string>& members,
+                                      const std::string& routing_key);
+
 class Broker {
  public:
   virtual ~Broker() = default;

@@ -300,11 +300,12 @@ std::string encode_task_message(const PublishOptions& o) {
       {"timelimit", json::array({opt_json(o.time_limit), opt_json(o.soft_time_limit)})},
       {"root_id", o.root_id.empty() ? id : o.root_id},
       {"parent_id", opt_json(o.parent_id)},
-      {"argsrepr", python_args_repr(o.args).substr(0, 1024)},
+      {"argsrepr", o.argsrepr.value_or(python_args_repr(o.args)).substr(0, 1024)},
       {"kwargsrepr", python_repr(o.kwargs).substr(0, 1024)},
       {"origin", o.origin},
       {"ignore_result", o.ignore_result},
   };
+  for (const auto& [k, v] : o.extra_headers.items()) headers[k] = v;
   json properties = {
       {"correlation_id", id},
       {"reply_to", o.reply_to},

@@ -91,6 +91,8 @@ struct PublishOptions {
   std::string exchange;     // "" = anonymous exchange, routed by `routing_key` = queue name
   std::string routing_key;  // the queue for the anonymous exchange
   json extra_properties = json::object();  // e.g. replaced_task_nesting for retries
+  json extra_headers = json::object();     // apply_async(headers=...): merged into the headers
+  std::optional<std::string> argsrepr;     // overrides the "(1, 2)" tuple form of `args`
 };
 
 // Builds the envelope string exactly as Celery 5.2's apply_async would (SPEC 1.1-1.3).

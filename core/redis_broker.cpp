@@ -89,9 +89,26 @@ std::string fmt_score(TimePoint t) {
   return buf;
 }
 
+}  // namespace
+
 std::string binding_key(const std::string& exchange) { return "_kombu.binding." + exchange; }
 
-}  // namespace
+std::string queue_binding(const std::string& queue) {
+  return queue + kPrioritySep + kPrioritySep + queue;
+}
+
+std::vector<std::string> bound_queues(const std::vector<std::string>& members,
+                                      const std::string& routing_key) {
+  std::vector<std::string> out;
+  const std::string sep = kPrioritySep;
+  for (const auto& m : members) {
+    const auto a = m.find(sep);
+    const auto b = a == std::string::npos ? a : m.find(sep, a + sep.size());
+    if (b == std::string::npos) continue;
+    if (m.substr(0, a) == routing_key) out.push_back(m.substr(b + sep.size()));
+  }
+  return out;
+}
 
 std::string priority_list(const std::string& queue, int priority) {
   priority = std::clamp(priority, 0, 9);
@@ -131,7 +148,7 @@ void RedisBroker::recover_lost_take() {
 void RedisBroker::declare(const std::vector<std::string>& queues) {
   std::vector<Command> cmds;
   for (const auto& q : queues)
-    cmds.push_back({"SADD", binding_key(q), q + kPrioritySep + kPrioritySep + q});
+    cmds.push_back({"SADD", binding_key(q), queue_binding(q)});
   for (const auto& r : conn_.pipeline(cmds))
     if (r.kind == Reply::Kind::Error) throw BrokerError("cannot declare queue: " + r.str, false);
   declared_.insert(queues.begin(), queues.end());
@@ -195,16 +212,10 @@ void RedisBroker::ack_many(const std::vector<std::string>& tags) {
 std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
                                               const std::string& routing_key) {
   if (exchange.empty()) return {routing_key};
-  const Reply members = conn_.command({"SMEMBERS", binding_key(exchange)});
-  std::vector<std::string> out;
-  const std::string sep = kPrioritySep;
-  for (const auto& m : members.elements) {
-    const auto a = m.str.find(sep);
-    const auto b = a == std::string::npos ? a : m.str.find(sep, a + sep.size());
-    if (b == std::string::npos) continue;
-    if (m.str.substr(0, a) == routing_key) out.push_back(m.str.substr(b + sep.size()));
-  }
-  return out;
+  const Reply reply = conn_.command({"SMEMBERS", binding_key(exchange)});
+  std::vector<std::string> members;
+  for (const auto& m : reply.elements) members.push_back(m.str);
+  return bound_queues(members, routing_key);
 }
 
 void RedisBroker::put_back(const std::string& tag, bool at_head) {
@@ -289,7 +300,7 @@ void RedisBroker::publish(const std::string& envelope, const std::string& exchan
   for (const auto& q : targets) {
     // Declaring keeps named-exchange routing to this queue working for every publisher.
     if (exchange.empty() && !declared_.count(q)) {
-      cmds.push_back({"SADD", binding_key(q), q + kPrioritySep + kPrioritySep + q});
+      cmds.push_back({"SADD", binding_key(q), queue_binding(q)});
       declared_.insert(q);
     }
     cmds.push_back({"LPUSH", priority_list(q, priority), envelope});

@@ -125,6 +125,15 @@ Settings Settings::from_json(const json& doc) {
     c.task_time_limit = optional_seconds(cj, "task_time_limit");
     c.task_soft_time_limit = optional_seconds(cj, "task_soft_time_limit");
     if (auto d = optional_seconds(cj, "task_default_retry_delay")) c.task_default_retry_delay = *d;
+    if (cj.contains("beat_schedule") && !cj["beat_schedule"].is_null()) {
+      if (!cj["beat_schedule"].is_object())
+        throw ConfigError("setting celery.beat_schedule must be an object (name -> entry)");
+      c.beat_schedule = cj["beat_schedule"];
+    }
+    if (auto v = optional_seconds(cj, "beat_max_loop_interval"); v && *v > 0)
+      c.beat_max_loop_interval = v;
+    if (cj.contains("beat_scheduler") && !cj["beat_scheduler"].is_null())
+      c.beat_scheduler = get_as<std::string>(cj, "celery", "beat_scheduler");
     if (cj.contains("broker_transport_options") && cj["broker_transport_options"].is_object()) {
       const json& bto = cj["broker_transport_options"];
       if (bto.contains("visibility_timeout") && !bto["visibility_timeout"].is_null())
@@ -140,6 +149,16 @@ Settings Settings::from_json(const json& doc) {
         s.worker.max_message_bytes = get_as<size_t>(w, "cvtasks", k);
       } else if (k == "restore_interval") {
         s.worker.restore_interval = get_as<double>(w, "cvtasks", k);
+      } else if (k == "beat_lock_timeout") {
+        s.beat.beat_lock_timeout = get_as<double>(w, "cvtasks", k);
+        if (s.beat.beat_lock_timeout < 1)
+          throw ConfigError("setting cvtasks.beat_lock_timeout must be at least 1 (seconds)");
+      } else if (k == "beat_starting_deadline") {
+        if (!w[k].is_null()) {
+          s.beat.beat_starting_deadline = get_as<double>(w, "cvtasks", k);
+          if (*s.beat.beat_starting_deadline < 0)
+            throw ConfigError("setting cvtasks.beat_starting_deadline must not be negative");
+        }
       } else {
         throw ConfigError("unknown setting cvtasks." + k);
       }

@@ -46,6 +46,9 @@ struct CelerySettings {
   double visibility_timeout = 3600;                     // broker_transport_options.visibility_timeout
   bool worker_send_task_events = false;                 // task events (-E)
   std::string timezone = "UTC";                         // Celery's `timezone`
+  json beat_schedule = json::object();                  // beat entries, plain data (docs/settings.md)
+  std::optional<double> beat_max_loop_interval;         // seconds; none: the scheduler's default
+  std::optional<std::string> beat_scheduler;            // "module:Class"; none: the settings schedule
 };
 
 // Our own worker options (the "cvtasks" section).
@@ -54,9 +57,16 @@ struct WorkerOptions {
   double restore_interval = 10;                  // seconds between restore_visible runs
 };
 
+// Our own beat options (the "cvtasks" section too; see docs/beat.md).
+struct BeatOptions {
+  double beat_lock_timeout = 5;                     // seconds a dead leader keeps the lock
+  std::optional<double> beat_starting_deadline;     // seconds; a run missed by more is skipped
+};
+
 struct Settings {
   CelerySettings celery;
   WorkerOptions worker;
+  BeatOptions beat;
   json document = json::object();  // the whole document, for the domain tasks' sections
   std::vector<std::string> unknown_celery_keys;
 

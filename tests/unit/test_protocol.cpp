@@ -426,6 +426,23 @@ TEST(EncodeTaskMessage, ArgsreprOfOneElementTupleAndTruncation) {
             1024u);
 }
 
+// Beat passes list args through apply_async: Python's argsrepr is then the list's repr
+// (captures/beat_faketime.txt: "[1, 2]"); apply_async(headers=...) lands in the headers.
+TEST(EncodeTaskMessage, ArgsreprOverrideAndExtraHeaders) {
+  PublishOptions o;
+  o.task = "proto.add";
+  o.args = json::array({1, 2});
+  o.argsrepr = "[1, 2]";
+  o.extra_headers = {{"periodic_task_name", "p"}, {"x", 1}};
+  const json env = json::parse(encode_task_message(o));
+  EXPECT_EQ(env["headers"]["argsrepr"], "[1, 2]");
+  EXPECT_EQ(env["headers"]["periodic_task_name"], "p");
+  EXPECT_EQ(env["headers"]["x"], 1);
+  EXPECT_EQ(env["headers"]["task"], "proto.add");
+  o.argsrepr.reset();
+  EXPECT_EQ(json::parse(encode_task_message(o))["headers"]["argsrepr"], "(1, 2)");
+}
+
 TEST(EncodeTaskMessage, CapturedMessageSurvivesReencoding) {
   // Decoding a captured message and publishing the same options again yields the same headers
   // apart from the producer-specific ones.

@@ -166,6 +166,38 @@ TEST(Settings, LoadFdOnABadDescriptorIsAConfigError) {
   EXPECT_THROW(Settings::load_fd(987), ConfigError);
 }
 
+TEST(Settings, BeatSettings) {
+  const Settings s = Settings::from_json(
+      {{"celery",
+        {{"beat_schedule", {{"tick", {{"task", "t"}, {"schedule", 1.0}}}}},
+         {"beat_max_loop_interval", 30},
+         {"beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler"}}},
+       {"cvtasks", {{"beat_lock_timeout", 3}, {"beat_starting_deadline", 60}}}});
+  EXPECT_EQ(s.celery.beat_schedule["tick"]["task"], "t");
+  EXPECT_EQ(s.celery.beat_max_loop_interval, 30.0);
+  EXPECT_EQ(s.celery.beat_scheduler, "django_celery_beat.schedulers:DatabaseScheduler");
+  EXPECT_EQ(s.beat.beat_lock_timeout, 3.0);
+  EXPECT_EQ(s.beat.beat_starting_deadline, 60.0);
+  EXPECT_EQ(s.unknown_celery_keys.size(), 0u);
+
+  const Settings d = Settings::from_json(json::object());
+  EXPECT_TRUE(d.celery.beat_schedule.empty());
+  EXPECT_FALSE(d.celery.beat_max_loop_interval);
+  EXPECT_FALSE(d.celery.beat_scheduler);
+  EXPECT_EQ(d.beat.beat_lock_timeout, 5.0);
+  EXPECT_FALSE(d.beat.beat_starting_deadline);
+
+  EXPECT_NE(expect_config_error({{"celery", {{"beat_schedule", json::array()}}}})
+                .find("beat_schedule"),
+            std::string::npos);
+  EXPECT_NE(expect_config_error({{"cvtasks", {{"beat_lock_timeout", 0.5}}}})
+                .find("beat_lock_timeout"),
+            std::string::npos);
+  EXPECT_NE(expect_config_error({{"cvtasks", {{"beat_starting_deadline", -1}}}})
+                .find("beat_starting_deadline"),
+            std::string::npos);
+}
+
 TEST(Settings, DocumentMustBeAnObject) {
   EXPECT_THROW(Settings::from_json(json::array()), ConfigError);
 }

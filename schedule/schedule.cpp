@@ -1,0 +1,31 @@
+#include "schedule.h"
+
+#include <fmt/format.h>
+
+#include "errors.h"
+#include "isotime.h"
+
+namespace cvtasks {
+
+IntervalSchedule::IntervalSchedule(double every_seconds) {
+  // NaN fails this test too.
+  if (!(every_seconds > 0))
+    throw ConfigError(fmt::format("an interval must be positive, got {}", every_seconds));
+  every_ = std::chrono::round<std::chrono::microseconds>(
+      std::chrono::duration<double>(every_seconds));
+}
+
+std::optional<TimePoint> IntervalSchedule::next_after(TimePoint last_run_at) const {
+  return last_run_at + every_;
+}
+
+std::string IntervalSchedule::describe() const {
+  return fmt::format("<freq: every {} seconds>",
+                     std::chrono::duration<double>(every_).count());
+}
+
+std::string ClockedSchedule::describe() const {
+  return "<clocked: " + format_iso8601_utc(at_) + ">";
+}
+
+}  // namespace cvtasks

@@ -1,0 +1,40 @@
+// StateStore: the local state file of beat (-s/--schedule, default celerybeat-schedule.db):
+// last_run_at and total_run_count per entry name, in SQLite. Plays the part of Celery's shelve
+// file (which a C++ process cannot share, SPEC 9.3). Like Celery's, the file is reset when the
+// timezone it was written under changes.
+//
+// Writes go straight to disk (one small transaction per run), so a crash loses nothing and
+// shutdown has nothing left to sync. Not thread-safe. Failures throw ConfigError at open and
+// Error afterwards.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "clock.h"
+
+namespace SQLite {
+class Database;
+}
+
+namespace cvtasks {
+
+class StateStore {
+ public:
+  struct Record {
+    TimePoint last_run_at;
+    uint64_t total_run_count = 0;
+  };
+
+  StateStore(const std::string& path, const std::string& timezone);
+  ~StateStore();
+
+  std::optional<Record> get(const std::string& name);
+  void put(const std::string& name, const Record& record);
+
+ private:
+  std::unique_ptr<SQLite::Database> db_;
+};
+
+}  // namespace cvtasks
