@@ -17,8 +17,6 @@ namespace {
 
 const char* kPidboxExchange = "celery.pidbox";
 
-std::string binding_key(const std::string& exchange) { return "_kombu.binding." + exchange; }
-
 std::optional<std::string> optional_string(const json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end() || !it->is_string()) return std::nullopt;
@@ -206,15 +204,11 @@ void Pidbox::handle(const std::string& raw, RedisConnection& out) {
   // the client's routing key. None bound: the client gave up already; push nothing.
   const std::string exchange = r.reply_exchange.empty() ? "reply.celery.pidbox" : r.reply_exchange;
   const Reply members = out.command({"SMEMBERS", binding_key(exchange)});
+  std::vector<std::string> bindings;
+  for (const auto& m : members.elements) bindings.push_back(m.str);
   const std::string envelope = encode_control_reply(r, nodename_, *reply, clock_.forward());
-  const std::string sep = kPrioritySep;
-  for (const auto& m : members.elements) {
-    const auto first = m.str.find(sep);
-    if (first == std::string::npos || m.str.substr(0, first) != r.reply_routing_key) continue;
-    const auto second = m.str.find(sep, first + sep.size());
-    if (second == std::string::npos) continue;
-    out.command({"LPUSH", m.str.substr(second + sep.size()), envelope});
-  }
+  for (const auto& queue : bound_queues(bindings, r.reply_routing_key))
+    out.command({"LPUSH", queue, envelope});
 }
 
 }  // namespace cvtasks
