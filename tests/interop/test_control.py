@@ -59,9 +59,11 @@ def test_stats_registered_active_queues(worker_factory, redis_server, celery_app
 
 
 def test_replies_while_every_pool_thread_is_busy(worker_factory, redis_server, celery_app):
-    w = worker_factory(args=['-c', '2'])
+    # Queued before the worker starts, so its first take reserves all three: with every pool
+    # thread busy the worker takes nothing more, and a later message would not be reserved.
     busy = [celery_app.diag.sleep.delay(6) for _ in range(2)]
     queued = celery_app.diag.add.delay(1, 2)
+    w = worker_factory(args=['-c', '2'])
     insp = celery_app.control.inspect(timeout=1.0)
     active = wait_for(lambda: (insp.active() or {}).get(w.name) if len(
         (insp.active() or {}).get(w.name) or []) == 2 else None, 5, message='two active tasks')
