@@ -110,6 +110,8 @@ RenderedHtml CvRenderer::render(const json& cv, const std::optional<std::string>
     std::error_code ec;
     const std::string abs = fs::canonical(folder, ec).string();
     json context = cv;
+    for (const auto& [key, value] : cv.items())  // {{#has_skills}}: a heading only over a list
+      if (value.is_array() && !value.empty()) context["has_" + key] = true;
     context["assets"] = "file://" + abs + "/";
     context["template"] = wanted;
     std::string html = tmpl.render(*to_data(context));

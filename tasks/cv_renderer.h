@@ -5,7 +5,10 @@
 // Templates are folders `<dir>/<name>/cv.html` (plus the template's own assets: CSS, images,
 // fonts, referenced through {{assets}}, the folder as a file: URL). Directories are searched in
 // order: the project's `tasks.pdf.templates_dir`, then the shipped templates (next to the
-// binary in ../share/cvtasks/templates, else the source tree's templates/).
+// binary in ../share/cvtasks/templates, else the source tree's templates/cv).
+//
+// The template sees the CV's fields (cv_record.h), `has_<list>` for each non-empty list,
+// `assets` and `template`.
 //
 // Thread-safety: immutable after construction; templates are read from disk on each render so
 // a project can edit its templates without a restart.
