@@ -1,7 +1,5 @@
 #include "services.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -61,6 +59,11 @@ TaskServices::TaskServices(const Settings& settings) : settings_(settings) {
   read(email, "tasks.email", "max_retries", email_.max_retries);
   if (email_.retry_backoff < 0 || email_.max_retries < 0)
     throw ConfigError("tasks.email.retry_backoff and max_retries must not be negative");
+
+  const json& database = section(settings, "database");
+  reject_unknown(database, "tasks.database", {"retry_backoff"});
+  read(database, "tasks.database", "retry_backoff", database_retry_backoff_);
+  if (database_retry_backoff_ < 0) throw ConfigError("tasks.database.retry_backoff must not be negative");
 }
 
 template <typename T, typename Make>
@@ -115,10 +118,8 @@ json TaskServices::with_database(TaskContext& ctx, const std::function<json()>& 
   } catch (const DatabaseError& e) {
     const ExceptionInfo exc{"DatabaseError", "cvtasks.errors", json::array({e.what()})};
     if (!e.connection_lost()) throw TaskError(exc);
-    const double countdown = std::min(300.0, 5.0 * std::pow(2.0, ctx.request().retries));
-    spdlog::warn("{}[{}]: database unavailable, retry in {}s: {}", ctx.request().task,
-                 ctx.request().id, countdown, e.what());
-    ctx.retry(countdown, exc);
+    // The tracer logs the retry (or, past max_retries, the failure with `exc`).
+    ctx.retry(std::min(300.0, database_retry_backoff_ * std::pow(2.0, ctx.request().retries)), exc);
   }
 }
 

@@ -7,6 +7,7 @@
 //                warm_processes (2; 0 = one process per PDF), render_timeout (120 s)
 //   tasks.email: retry_backoff (30 s: the first retry's countdown, doubled each retry),
 //                max_retries (3)
+//   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable)
 //
 // Thread-safety: all accessors may be called from any pool thread.
 #pragma once
@@ -47,6 +48,7 @@ class TaskServices {
   const Settings& settings() const { return settings_; }
   const PdfTaskOptions& pdf_options() const { return pdf_; }
   const EmailTaskOptions& email_options() const { return email_; }
+  double database_retry_backoff() const { return database_retry_backoff_; }
 
   // Each throws TaskError(django.core.exceptions.ImproperlyConfigured) when its section of the
   // settings document is missing or wrong.
@@ -57,7 +59,7 @@ class TaskServices {
   const Mailer& mailer();
 
   // Runs `body` and turns a DatabaseError into Celery's outcome: a retry with a growing
-  // countdown (5 s, 10 s, ... at most 5 min) when the database is unreachable or locked, else a
+  // countdown (database_retry_backoff, doubled each time, at most 5 min) when the database is unreachable or locked, else a
   // failure with cvtasks.errors.DatabaseError.
   json with_database(TaskContext& ctx, const std::function<json()>& body);
 
@@ -68,6 +70,7 @@ class TaskServices {
   const Settings& settings_;
   PdfTaskOptions pdf_;
   EmailTaskOptions email_;
+  double database_retry_backoff_ = 5;
   std::mutex mu_;
   std::unique_ptr<Database> database_;
   std::unique_ptr<SchemaMap> schema_;
