@@ -19,6 +19,7 @@
 #include "broker.h"
 #include "clock.h"
 #include "diagnostics.h"
+#include "domain_tasks.h"
 #include "errors.h"
 #include "http_status.h"
 #include "logging.h"
@@ -196,6 +197,7 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     }
 
     TaskRegistry registry;
+    register_domain_tasks(registry, settings);
     if (opts_.count("diagnostics")) register_diagnostics(registry);
 
     setup_logging(*level, opts_.count("logfile") ? opts_["logfile"] : "");

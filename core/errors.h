@@ -48,4 +48,12 @@ class BackendError : public ServerError {
   using ServerError::ServerError;
 };
 
+// A call to the Django database failed. `connection_lost()` (transient) is true when trying
+// again later may succeed: the server is unreachable or went away, or SQLite stayed locked by
+// another writer past its busy timeout. False for a bad statement or a missing table.
+class DatabaseError : public ServerError {
+ public:
+  using ServerError::ServerError;
+};
+
 }  // namespace cvtasks

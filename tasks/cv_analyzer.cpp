@@ -8,7 +8,7 @@
 
 #include "errors.h"
 
-namespace cvtasks::tasks {
+namespace cvtasks {
 
 namespace {
 
@@ -358,4 +358,4 @@ json analyze_cv(const json& cv, const std::optional<std::string>& job_descriptio
           {"suggestions", suggestions}};
 }
 
-}  // namespace cvtasks::tasks
+}  // namespace cvtasks

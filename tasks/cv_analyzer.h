@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace cvtasks::tasks {
+namespace cvtasks {
 
 using json = nlohmann::json;
 
@@ -51,4 +51,4 @@ class SkillTaxonomy {
 json analyze_cv(const json& cv, const std::optional<std::string>& job_description,
                 const SkillTaxonomy& taxonomy);
 
-}  // namespace cvtasks::tasks
+}  // namespace cvtasks

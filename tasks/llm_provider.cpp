@@ -16,7 +16,7 @@
 
 #include "errors.h"
 
-namespace cvtasks::tasks {
+namespace cvtasks {
 
 namespace {
 
@@ -153,4 +153,4 @@ json llm_fallback(json builtin, const std::string& reason) {
   return builtin;
 }
 
-}  // namespace cvtasks::tasks
+}  // namespace cvtasks

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace cvtasks::tasks {
+namespace cvtasks {
 
 using json = nlohmann::json;
 
@@ -47,4 +47,4 @@ json merge_llm(json builtin, const json& answer, const std::string& model);
 // `builtin` with the reason the LLM was not used: provider "builtin", llm.error = reason.
 json llm_fallback(json builtin, const std::string& reason);
 
-}  // namespace cvtasks::tasks
+}  // namespace cvtasks

@@ -18,7 +18,7 @@
 
 #include "llm_provider.h"
 
-namespace cvtasks::tasks {
+namespace cvtasks {
 namespace {
 
 // What the fake provider does with the next request, and what it saw.
@@ -168,4 +168,4 @@ TEST(LlmConfig, FromSettings) {
 }
 
 }  // namespace
-}  // namespace cvtasks::tasks
+}  // namespace cvtasks

@@ -4,7 +4,7 @@
 #include "cv_analyzer.h"
 #include "errors.h"
 
-namespace cvtasks::tasks {
+namespace cvtasks {
 namespace {
 
 const SkillTaxonomy& taxonomy() {
@@ -125,4 +125,4 @@ TEST(CvAnalyzer, HostileContentIsJustText) {
 }
 
 }  // namespace
-}  // namespace cvtasks::tasks
+}  // namespace cvtasks

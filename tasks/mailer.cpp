@@ -1,0 +1,265 @@
+#include "mailer.h"
+
+#include <Poco/Base64Encoder.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/MailMessage.h>
+#include <Poco/Net/MailRecipient.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Net/SecureSMTPClientSession.h>
+#include <Poco/Net/SecureStreamSocket.h>
+#include <Poco/Net/StringPartSource.h>
+#include <Poco/Random.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+
+#include "task_error.h"
+
+namespace cvtasks {
+namespace {
+
+using Poco::Net::MailMessage;
+
+const char* const kSmtp = "django.core.mail.backends.smtp.EmailBackend";
+const char* const kConsole = "django.core.mail.backends.console.EmailBackend";
+const char* const kDummy = "django.core.mail.backends.dummy.EmailBackend";
+
+bool valid_address(const std::string& a) {
+  const auto at = a.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 >= a.size() || a.find('@', at + 1) != std::string::npos)
+    return false;
+  for (unsigned char c : a)
+    if (c <= 0x20 || c == 0x7f || c == '<' || c == '>' || c == ',' || c == ';' || c == '"' ||
+        c == '(' || c == ')' || c == '\\' || c == '[' || c == ']' || c == ':')
+      return false;
+  return true;
+}
+
+// "Name <addr>" -> {name, addr}; "addr" -> {"", addr}.
+std::pair<std::string, std::string> split_address(const std::string& raw) {
+  const std::string a = sanitize_header(raw);
+  const auto lt = a.rfind('<');
+  std::string name, addr = a;
+  if (lt != std::string::npos && !a.empty() && a.back() == '>') {
+    addr = a.substr(lt + 1, a.size() - lt - 2);
+    name = a.substr(0, lt);
+    while (!name.empty() && name.back() == ' ') name.pop_back();
+    if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+  }
+  const auto b = addr.find_first_not_of(' ');
+  addr = b == std::string::npos ? "" : addr.substr(b, addr.find_last_not_of(' ') - b + 1);
+  if (!valid_address(addr)) throw TaskError("ValueError", "invalid email address: " + json(raw).dump());
+  return {name, addr};
+}
+
+std::string base64(const std::string& data) {
+  std::ostringstream out;
+  Poco::Base64Encoder enc(out);
+  enc.rdbuf()->setLineLength(76);
+  enc << data;
+  enc.close();
+  std::string s = out.str(), crlf;
+  for (char c : s) {  // Poco ends lines with \r\n already; make sure of it
+    if (c == '\n' && (crlf.empty() || crlf.back() != '\r')) crlf += '\r';
+    crlf += c;
+  }
+  return crlf;
+}
+
+std::string make_message_id() {
+  static std::atomic<unsigned> counter{0};
+  static thread_local Poco::Random rnd = [] {
+    Poco::Random r;
+    r.seed();
+    return r;
+  }();
+  char host[256] = "localhost";
+  ::gethostname(host, sizeof host - 1);
+  const auto now = std::chrono::system_clock::now().time_since_epoch().count();
+  return "<" + std::to_string(now) + "." + std::to_string(::getpid()) + "." +
+         std::to_string(counter++) + "." + std::to_string(rnd.next()) + "@" +
+         (valid_address(std::string("x@") + host) ? host : "localhost") + ">";
+}
+
+void build(const MailSettings& s, const Mail& mail, const std::string& message_id,
+           MailMessage& msg) {
+  msg.setSender(format_address(mail.from.empty() ? s.default_from_email : mail.from));
+  if (mail.to.empty()) throw TaskError("ValueError", "no recipients");
+  for (const auto& to : mail.to)
+    msg.addRecipient(Poco::Net::MailRecipient(Poco::Net::MailRecipient::PRIMARY_RECIPIENT,
+                                              address_of(to)));
+  msg.setSubject(encode_header(mail.subject));
+  msg.set("Message-ID", message_id);
+  const std::string text_type = "text/plain; charset=utf-8";
+  if (!mail.html && mail.attachments.empty()) {
+    msg.setContentType(text_type);
+    msg.setContent(mail.text, MailMessage::ENCODING_QUOTED_PRINTABLE);
+    return;
+  }
+  if (mail.html) {
+    // Poco's messages are one level deep: the text/HTML alternative is written here as one
+    // multipart/alternative part of the multipart/mixed message.
+    const std::string boundary = "alt-" + std::to_string(Poco::Random().next()) +
+                                 std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+    std::string body;
+    for (const auto& [type, content] : {std::pair{text_type, mail.text},
+                                        std::pair{std::string("text/html; charset=utf-8"), *mail.html}})
+      body += "--" + boundary + "\r\nContent-Type: " + type +
+              "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64(content) + "\r\n";
+    body += "--" + boundary + "--\r\n";
+    msg.addPart("", new Poco::Net::StringPartSource(body, "multipart/alternative; boundary=\"" + boundary + "\""),
+                MailMessage::CONTENT_INLINE, MailMessage::ENCODING_7BIT);
+  } else {
+    msg.addPart("", new Poco::Net::StringPartSource(mail.text, text_type),
+                MailMessage::CONTENT_INLINE, MailMessage::ENCODING_QUOTED_PRINTABLE);
+  }
+  for (const auto& a : mail.attachments)
+    msg.addAttachment(encode_header(a.filename),
+                      new Poco::Net::StringPartSource(a.data, a.content_type, a.filename),
+                      MailMessage::ENCODING_BASE64);
+}
+
+void init_ssl() {
+  static std::once_flag once;
+  std::call_once(once, [] { Poco::Net::initializeSSL(); });
+}
+
+}  // namespace
+
+MailSettings MailSettings::from_document(const json& section) {
+  MailSettings s;
+  if (section.is_null()) return s;
+  if (!section.is_object()) throw ConfigError("the email section must be an object");
+  try {
+    auto str = [&](const char* key, std::string& out) {
+      if (section.contains(key) && !section[key].is_null()) out = section[key].get<std::string>();
+    };
+    str("backend", s.backend);
+    str("host", s.host);
+    str("host_user", s.host_user);
+    str("host_password", s.host_password);
+    str("ssl_certfile", s.ssl_certfile);
+    str("ssl_keyfile", s.ssl_keyfile);
+    str("subject_prefix", s.subject_prefix);
+    str("default_from_email", s.default_from_email);
+    if (section.contains("port")) s.port = section["port"].get<int>();
+    if (section.contains("use_tls")) s.use_tls = section["use_tls"].get<bool>();
+    if (section.contains("use_ssl")) s.use_ssl = section["use_ssl"].get<bool>();
+    if (section.contains("timeout") && !section["timeout"].is_null())
+      s.timeout = section["timeout"].get<double>();
+  } catch (const json::exception& e) {
+    throw ConfigError(std::string("email section: ") + e.what());
+  }
+  if (s.use_tls && s.use_ssl)
+    throw ConfigError("email: use_tls and use_ssl are mutually exclusive (as in Django)");
+  return s;
+}
+
+std::string sanitize_header(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (unsigned char c : value) {
+    if (c == '\t')
+      out += ' ';
+    else if (c >= 0x20 && c != 0x7f)
+      out += static_cast<char>(c);
+  }
+  return out;
+}
+
+std::string encode_header(const std::string& value) {
+  return MailMessage::encodeWord(sanitize_header(value), "UTF-8");
+}
+
+std::string address_of(const std::string& address) { return split_address(address).second; }
+
+std::string format_address(const std::string& address) {
+  const auto [name, addr] = split_address(address);
+  if (name.empty()) return addr;
+  bool plain = true;
+  for (unsigned char c : name)
+    plain = plain && c < 0x80 && (std::isalnum(c) || c == ' ' || c == '.' || c == '-' || c == '_');
+  return (plain ? "\"" + name + "\"" : encode_header(name)) + " <" + addr + ">";
+}
+
+Mailer::Mailer(MailSettings settings) : settings_(std::move(settings)) {}
+
+std::string Mailer::render(const Mail& mail, const std::string& message_id) const {
+  std::ostringstream out;
+  MailMessage msg;
+  build(settings_, mail, message_id, msg);
+  msg.write(out);
+  return out.str();
+}
+
+std::string Mailer::send(const Mail& mail) const {
+  const std::string id = make_message_id();
+  MailMessage msg;
+  build(settings_, mail, id, msg);
+  const std::string& backend = settings_.backend;
+  if (backend == kDummy) return id;
+  if (backend == kConsole) {
+    // Django's console backend writes the message and a line of dashes to stdout.
+    static std::mutex stdout_mu;
+    std::lock_guard lock(stdout_mu);
+    msg.write(std::cout);
+    std::cout << "\n" << std::string(79, '-') << std::endl;
+    return id;
+  }
+  if (backend != kSmtp)
+    throw ConfigError("email backend '" + backend + "' is not supported (smtp, console, dummy)");
+
+  const Poco::Timespan timeout(static_cast<long>(settings_.timeout.value_or(60) * 1e6));
+  const std::string where = settings_.host + ":" + std::to_string(settings_.port);
+  try {
+    Poco::Net::Context::Ptr tls;
+    if (settings_.use_tls || settings_.use_ssl) {
+      init_ssl();
+      tls = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, settings_.ssl_keyfile,
+                                   settings_.ssl_certfile, "", Poco::Net::Context::VERIFY_NONE);
+    }
+    const Poco::Net::SocketAddress address(settings_.host, static_cast<Poco::UInt16>(settings_.port));
+    std::unique_ptr<Poco::Net::SMTPClientSession> session;
+    if (settings_.use_ssl) {
+      Poco::Net::SecureStreamSocket socket(tls);
+      socket.connect(address, timeout);
+      session = std::make_unique<Poco::Net::SMTPClientSession>(socket);
+    } else {
+      Poco::Net::StreamSocket socket;
+      socket.connect(address, timeout);
+      session = settings_.use_tls ? std::make_unique<Poco::Net::SecureSMTPClientSession>(socket)
+                                  : std::make_unique<Poco::Net::SMTPClientSession>(socket);
+    }
+    session->setTimeout(timeout);
+    session->login();  // EHLO
+    if (settings_.use_tls) {
+      auto& secure = static_cast<Poco::Net::SecureSMTPClientSession&>(*session);
+      if (!secure.startTLS(tls))
+        throw MailError("SMTP server " + where + " does not offer STARTTLS", false, 0);
+      session->login();  // EHLO again, now encrypted
+    }
+    if (!settings_.host_user.empty())
+      session->login(Poco::Net::SMTPClientSession::AUTH_LOGIN, settings_.host_user,
+                     settings_.host_password);
+    session->sendMessage(msg);
+    try {
+      session->close();
+    } catch (const Poco::Exception&) {  // delivered; a failed QUIT does not matter
+    }
+  } catch (const Poco::Net::SMTPException& e) {
+    const int code = e.code();
+    const bool transient = code == 0 || (code >= 400 && code < 500);
+    throw MailError("SMTP server " + where + " refused the message: " + e.displayText(), transient,
+                    code);
+  } catch (const Poco::Exception& e) {
+    throw MailError("cannot deliver through SMTP server " + where + ": " + e.displayText(), true, 0);
+  }
+  return id;
+}
+
+}  // namespace cvtasks

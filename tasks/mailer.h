@@ -1,0 +1,94 @@
+// Mailer: Django's EMAIL_* settings (the document's `email` section) and a message sent through
+// Poco's SMTP client, or printed by the console backend.
+//
+// SMTP as Django's smtp.EmailBackend does it: plain, STARTTLS (use_tls) or SSL from the first
+// byte (use_ssl); login when host_user is set; `timeout` seconds for connect and each reply;
+// the server's certificate is not verified (Django's default), ssl_certfile/ssl_keyfile give a
+// client certificate. Backends: smtp, console (the message on stdout), dummy (discarded).
+//
+// Headers never carry CR/LF or other control characters from their values (they are removed),
+// non-ASCII text is RFC 2047-encoded, and an address that is not a plain `local@domain` is
+// refused, so no value can add a header or a recipient.
+//
+// Thread-safety: send() may be called from many threads (a connection per call).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "errors.h"
+
+namespace cvtasks {
+
+using json = nlohmann::json;
+
+struct MailSettings {
+  std::string backend = "django.core.mail.backends.smtp.EmailBackend";
+  std::string host = "localhost";
+  int port = 25;
+  std::string host_user;
+  std::string host_password;
+  bool use_tls = false;  // STARTTLS
+  bool use_ssl = false;  // implicit TLS
+  std::optional<double> timeout;  // seconds; none: 60 (Python would block forever)
+  std::string ssl_certfile;
+  std::string ssl_keyfile;
+  std::string subject_prefix = "[Django] ";
+  std::string default_from_email = "webmaster@localhost";
+
+  // The `email` section; ConfigError for a wrong type or use_tls with use_ssl.
+  static MailSettings from_document(const json& section);
+};
+
+struct Attachment {
+  std::string filename;
+  std::string content_type;  // "application/pdf"
+  std::string data;
+};
+
+struct Mail {
+  std::string from;              // "Name <addr>" or "addr"; empty: default_from_email
+  std::vector<std::string> to;   // addresses
+  std::string subject;
+  std::string text;
+  std::optional<std::string> html;  // sent as multipart/alternative with `text`
+  std::vector<Attachment> attachments;
+};
+
+// A failed delivery. `transient` (connection_lost()): a 4xx reply or no connection, worth a retry;
+// otherwise the server refused for good (5xx) and `reply` holds what it said.
+class MailError : public ServerError {
+ public:
+  MailError(const std::string& what, bool transient, int code)
+      : ServerError(what, transient), code(code) {}
+  int code;  // SMTP reply code, 0 when there was none
+};
+
+// The header value without CR, LF and other control characters (a tab becomes a space).
+std::string sanitize_header(const std::string& value);
+// RFC 2047 encoded-words for non-ASCII text (after sanitizing); ASCII is returned as it is.
+std::string encode_header(const std::string& value);
+// "addr" or "Name <addr>" with the name encoded; throws TaskError(ValueError) for an address that
+// is not a plain local@domain.
+std::string format_address(const std::string& address);
+// The bare address of "Name <addr>" / "addr", validated as format_address() does.
+std::string address_of(const std::string& address);
+
+class Mailer {
+ public:
+  explicit Mailer(MailSettings settings);
+  // Sends and returns the Message-ID. Throws MailError on delivery failure, TaskError(ValueError)
+  // for a bad address, ConfigError for an unknown backend.
+  std::string send(const Mail& mail) const;
+  // The message as it would go on the wire (for the console backend and tests).
+  std::string render(const Mail& mail, const std::string& message_id) const;
+  const MailSettings& settings() const { return settings_; }
+
+ private:
+  MailSettings settings_;
+};
+
+}  // namespace cvtasks

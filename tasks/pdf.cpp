@@ -1,0 +1,176 @@
+// cvtasks.tasks.pdf: the CV as a PDF, returned (base64) or saved under MEDIA_ROOT.
+#include <Poco/Base64Encoder.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <sstream>
+
+#include "cv_record.h"
+#include "services.h"
+#include "task_error.h"
+
+namespace cvtasks {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RenderedPdf {
+  std::string pdf;
+  std::string filename;
+  std::string template_name;
+  json cv;
+};
+
+void progress(TaskContext& ctx, int current, int total, const std::string& status) {
+  ctx.update_state("PROGRESS", {{"current", current}, {"total", total}, {"status", status}});
+}
+
+// Steps 1-3 of both tasks: load, render HTML, render PDF.
+RenderedPdf render_cv(TaskServices& services, TaskContext& ctx, int64_t cv_id,
+                      const std::optional<std::string>& template_name, int total) {
+  progress(ctx, 1, total, "Loading CV");
+  auto cv = load_cv(services.database(), services.schema(), cv_id);
+  if (!cv) raise_cv_not_found(cv_id);
+  ctx.check_cancelled();
+  progress(ctx, 2, total, "Rendering HTML");
+  const RenderedHtml html = services.renderer().render(*cv, template_name);
+  progress(ctx, 3, total, "Rendering PDF");
+  std::string pdf = services.pdf_engine().render(html.html, html.asset_dir, hooks_for(ctx));
+  return {std::move(pdf), pdf_filename(cv_id, *cv), html.template_name, std::move(*cv)};
+}
+
+std::optional<std::string> template_argument(const Arguments& args) {
+  const auto t = args.get("template");
+  if (!t || t->is_null()) return std::nullopt;
+  if (!t->is_string()) throw type_error("template must be a str or None");
+  return t->get<std::string>();
+}
+
+std::string base64(const std::string& data) {
+  std::ostringstream out;
+  Poco::Base64Encoder enc(out);
+  enc.rdbuf()->setLineLength(0);  // one line, as Python's base64.b64encode
+  enc << data;
+  enc.close();
+  return out.str();
+}
+
+// Writes `data` to `path` through a temporary file in the same folder and a rename, so a
+// reader sees either no file or the whole PDF.
+void write_atomically(const fs::path& path, const std::string& data) {
+  fs::create_directories(path.parent_path());
+  std::string tmp = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) throw Error("cannot create a file in " + path.parent_path().string() + ": " + std::strerror(errno));
+  size_t off = 0;
+  bool ok = true;
+  while (ok && off < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) off += static_cast<size_t>(n);
+  }
+  ok = ok && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    throw Error("cannot write " + path.string() + ": " + why);
+  }
+}
+
+json generate_cv_pdf(TaskServices& services, TaskContext& ctx, const json& a, const json& k) {
+  Arguments args("generate_cv_pdf_task", a, k, {"cv_id", "template"}, 1);
+  const int64_t cv_id = cv_id_argument(args.at("cv_id"));
+  const auto template_name = template_argument(args);
+  return services.with_database(ctx, [&] {
+    const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 3);
+    return json{{"pdf_base64", base64(r.pdf)}, {"size", r.pdf.size()}, {"filename", r.filename},
+                {"cv_id", cv_id}, {"template", r.template_name}};
+  });
+}
+
+json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const json& a,
+                              const json& k) {
+  Arguments args("generate_cv_pdf_download_task", a, k, {"cv_id", "template"}, 1);
+  const int64_t cv_id = cv_id_argument(args.at("cv_id"));
+  const auto template_name = template_argument(args);
+  const json& media = services.settings().document.value("media", json::object());
+  const std::string root = media.is_object() ? media.value("root", "") : "";
+  if (root.empty())
+    throw TaskError("ImproperlyConfigured", "MEDIA_ROOT is not set (media.root)",
+                    "django.core.exceptions");
+  return services.with_database(ctx, [&] {
+    const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 4);
+    progress(ctx, 4, 4, "Saving PDF");
+    // cv_pdfs/cv_1_alice-martin_20261124T224800_3f2a9c.pdf: unique, and sorts by time.
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", std::gmtime(&now));
+    char suffix[8];
+    std::snprintf(suffix, sizeof suffix, "%06x", std::random_device{}() & 0xffffff);
+    const std::string stem = r.filename.substr(0, r.filename.size() - 4);
+    const std::string relative = "cv_pdfs/" + stem + "_" + stamp + "_" + suffix + ".pdf";
+    const fs::path path = fs::path(root) / relative;
+    write_atomically(path, r.pdf);
+
+    const SchemaMap& s = services.schema();
+    std::vector<std::string> columns;
+    std::vector<std::string> values;
+    json params = json::array();
+    auto add = [&](const char* field, const json& value) {
+      if (!s.has("generated_pdf", field)) return;
+      columns.push_back(s.column("generated_pdf", field));
+      values.push_back(s.placeholder("generated_pdf", field));
+      params.push_back(value);
+    };
+    add("cv", cv_id);
+    add("file", relative);
+    add("size_bytes", r.pdf.size());
+    add("template", r.template_name);
+    add("task_id", ctx.request().id);
+    if (s.has("generated_pdf", "created_at")) {
+      columns.push_back(s.column("generated_pdf", "created_at"));
+      values.push_back(s.now());
+    }
+    std::string cols, vals;
+    for (size_t i = 0; i < columns.size(); ++i) {
+      cols += (i ? ", " : "") + columns[i];
+      vals += (i ? ", " : "") + values[i];
+    }
+    try {
+      services.database().execute("INSERT INTO " + s.table("generated_pdf") + " (" + cols +
+                                      ") VALUES (" + vals + ")",
+                                  params);
+    } catch (...) {
+      ::unlink(path.c_str());  // no row points to it: leave no orphan behind
+      throw;
+    }
+    std::string url = media.value("url", "/media/");
+    if (!url.empty() && url.back() != '/') url += '/';
+    return json{{"path", path.string()}, {"url", url + relative}, {"size", r.pdf.size()},
+                {"filename", r.filename}, {"cv_id", cv_id}, {"template", r.template_name}};
+  });
+}
+
+}  // namespace
+
+void register_pdf_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services) {
+  const std::string p = "cvtasks.tasks.pdf.";
+  registry.add(std::make_unique<DomainTask>(
+      p + "generate_cv_pdf_task", [services](TaskContext& ctx, const json& a, const json& k) {
+        return generate_cv_pdf(*services, ctx, a, k);
+      }));
+  registry.add(std::make_unique<DomainTask>(
+      p + "generate_cv_pdf_download_task",
+      [services](TaskContext& ctx, const json& a, const json& k) {
+        return generate_cv_pdf_download(*services, ctx, a, k);
+      }));
+}
+
+}  // namespace cvtasks

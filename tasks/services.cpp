@@ -1,0 +1,144 @@
+#include "services.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "errors.h"
+#include "task_error.h"
+
+namespace cvtasks {
+namespace {
+
+const json& section(const Settings& s, const char* name) {
+  static const json empty = json::object();
+  const json& tasks = s.document.contains("tasks") ? s.document["tasks"] : empty;
+  if (!tasks.is_object()) throw ConfigError("the tasks section must be an object");
+  if (!tasks.contains(name)) return empty;
+  if (!tasks[name].is_object()) throw ConfigError(std::string("tasks.") + name + " must be an object");
+  return tasks[name];
+}
+
+void reject_unknown(const json& obj, const char* where, const std::set<std::string>& known) {
+  for (const auto& [k, v] : obj.items())
+    if (!known.count(k)) throw ConfigError(std::string(where) + " has an unknown key '" + k + "'");
+}
+
+template <typename T>
+void read(const json& obj, const char* where, const char* key, T& out) {
+  if (!obj.contains(key) || obj[key].is_null()) return;
+  try {
+    out = obj[key].get<T>();
+  } catch (const json::exception&) {
+    throw ConfigError(std::string(where) + "." + key + " has the wrong type: " + obj[key].dump());
+  }
+}
+
+TaskError improperly_configured(const std::string& message) {
+  return TaskError("ImproperlyConfigured", message, "django.core.exceptions");
+}
+
+}  // namespace
+
+TaskServices::TaskServices(const Settings& settings) : settings_(settings) {
+  const json& pdf = section(settings, "pdf");
+  reject_unknown(pdf, "tasks.pdf",
+                 {"templates_dir", "default_template", "wkhtmltopdf", "warm_processes",
+                  "render_timeout"});
+  read(pdf, "tasks.pdf", "templates_dir", pdf_.templates_dir);
+  read(pdf, "tasks.pdf", "default_template", pdf_.default_template);
+  read(pdf, "tasks.pdf", "wkhtmltopdf", pdf_.engine.binary);
+  read(pdf, "tasks.pdf", "warm_processes", pdf_.engine.warm_processes);
+  read(pdf, "tasks.pdf", "render_timeout", pdf_.engine.render_timeout);
+  if (pdf_.engine.warm_processes < 0) throw ConfigError("tasks.pdf.warm_processes must be >= 0");
+  if (pdf_.engine.render_timeout <= 0) throw ConfigError("tasks.pdf.render_timeout must be > 0");
+
+  const json& email = section(settings, "email");
+  reject_unknown(email, "tasks.email", {"retry_backoff", "max_retries"});
+  read(email, "tasks.email", "retry_backoff", email_.retry_backoff);
+  read(email, "tasks.email", "max_retries", email_.max_retries);
+  if (email_.retry_backoff < 0 || email_.max_retries < 0)
+    throw ConfigError("tasks.email.retry_backoff and max_retries must not be negative");
+
+  const json& database = section(settings, "database");
+  reject_unknown(database, "tasks.database", {"retry_backoff"});
+  read(database, "tasks.database", "retry_backoff", database_retry_backoff_);
+  if (database_retry_backoff_ < 0) throw ConfigError("tasks.database.retry_backoff must not be negative");
+}
+
+template <typename T, typename Make>
+T& TaskServices::lazily(std::unique_ptr<T>& slot, Make make) {
+  std::lock_guard lock(mu_);
+  if (!slot) {
+    try {
+      slot = make();
+    } catch (const ConfigError& e) {
+      throw improperly_configured(e.what());
+    }
+  }
+  return *slot;
+}
+
+Database& TaskServices::database() {
+  return lazily(database_, [&] {
+    const json& doc = settings_.document;
+    if (!doc.contains("databases") || !doc["databases"].contains("default"))
+      throw ConfigError("the settings document has no databases.default");
+    return open_database(doc["databases"]["default"]);
+  });
+}
+
+const SchemaMap& TaskServices::schema() {
+  const Dialect dialect = database().dialect();
+  return lazily(schema_, [&] {
+    return std::make_unique<SchemaMap>(settings_.document.value("schema", json()), dialect);
+  });
+}
+
+const CvRenderer& TaskServices::renderer() {
+  return lazily(renderer_, [&] {
+    return std::make_unique<CvRenderer>(pdf_.templates_dir, pdf_.default_template);
+  });
+}
+
+PdfEngine& TaskServices::pdf_engine() {
+  return lazily(pdf_engine_, [&] { return std::make_unique<PdfEngine>(pdf_.engine); });
+}
+
+const Mailer& TaskServices::mailer() {
+  return lazily(mailer_, [&] {
+    return std::make_unique<Mailer>(
+        MailSettings::from_document(settings_.document.value("email", json())));
+  });
+}
+
+json TaskServices::with_database(TaskContext& ctx, const std::function<json()>& body) {
+  try {
+    return body();
+  } catch (const DatabaseError& e) {
+    const ExceptionInfo exc{"DatabaseError", "cvtasks.errors", json::array({e.what()})};
+    if (!e.connection_lost()) throw TaskError(exc);
+    // The tracer logs the retry (or, past max_retries, the failure with `exc`).
+    ctx.retry(std::min(300.0, database_retry_backoff_ * std::pow(2.0, ctx.request().retries)), exc);
+  }
+}
+
+std::string slugify(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) && c < 0x80) {
+      out += static_cast<char>(std::tolower(c));
+    } else if ((c == ' ' || c == '-' || c == '_') && !out.empty() && out.back() != '-') {
+      out += '-';
+    }
+  }
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out.substr(0, 50);
+}
+
+std::string pdf_filename(int64_t cv_id, const json& cv) {
+  const std::string slug = slugify(cv.value("full_name", ""));
+  return "cv_" + std::to_string(cv_id) + (slug.empty() ? "" : "_" + slug) + ".pdf";
+}
+
+}  // namespace cvtasks

@@ -1,0 +1,113 @@
+// What the domain tasks share: their options (the document's `tasks` section), the Django
+// database, the CV renderer, the PDF engine and the mailer, each made on first use so that a
+// worker whose database or mail server is down still starts and serves its other tasks.
+//
+// Options, checked at start-up (an unknown key is a ConfigError):
+//   tasks.pdf:   templates_dir, default_template ("classic"), wkhtmltopdf ("/usr/bin/wkhtmltopdf"),
+//                warm_processes (2; 0 = one process per PDF), render_timeout (120 s)
+//   tasks.email: retry_backoff (30 s: the first retry's countdown, doubled each retry),
+//                max_retries (3)
+//   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable)
+//
+// Thread-safety: all accessors may be called from any pool thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "cv_renderer.h"
+#include "database.h"
+#include "mailer.h"
+#include "registry.h"
+#include "schema_map.h"
+#include "settings.h"
+#include "task.h"
+#include "wkhtmltopdf.h"
+
+namespace cvtasks {
+
+struct PdfTaskOptions {
+  std::string templates_dir;
+  std::string default_template = "classic";
+  PdfOptions engine;
+};
+
+struct EmailTaskOptions {
+  double retry_backoff = 30;
+  int max_retries = 3;
+};
+
+class TaskServices {
+ public:
+  // Parses the options; ConfigError names a bad or unknown key.
+  explicit TaskServices(const Settings& settings);
+
+  const Settings& settings() const { return settings_; }
+  const PdfTaskOptions& pdf_options() const { return pdf_; }
+  const EmailTaskOptions& email_options() const { return email_; }
+  double database_retry_backoff() const { return database_retry_backoff_; }
+
+  // Each throws TaskError(django.core.exceptions.ImproperlyConfigured) when its section of the
+  // settings document is missing or wrong.
+  Database& database();
+  const SchemaMap& schema();
+  const CvRenderer& renderer();
+  PdfEngine& pdf_engine();
+  const Mailer& mailer();
+
+  // Runs `body` and turns a DatabaseError into Celery's outcome: a retry with a growing
+  // countdown (database_retry_backoff, doubled each time, at most 5 min) when the database is unreachable or locked, else a
+  // failure with cvtasks.errors.DatabaseError.
+  json with_database(TaskContext& ctx, const std::function<json()>& body);
+
+ private:
+  template <typename T, typename Make>
+  T& lazily(std::unique_ptr<T>& slot, Make make);
+
+  const Settings& settings_;
+  PdfTaskOptions pdf_;
+  EmailTaskOptions email_;
+  double database_retry_backoff_ = 5;
+  std::mutex mu_;
+  std::unique_ptr<Database> database_;
+  std::unique_ptr<SchemaMap> schema_;
+  std::unique_ptr<CvRenderer> renderer_;
+  std::unique_ptr<PdfEngine> pdf_engine_;
+  std::unique_ptr<Mailer> mailer_;
+};
+
+// A task made of its Python name, a function and its max_retries.
+class DomainTask final : public Task {
+ public:
+  using Fn = std::function<json(TaskContext&, const json& args, const json& kwargs)>;
+  DomainTask(std::string name, Fn fn, std::optional<int> max_retries = 3)
+      : name_(std::move(name)), fn_(std::move(fn)), max_retries_(max_retries) {}
+  std::string name() const override { return name_; }
+  json run(TaskContext& ctx, const json& args, const json& kwargs) override {
+    return fn_(ctx, args, kwargs);
+  }
+  std::optional<int> max_retries() const override { return max_retries_; }
+
+ private:
+  std::string name_;
+  Fn fn_;
+  std::optional<int> max_retries_;
+};
+
+// "Alice Martin" -> "alice-martin"; non-ASCII letters are dropped (Django's slugify).
+std::string slugify(const std::string& text);
+// The PDF's file name: cv_<id>_<slug>.pdf, or cv_<id>.pdf when the name has no ASCII letters.
+std::string pdf_filename(int64_t cv_id, const json& cv);
+
+// tasks/pdf.cpp, tasks/email.cpp, tasks/notification.cpp.
+void register_pdf_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
+void register_email_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
+void register_notification_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
+// The three notifications as `cvtasks.tasks.<module>.*` (email.cpp; both modules use it).
+void register_notifications(TaskRegistry& registry, const std::shared_ptr<TaskServices>& services,
+                            const std::string& module);
+
+}  // namespace cvtasks

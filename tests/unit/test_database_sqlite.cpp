@@ -1,0 +1,97 @@
+// Database over a real SQLite file (no server): binding, JSON and datetime columns, transactions,
+// and the errors a task turns into a failure or a retry.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "database.h"
+#include "errors.h"
+#include "schema_map.h"
+
+namespace cvtasks {
+namespace {
+
+class SqliteDatabase : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = std::filesystem::temp_directory_path() /
+            ("cvtasks-db-" + std::to_string(::getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".sqlite3");
+    std::filesystem::remove(path_);
+    db_ = open_database({{"ENGINE", "django.db.backends.sqlite3"}, {"NAME", path_.string()},
+                         {"OPTIONS", {{"timeout", 1}}}});
+    db_->execute(R"(CREATE TABLE "t" ("id" integer PRIMARY KEY, "name" varchar(10),
+                    "data" text, "at" datetime NULL, "score" real))");
+  }
+  void TearDown() override { std::filesystem::remove(path_); }
+  std::filesystem::path path_;
+  std::unique_ptr<Database> db_;
+};
+
+TEST_F(SqliteDatabase, BindsParametersAndReturnsRowsByColumnName) {
+  const SchemaMap s(json::parse(R"({"t": {"table": "t", "pk": "id", "fields": {
+      "data": {"column": "data", "type": "JSONField"}, "at": {"column": "at"}}}})"),
+                    Dialect::SQLite);
+  EXPECT_EQ(db_->execute("INSERT INTO \"t\" (\"id\", \"name\", \"data\", \"at\", \"score\") VALUES "
+                         "(?, ?, ?, " + s.now() + ", ?)",
+                         {7, "Robert'); DROP TABLE t;--", json({"a", "b"}).dump(), 1.5}),
+            1u);
+  const auto rows = db_->query("SELECT \"name\" AS \"n\", \"data\", \"at\", \"score\", NULL AS \"z\" "
+                               "FROM \"t\" WHERE \"id\" = ?",
+                               {7});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["n"], "Robert'); DROP TABLE t;--");
+  EXPECT_EQ(json::parse(rows[0]["data"].get<std::string>()), json({"a", "b"}));
+  EXPECT_EQ(rows[0]["score"], 1.5);
+  EXPECT_TRUE(rows[0]["z"].is_null());
+  // Django's shape: "YYYY-MM-DD HH:MM:SS[.fff]".
+  EXPECT_EQ(rows[0]["at"].get<std::string>().size() >= 19, true);
+  EXPECT_EQ(rows[0]["at"].get<std::string>()[10], ' ');
+  EXPECT_TRUE(db_->query("SELECT \"id\" FROM \"t\" WHERE \"id\" = ?", {8}).empty());
+}
+
+TEST_F(SqliteDatabase, TransactionRollsBackWhenTheBodyThrows) {
+  EXPECT_THROW(db_->transaction([](Database& tx) {
+    tx.execute("INSERT INTO \"t\" (\"id\") VALUES (?)", {1});
+    throw std::runtime_error("boom");
+  }),
+               std::runtime_error);
+  db_->transaction([](Database& tx) { tx.execute("INSERT INTO \"t\" (\"id\") VALUES (?)", {2}); });
+  const auto rows = db_->query("SELECT \"id\" FROM \"t\"");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["id"], 2);
+}
+
+TEST_F(SqliteDatabase, ABadStatementIsAPermanentError) {
+  try {
+    db_->query("SELECT * FROM \"missing\"");
+    FAIL();
+  } catch (const DatabaseError& e) {
+    EXPECT_FALSE(e.connection_lost());
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos);
+  }
+}
+
+TEST_F(SqliteDatabase, ALockHeldPastTheBusyTimeoutIsTransient) {
+  auto other = open_database({{"ENGINE", "django.db.backends.sqlite3"}, {"NAME", path_.string()},
+                              {"OPTIONS", {{"timeout", 1}}}});
+  bool transient = false;
+  other->transaction([&](Database& tx) {
+    tx.execute("INSERT INTO \"t\" (\"id\") VALUES (?)", {1});  // holds the write lock
+    try {
+      db_->execute("INSERT INTO \"t\" (\"id\") VALUES (?)", {2});
+    } catch (const DatabaseError& e) {
+      transient = e.connection_lost();
+    }
+  });
+  EXPECT_TRUE(transient);
+}
+
+TEST(Database, UnsupportedEngineIsAConfigError) {
+  EXPECT_THROW(open_database({{"ENGINE", "django.db.backends.oracle"}, {"NAME", "x"}}), ConfigError);
+  EXPECT_EQ(dialect_of({{"ENGINE", "django.db.backends.postgresql"}}), Dialect::PostgreSQL);
+}
+
+}  // namespace
+}  // namespace cvtasks

@@ -1,0 +1,43 @@
+// The domain tasks' names are pinned here: a rename on either side must fail a test.
+#include "domain_tasks.h"
+
+#include <gtest/gtest.h>
+
+#include "errors.h"
+#include "services.h"
+
+namespace cvtasks {
+namespace {
+
+TEST(DomainTasks, RegisteredNamesEqualThePythonProxies) {
+  const Settings settings = Settings::from_json({{"celery", json::object()}});
+  TaskRegistry registry;
+  register_domain_tasks(registry, settings);
+  EXPECT_EQ(registry.names(), (std::vector<std::string>{
+                                  "cvtasks.tasks.email.email_cv_pdf_task",
+                                  "cvtasks.tasks.email.send_cv_created_notification",
+                                  "cvtasks.tasks.email.send_cv_updated_notification",
+                                  "cvtasks.tasks.email.send_notification_email",
+                                  "cvtasks.tasks.notification.send_cv_created_notification",
+                                  "cvtasks.tasks.notification.send_cv_updated_notification",
+                                  "cvtasks.tasks.notification.send_notification_email",
+                                  "cvtasks.tasks.pdf.generate_cv_pdf_download_task",
+                                  "cvtasks.tasks.pdf.generate_cv_pdf_task",
+                              }));
+}
+
+TEST(DomainTasks, UnknownOptionsFailAtStartUp) {
+  const Settings bad = Settings::from_json({{"tasks", {{"pdf", {{"warm_procs", 2}}}}}});
+  TaskRegistry registry;
+  EXPECT_THROW(register_domain_tasks(registry, bad), ConfigError);
+}
+
+TEST(DomainTasks, FileNamesAreSlugs) {
+  EXPECT_EQ(pdf_filename(1, {{"full_name", "Alice Martin"}}), "cv_1_alice-martin.pdf");
+  EXPECT_EQ(pdf_filename(2, {{"full_name", "张伟 (Zhang Wei)"}}), "cv_2_zhang-wei.pdf");
+  EXPECT_EQ(pdf_filename(3, {{"full_name", "ليلى حداد"}}), "cv_3.pdf");
+  EXPECT_EQ(pdf_filename(4, {{"full_name", "../../etc/passwd"}}), "cv_4_etcpasswd.pdf");
+}
+
+}  // namespace
+}  // namespace cvtasks
