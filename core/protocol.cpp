@@ -24,7 +24,7 @@ std::optional<TimePoint> opt_time(const json& obj, const char* key) {
   if (it == obj.end() || it->is_null()) return std::nullopt;
   if (it->is_number()) {
     // Python's datetime spans years 1-9999; beyond that the conversion to the clock's integer
-    // microseconds would overflow (undefined behaviour, found by the fuzzer).
+    // microseconds would overflow: undefined behaviour, which UBSan reports.
     const double s = it->get<double>();
     if (!(s >= -62135596800.0 && s <= 253402300799.0))
       throw ProtocolError(std::string("header '") + key + "' is out of range: " + it->dump());

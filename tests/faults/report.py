@@ -60,8 +60,10 @@ def render(records, soak):
     for case, action, needs in harness.PENDING:
         out.append('| %s | %s | – | – | – | – | *pending* | arrives with %s |'
                    % (cell(case), cell(action), cell(needs)))
-    out.append('\nLast run of each case: %s.\n' % ', '.join(sorted(
-        {r['when'] for r in records.values()})[-1:]) if records else '\nNo case has run yet.\n')
+    if records:
+        out.append('\nLatest record: %s.\n' % max(r['when'] for r in records.values()))
+    else:
+        out.append('\nNo case has run yet (`make faults`).\n')
     out.append('## Soak\n')
     if soak:
         s = soak

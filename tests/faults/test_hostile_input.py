@@ -59,10 +59,12 @@ def test_hostile_corpus_beside_good_messages(worker_factory, celery_app, redis_s
 
     tally = ledger.tally(rc1, [w])
     rec = record('hostile input corpus', '%d malformed or hostile messages (hostile.py) pushed '
-                 'between %d good add() messages' % (len(corpus), len(goods)), tally,
-                 'Every good message completed once. Unreadable messages went to %s; those '
-                 'with a readable id also got FAILURE ContentDisallowed, wrong arguments '
-                 'TypeError, unknown names NotRegistered. The worker stayed up.' % DEAD_LETTER,
+                 'between %d good add() messages; counted: the %d with a readable task id'
+                 % (len(corpus), len(goods), tally['sent']), tally,
+                 'Every good message completed once. %d bad messages went to %s (%d expected); '
+                 'those with a readable id also got FAILURE ContentDisallowed, wrong arguments '
+                 'TypeError, unknown names NotRegistered, oversized but legal headers ran. The '
+                 'worker stayed up.' % (len(dead), DEAD_LETTER, len(want_dead)),
                  extra={'dead_lettered': len(dead), 'mismatches': failures})
     assert w.alive, 'worker died on hostile input:\n' + w.log[-3000:]
     assert not failures, '\n'.join(failures)

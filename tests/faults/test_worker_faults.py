@@ -139,8 +139,8 @@ def test_redis_paused_mid_stream(worker_factory, celery_app_factory, redis_debug
     send_sleeps(app, ledger, 20, 0.1)
     finish(record, ledger, srv.client(1), [w], 'Redis paused mid-stream (DEBUG SLEEP 4)',
            '20 × sleep(0.1) sent, -c 2; after 0.5 s `DEBUG SLEEP 4` froze Redis; 20 more sent',
-           'Calls in flight waited (or timed out and were retried); a take whose reply was '
-           'lost is put back from its receipt. Nothing was taken twice.')
+           'The worker waited out the pause (its calls blocked, or timed out and were retried '
+           'with backoff) and carried on; nothing was lost or run twice.')
     assert w.alive
 
 
@@ -174,8 +174,9 @@ def test_two_workers_acks_late_longer_than_visibility(worker_factory, celery_app
            '8 × sleep(1.6) with acks_late, visibility_timeout %d s, two workers -c 2 restoring '
            'every 0.5 s' % vt,
            'A running acks_late task has its `unacked_index` score refreshed every '
-           'visibility_timeout / 4, so the other worker never restores it as timed out (kombu '
-           'and Python Celery would run each of these twice).')
+           'visibility_timeout / 4, so the other worker never restores it as timed out. '
+           '(Celery documents that kombu redelivers a task not acked within the visibility '
+           'timeout to another worker.)')
 
 
 # ---------------------------------------------------------------- warm shutdown
