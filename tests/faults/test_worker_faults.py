@@ -36,8 +36,10 @@ def finish(record, ledger, rc1, workers, case, action, explanation, **allowed):
 
 # ---------------------------------------------------------------- kill -9 of a worker
 
-def test_kill9_acks_late(worker_factory, celery_app_factory, redis_server, record):
-    settings = {'task_acks_late': True, 'task_track_started': True,
+def kill9_mid_stream(acks_late, worker_factory, celery_app_factory, redis_server):
+    """30 × sleep(0.2) on -c 2; kill -9 the worker while tasks run, start a second one at once.
+    Returns (ledger, rc1, [w1, w2], ids running at the kill, what was done)."""
+    settings = {'task_acks_late': acks_late, 'task_track_started': True,
                 'broker_transport_options': TRANSPORT}
     app = celery_app_factory({'broker_transport_options': TRANSPORT})
     rc1 = redis_server.client(1)
@@ -50,32 +52,25 @@ def test_kill9_acks_late(worker_factory, celery_app_factory, redis_server, recor
     running = statuses(rc1, ledger, 'STARTED')
     assert running, 'kill -9 must hit a running task'
     w2 = worker_factory(settings=settings, args=['-c', '2'], sections=FAST_RESTORE)
-    finish(record, ledger, rc1, [w1, w2], 'kill -9 of a worker mid-task, acks_late',
-           '30 × sleep(0.2), -c 2, visibility_timeout %d s; kill -9 with %d running, a second '
-           'worker started at once' % (VT, len(running)),
+    action = ('30 × sleep(0.2), -c 2, visibility_timeout %d s; kill -9 with %d running, a second '
+              'worker started at once' % (VT, len(running)))
+    return ledger, rc1, [w1, w2], running, action
+
+
+def test_kill9_acks_late(worker_factory, celery_app_factory, redis_server, record):
+    ledger, rc1, workers, _, action = kill9_mid_stream(True, worker_factory, celery_app_factory,
+                                                       redis_server)
+    finish(record, ledger, rc1, workers, 'kill -9 of a worker mid-task, acks_late', action,
            'The running and prefetched messages stayed in `unacked` (acked only after the '
            'result); the second worker restored them once the visibility timeout passed and ran '
            'each once. The killed runs never finished, so nothing ran to completion twice.')
 
 
 def test_kill9_early_ack(worker_factory, celery_app_factory, redis_server, record):
-    settings = {'task_acks_late': False, 'task_track_started': True,
-                'broker_transport_options': TRANSPORT}
-    app = celery_app_factory({'broker_transport_options': TRANSPORT})
-    rc1 = redis_server.client(1)
-    w1 = worker_factory(settings=settings, args=['-c', '2'], sections=FAST_RESTORE)
-    ledger = Ledger()
-    send_sleeps(app, ledger, 30, 0.2)
-    interop.wait_for(lambda: len(statuses(rc1, ledger, 'SUCCESS')) >= 4
-                     and statuses(rc1, ledger, 'STARTED'), 20, message='tasks running')
-    w1.kill9()
-    running = statuses(rc1, ledger, 'STARTED')
-    assert running, 'kill -9 must hit a running task'
-    w2 = worker_factory(settings=settings, args=['-c', '2'], sections=FAST_RESTORE)
+    ledger, rc1, workers, running, action = kill9_mid_stream(
+        False, worker_factory, celery_app_factory, redis_server)
     tally = finish(
-        record, ledger, rc1, [w1, w2], 'kill -9 of a worker mid-task, early ack (default)',
-        '30 × sleep(0.2), -c 2, visibility_timeout %d s; kill -9 with %d running, a second '
-        'worker started at once' % (VT, len(running)),
+        record, ledger, rc1, workers, 'kill -9 of a worker mid-task, early ack (default)', action,
         'Lost: only tasks that were running at the kill, as in Celery. With the default early '
         'ack a task is acked when it starts, so kill -9 takes it with it (use acks_late for '
         'tasks that must survive a crash). Prefetched, not yet started messages were still '
