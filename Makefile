@@ -6,6 +6,11 @@
 #   make run       the example CVProject: migrate, seed, then Redis + SMTP sink + Django + worker + beat
 #                  under supervisord in the foreground (scripts/run-dev.sh)
 #   make bench     bench/run.sh, if present      make clean     remove build/
+#   make faults    pytest tests/faults (the fault suite, records in build/faults/results.jsonl)
+#   make soak      tests/soak/soak.py (SOAK_SECONDS, default 120)
+#   make reliability  faults + soak, then docs/reliability.md from their records
+#   make fuzz      scripts/fuzz.sh: libFuzzer on the protocol decoder (clang, build-fuzz/, FUZZ_SECONDS)
+#   make sanitize  unit + integration tests built with ASan/UBSan in build-asan/
 SHELL       := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -16,9 +21,16 @@ JOBS        ?= 2
 PYTHON      ?= /usr/bin/python3
 PYTEST_ARGS ?= -q
 CMAKE_ARGS  ?=
+ASAN_DIR    ?= $(ROOT)/build-asan
+SANITIZERS  ?= address,undefined
+SOAK_SECONDS ?= 120
+FUZZ_SECONDS ?= 60
+# CI=true adds the fuzzer, the sanitizers and the soak to `make test`.
+CI          ?=
 
 .NOTPARALLEL:
-.PHONY: all deps configure build test unit interop run bench clean
+.PHONY: all deps configure build test unit interop faults soak reliability fuzz sanitize run \
+        bench clean
 
 all: build
 
@@ -38,6 +50,13 @@ test: deps build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j1 || rc=1; \
 	echo "== interop tests (pytest)"; \
 	(cd $(ROOT) && $(PYTHON) -m pytest $(PYTEST_ARGS) tests/interop) || rc=1; \
+	echo "== fault suite (pytest)"; \
+	(cd $(ROOT) && $(PYTHON) -m pytest $(PYTEST_ARGS) tests/faults) || rc=1; \
+	if [ "$(CI)" = true ]; then \
+	  echo "== soak ($(SOAK_SECONDS) s)"; $(MAKE) --no-print-directory soak || rc=1; \
+	  echo "== fuzzer ($(FUZZ_SECONDS) s)"; $(MAKE) --no-print-directory fuzz || rc=1; \
+	  echo "== sanitizers"; $(MAKE) --no-print-directory sanitize || rc=1; \
+	fi; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED"; else echo "make test: OK"; fi; \
 	exit $$rc
 
@@ -46,6 +65,28 @@ unit: build
 
 interop: build
 	cd $(ROOT) && $(PYTHON) -m pytest $(PYTEST_ARGS) tests/interop
+
+faults: build
+	cd $(ROOT) && $(PYTHON) -m pytest $(PYTEST_ARGS) tests/faults
+
+soak: build
+	$(PYTHON) $(ROOT)/tests/soak/soak.py --seconds $(SOAK_SECONDS)
+
+# The table is rendered even when a case failed: it then says FAIL.
+reliability: build
+	@rc=0; $(MAKE) --no-print-directory faults || rc=1; $(MAKE) --no-print-directory soak || rc=1; \
+	$(PYTHON) $(ROOT)/tests/faults/report.py; exit $$rc
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) JOBS=$(JOBS) $(ROOT)/scripts/fuzz.sh
+
+sanitize:
+	cmake -S $(ROOT) -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCVTASKS_SANITIZE=$(SANITIZERS) $(CMAKE_ARGS)
+	cmake --build $(ASAN_DIR) -j$(JOBS) --target unit_tests integration_tests
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir $(ASAN_DIR) --output-on-failure -j1
 
 run: deps build
 	$(ROOT)/scripts/run-dev.sh

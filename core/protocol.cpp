@@ -22,7 +22,14 @@ std::optional<std::string> opt_string(const json& obj, const char* key) {
 std::optional<TimePoint> opt_time(const json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return std::nullopt;
-  if (it->is_number()) return from_epoch(it->get<double>());
+  if (it->is_number()) {
+    // Python's datetime spans years 1-9999; beyond that the conversion to the clock's integer
+    // microseconds would overflow: undefined behaviour, which UBSan reports.
+    const double s = it->get<double>();
+    if (!(s >= -62135596800.0 && s <= 253402300799.0))
+      throw ProtocolError(std::string("header '") + key + "' is out of range: " + it->dump());
+    return from_epoch(s);
+  }
   if (!it->is_string()) throw ProtocolError(std::string("header '") + key + "' must be a time");
   auto t = parse_iso8601(it->get_ref<const std::string&>());
   if (!t) throw ProtocolError(std::string("header '") + key + "' is not an ISO-8601 time: " +
@@ -64,7 +71,71 @@ std::string repr_string(const std::string& s) {
   return out;
 }
 
+// Length of the well-formed UTF-8 sequence at s[i], 0 if it is not one (overlong forms and
+// surrogates included, which nlohmann's dump() rejects too).
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = byte(0);
+  if (c < 0x80) return 1;
+  size_t len;
+  uint32_t cp;
+  if ((c >> 5) == 0x6) {
+    len = 2, cp = c & 0x1f;
+  } else if ((c >> 4) == 0xe) {
+    len = 3, cp = c & 0x0f;
+  } else if ((c >> 3) == 0x1e) {
+    len = 4, cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((byte(k) >> 6) != 0x2) return 0;
+    cp = (cp << 6) | (byte(k) & 0x3f);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+// Invalid UTF-8 bytes as \xNN. nlohmann's parse errors quote the bytes they stopped at, and a
+// reason that is not valid UTF-8 could not be dumped into the FAILURE result or the event.
+std::string valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (const size_t len = utf8_sequence_length(s, i)) {
+      out.append(s.substr(i, len));
+      i += len;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i++]));
+      out += buf;
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+bool json_nesting_within(std::string_view text, size_t limit) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
 
 std::string base64_encode(std::string_view in) {
   std::string out;
@@ -172,9 +243,11 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id);
 TaskMessage decode_task_message(std::string_view raw, std::string* partial_id) {
   try {
     return decode(raw, partial_id);
+  } catch (const ProtocolError& e) {
+    throw ProtocolError(valid_utf8(e.what()));
   } catch (const json::exception& e) {
     // A field of the wrong type (null content-type, numeric routing key, ...).
-    throw ProtocolError(std::string("malformed message: ") + e.what());
+    throw ProtocolError(valid_utf8(std::string("malformed message: ") + e.what()));
   }
 }
 
@@ -197,6 +270,11 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id) {
   } else {
     throw ProtocolError("message has no task id (headers.id)");
   }
+  // Checked after the id is known (nlohmann's parse and destruction are iterative, so the
+  // parsed value is safe to hold), so the client still gets its FAILURE.
+  if (!json_nesting_within(raw))
+    throw ProtocolError("envelope nests deeper than " + std::to_string(kMaxJsonNesting) +
+                        " levels");
   if (auto t = opt_string(h, "task")) {
     m.task = *t;
   } else {
@@ -256,6 +334,9 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id) {
   } else {
     body_text = bit->get<std::string>();
   }
+  if (!json_nesting_within(body_text))
+    throw ProtocolError("message body nests deeper than " + std::to_string(kMaxJsonNesting) +
+                        " levels");
   json body;
   try {
     body = json::parse(body_text);

@@ -60,8 +60,20 @@ struct TaskMessage {
   const std::string& display_name() const { return shadow ? *shadow : task; }
 };
 
-// Parses a raw envelope. Throws ProtocolError with a reason; `partial_id` (if given) receives
+// The deepest nesting of arrays and objects a message may have. Python's json gives up near 1000
+// levels (its recursion limit), so no Celery producer can send more; nlohmann's dump, copy and
+// comparison recurse, and a deeper message would overflow a thread's stack.
+inline constexpr size_t kMaxJsonNesting = 1000;
+
+// True when no array or object in the JSON text nests deeper than `limit` (strings skipped).
+// Linear, no allocation: checked before anything walks a parsed value recursively.
+bool json_nesting_within(std::string_view text, size_t limit = kMaxJsonNesting);
+
+// Parses a raw envelope. Throws ProtocolError with a reason (always valid UTF-8, so it can be
+// stored as a result and published as an event); `partial_id` (if given) receives
 // the task id when the headers could be read, so the caller can still store a FAILURE for it.
+// Envelopes or bodies nested deeper than kMaxJsonNesting and times outside years 1-9999 are
+// rejected.
 TaskMessage decode_task_message(std::string_view raw, std::string* partial_id = nullptr);
 
 // What a publisher needs to send one task (the apply_async options that matter on the wire).

@@ -272,10 +272,14 @@ void RedisBroker::restore(const std::string& tag) { put_back(tag, true); }
 void RedisBroker::dead_letter(const std::string& tag) {
   const Reply stored = conn_.command({"HGET", kUnacked, tag});
   std::string raw = stored.str;
-  try {
-    auto entry = nlohmann::json::parse(stored.str);
-    if (entry.is_array() && !entry.empty()) raw = entry[0].dump();
-  } catch (const nlohmann::json::exception&) {
+  // Unwrap kombu's [envelope, exchange, routing_key], unless too deep for dump()'s recursion
+  // (a hostile message): then the whole entry is kept, which is still readable.
+  if (json_nesting_within(stored.str)) {
+    try {
+      auto entry = nlohmann::json::parse(stored.str);
+      if (entry.is_array() && !entry.empty()) raw = entry[0].dump();
+    } catch (const nlohmann::json::exception&) {
+    }
   }
   std::vector<Command> tx{{"MULTI"}};
   if (!stored.is_nil()) {

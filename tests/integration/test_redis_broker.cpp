@@ -355,6 +355,20 @@ TEST_F(RedisBrokerTest, DeadLetterMovesAnUnackedMessage) {
   EXPECT_EQ(json::parse(dead[0]), json::parse(env));
 }
 
+TEST_F(RedisBrokerTest, DeadLetterKeepsATooDeepMessageWithoutRecursing) {
+  // Re-serializing 200 000 levels overflowed the stack (found by the hostile corpus).
+  std::string env = envelope("deep");
+  env.insert(env.rfind('}'), ", \"x-deep\": " + std::string(200000, '[') +
+                                 std::string(200000, ']'));
+  broker->publish(env, "", "celery", 0);
+  const Delivery d = take_one();
+  broker->dead_letter(d.tag);
+  EXPECT_EQ(hlen("unacked"), 0);
+  const auto dead = lrange(kDeadLetterKey);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_NE(dead[0].find(env), std::string::npos);
+}
+
 TEST_F(RedisBrokerTest, RestoreVisibleOnlyRestoresTimedOut) {
   broker->publish(envelope("old"), "", "celery", 0);
   broker->publish(envelope("new"), "", "celery", 0);

@@ -282,6 +282,63 @@ INSTANTIATE_TEST_SUITE_P(
         WrongTypedField{"shadow_number", [](json& e) { e["headers"]["shadow"] = 1; }}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// ---------------------------------------------------------------- decode: hostile input
+// Regressions found by tests/faults (hostile corpus) and tests/fuzz.
+
+std::string nested(size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+TEST(DecodeHostile, DeepBodyIsRejectedWithItsId) {
+  // 100 000 levels used to reach the task and overflow the pool thread's stack in dump().
+  const std::string raw = with([](json& e) {
+    e["body"] = base64_encode("[[" + nested(100000) + "], {}, {}]");
+  });
+  std::string partial;
+  EXPECT_THROW(decode_task_message(raw, &partial), ProtocolError);
+  EXPECT_EQ(partial, kId);
+  // As deep as Python's json can go still decodes.
+  EXPECT_NO_THROW(decode_task_message(with([](json& e) {
+    e["body"] = base64_encode("[[" + nested(kMaxJsonNesting - 2) + "], {}, {}]");
+  })));
+}
+
+TEST(DecodeHostile, DeepEnvelopeIsRejectedWithItsId) {
+  std::string raw = with([](json& e) { e["headers"]["x-deep"] = "PLACEHOLDER"; });
+  raw.replace(raw.find("\"PLACEHOLDER\""), 13, nested(100000));
+  std::string partial;
+  EXPECT_THROW(decode_task_message(raw, &partial), ProtocolError);
+  EXPECT_EQ(partial, kId);
+}
+
+TEST(DecodeHostile, EpochOutOfPythonsRangeIsAProtocolError) {
+  // from_epoch(1e300) converted an out-of-range double to an integer: undefined behaviour.
+  for (const double eta : {1e300, -1e300, 253402300800.0}) {
+    EXPECT_THROW(decode_task_message(with([&](json& e) { e["headers"]["eta"] = eta; })),
+                 ProtocolError) << eta;
+  }
+  EXPECT_NO_THROW(decode_task_message(with([](json& e) { e["headers"]["eta"] = 1e9; })));
+}
+
+TEST(DecodeHostile, ReasonIsValidUtf8ForTheFailureResult) {
+  // The parse error quoted the invalid bytes; storing the reason as FAILURE then threw.
+  const std::string raw =
+      with([](json& e) { e["body"] = base64_encode("[[\"\xff\xfe\xed\xa0\x80\"], {}, {}]"); });
+  try {
+    decode_task_message(raw);
+    FAIL() << "decoded a body with invalid UTF-8";
+  } catch (const ProtocolError& e) {
+    EXPECT_NO_THROW(json(e.what()).dump()) << e.what();
+    EXPECT_NE(std::string(e.what()).find("\\xff"), std::string::npos) << e.what();
+  }
+}
+
+TEST(JsonNesting, CountsBracketsOutsideStrings) {
+  EXPECT_TRUE(json_nesting_within("[[]]", 2));
+  EXPECT_FALSE(json_nesting_within("[[[]]]", 2));
+  EXPECT_FALSE(json_nesting_within("{\"a\": [{}]}", 2));
+  EXPECT_TRUE(json_nesting_within("[\"[[[[\\\"[[[\"]", 1));  // brackets in a string
+  EXPECT_TRUE(json_nesting_within("]]]][", 1));
+}
+
 // ---------------------------------------------------------------- encode
 
 PublishOptions basic_options() {
