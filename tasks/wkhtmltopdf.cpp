@@ -147,7 +147,10 @@ PdfEngine::~PdfEngine() {
 }
 
 std::vector<std::string> PdfEngine::lockdown_args() const {
-  return {"--encoding", "utf-8", "--disable-javascript", "--disable-local-file-access",
+  // --javascript-delay 0: with JavaScript off there is nothing to wait for, yet wkhtmltopdf
+  // would still idle its default 200 ms per page.
+  return {"--encoding", "utf-8", "--disable-javascript", "--javascript-delay", "0",
+          "--disable-local-file-access",
           "--disable-plugins", "--proxy", "http://127.0.0.1:" + std::to_string(blackhole_port_),
           "--load-error-handling", "ignore", "--load-media-error-handling", "ignore"};
 }
