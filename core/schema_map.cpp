@@ -99,4 +99,21 @@ std::string SchemaMap::now() const {
   return "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 }
 
+std::string SchemaMap::insert(const std::string& m,
+                              const std::vector<std::pair<std::string, json>>& values,
+                              json& params) const {
+  std::string columns, placeholders;
+  auto add = [&](const std::string& column, const std::string& placeholder) {
+    columns += (columns.empty() ? "" : ", ") + column;
+    placeholders += (placeholders.empty() ? "" : ", ") + placeholder;
+  };
+  for (const auto& [f, value] : values) {
+    if (!has(m, f)) continue;
+    add(column(m, f), placeholder(m, f));
+    params.push_back(value);
+  }
+  if (has(m, "created_at")) add(column(m, "created_at"), now());
+  return "INSERT INTO " + table(m) + " (" + columns + ") VALUES (" + placeholders + ")";
+}
+
 }  // namespace cvtasks

@@ -46,6 +46,10 @@ class SchemaMap {
   std::string placeholder(const std::string& model, const std::string& field) const;
   // The current UTC time as the database stores Django's DateTimeField with USE_TZ.
   std::string now() const;
+  // An INSERT of the listed logical fields the model has (the others are skipped), plus
+  // created_at = now() when the model has it; the values are appended to `params`.
+  std::string insert(const std::string& model,
+                     const std::vector<std::pair<std::string, json>>& values, json& params) const;
 
  private:
   const json& model(const std::string& name) const;

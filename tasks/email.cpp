@@ -39,28 +39,14 @@ void log_email(TaskServices& services, TaskContext& ctx, const std::string& kind
                const std::vector<std::string>& recipients, const std::string& subject,
                bool sent, const std::string& error, std::optional<int64_t> cv_id) {
   try {
-    const SchemaMap& s = services.schema();
-    std::string cols, vals;
     json params = json::array();
-    auto add = [&](const char* field, const json& value) {
-      if (!s.has("email_log", field)) return;
-      cols += (cols.empty() ? "" : ", ") + s.column("email_log", field);
-      vals += (vals.empty() ? "" : ", ") + s.placeholder("email_log", field);
-      params.push_back(value);
-    };
-    add("kind", kind);
-    add("recipients", json(recipients).dump());
-    add("subject", subject.substr(0, 255));
-    add("status", sent ? "sent" : "failed");
-    add("error", error);
-    add("cv", cv_id ? json(*cv_id) : json(nullptr));
-    add("task_id", ctx.request().id);
-    if (s.has("email_log", "created_at")) {
-      cols += ", " + s.column("email_log", "created_at");
-      vals += ", " + s.now();
-    }
-    services.database().execute(
-        "INSERT INTO " + s.table("email_log") + " (" + cols + ") VALUES (" + vals + ")", params);
+    const std::string insert = services.schema().insert(
+        "email_log",
+        {{"kind", kind}, {"recipients", json(recipients).dump()}, {"subject", subject.substr(0, 255)},
+         {"status", sent ? "sent" : "failed"}, {"error", error},
+         {"cv", cv_id ? json(*cv_id) : json(nullptr)}, {"task_id", ctx.request().id}},
+        params);
+    services.database().execute(insert, params);
   } catch (const std::exception& e) {
     spdlog::error("{}[{}]: could not record the email in the email log: {}", ctx.request().task,
                   ctx.request().id, e.what());

@@ -119,34 +119,14 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
     const fs::path path = fs::path(root) / relative;
     write_atomically(path, r.pdf);
 
-    const SchemaMap& s = services.schema();
-    std::vector<std::string> columns;
-    std::vector<std::string> values;
     json params = json::array();
-    auto add = [&](const char* field, const json& value) {
-      if (!s.has("generated_pdf", field)) return;
-      columns.push_back(s.column("generated_pdf", field));
-      values.push_back(s.placeholder("generated_pdf", field));
-      params.push_back(value);
-    };
-    add("cv", cv_id);
-    add("file", relative);
-    add("size_bytes", r.pdf.size());
-    add("template", r.template_name);
-    add("task_id", ctx.request().id);
-    if (s.has("generated_pdf", "created_at")) {
-      columns.push_back(s.column("generated_pdf", "created_at"));
-      values.push_back(s.now());
-    }
-    std::string cols, vals;
-    for (size_t i = 0; i < columns.size(); ++i) {
-      cols += (i ? ", " : "") + columns[i];
-      vals += (i ? ", " : "") + values[i];
-    }
+    const std::string insert = services.schema().insert(
+        "generated_pdf",
+        {{"cv", cv_id}, {"file", relative}, {"size_bytes", r.pdf.size()},
+         {"template", r.template_name}, {"task_id", ctx.request().id}},
+        params);
     try {
-      services.database().execute("INSERT INTO " + s.table("generated_pdf") + " (" + cols +
-                                      ") VALUES (" + vals + ")",
-                                  params);
+      services.database().execute(insert, params);
     } catch (...) {
       ::unlink(path.c_str());  // no row points to it: leave no orphan behind
       throw;

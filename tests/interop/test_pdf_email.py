@@ -37,15 +37,37 @@ def postgres(tmp_path_factory):
     pg.stop()
 
 
-@pytest.fixture(scope='module', params=['sqlite', 'postgresql'])
-def project(request, tmp_path_factory):
-    """The settings document of a migrated CVProject with the sample CVs."""
+@pytest.fixture(scope='module')
+def projects(request, tmp_path_factory):
+    """Settings documents of migrated CVProjects with the sample CVs, made once per database."""
     require(shutil.which('wkhtmltopdf'), 'wkhtmltopdf not installed')
-    data_dir = tmp_path_factory.mktemp('cvproject')
-    db_env = None
-    if request.param == 'postgresql':
-        db_env = request.getfixturevalue('postgres').createdb('cvproject')
-    return cv_project.make_project(data_dir, db_env)
+    made = {}
+
+    def get(kind):
+        if kind not in made:
+            db_env = None
+            if kind == 'postgresql':
+                db_env = request.getfixturevalue('postgres').createdb('cvproject')
+            made[kind] = cv_project.make_project(tmp_path_factory.mktemp('cvproject'), db_env)
+        return made[kind]
+    return get
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def project(request, projects):
+    """The same test on SQLite and on PostgreSQL."""
+    return projects(request.param)
+
+
+@pytest.fixture
+def sqlite_project(projects):
+    """For what does not depend on the database."""
+    return projects('sqlite')
+
+
+@pytest.fixture
+def pg_project(projects):
+    return projects('postgresql')
 
 
 @pytest.fixture
@@ -192,11 +214,9 @@ def test_notifications_in_both_modules(project, worker_factory, client, smtp):
     assert LAYLA in subjects[1] and subjects[1].endswith('was updated')
 
 
-def test_4xx_retries_with_backoff_then_sends_and_5xx_fails(project, worker_factory,
+def test_4xx_retries_with_backoff_then_sends_and_5xx_fails(sqlite_project, worker_factory,
                                                            client, smtp):
-    if project['databases']['default']['ENGINE'].endswith('postgresql'):
-        pytest.skip('SMTP behaviour does not depend on the database; run once')
-    w = start_worker(worker_factory, project, smtp)
+    w = start_worker(worker_factory, sqlite_project, smtp)
     from cvtasks.errors import EmailDeliveryError
     from cvtasks.tasks import notification
     smtp.replies = ['451 4.3.0 try again later', '451 4.3.0 try again later']
@@ -210,9 +230,8 @@ def test_4xx_retries_with_backoff_then_sends_and_5xx_fails(project, worker_facto
     assert len(smtp.messages) == 1
 
 
-def test_starttls_delivery(project, worker_factory, client, tmp_path):
-    if project['databases']['default']['ENGINE'].endswith('postgresql'):
-        pytest.skip('TLS does not depend on the database; run once')
+def test_starttls_delivery(sqlite_project, worker_factory, client, tmp_path):
+    project = sqlite_project
     server = cv_project.SmtpServer(tmp_path, starttls=True)
     try:
         start_worker(worker_factory, project, server, starttls=True)
@@ -228,10 +247,9 @@ def test_starttls_delivery(project, worker_factory, client, tmp_path):
         server.stop()
 
 
-def test_unreachable_database_retries_and_the_worker_lives_on(project, worker_factory,
+def test_unreachable_database_retries_and_the_worker_lives_on(pg_project, worker_factory,
                                                               client):
-    if project['databases']['default']['ENGINE'].endswith('sqlite3'):
-        pytest.skip('needs a server database')
+    project = pg_project
     doc = dict(project, databases={'default': dict(project['databases']['default'],
                                                    PORT=str(cv_project.free_port()))})
     w = start_worker(worker_factory, doc)

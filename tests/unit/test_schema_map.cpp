@@ -39,5 +39,16 @@ TEST(SchemaMap, MissingFieldsAreSkippedOrNamedInTheError) {
   EXPECT_THROW(SchemaMap(json::parse(R"({"cv": {"table": "x"}})"), Dialect::SQLite), ConfigError);
 }
 
+TEST(SchemaMap, InsertSkipsMissingFieldsAndStampsCreatedAt) {
+  json doc = schema();
+  doc["cv"]["fields"]["created_at"] = {{"column", "made"}, {"type", "DateTimeField"}};
+  const SchemaMap s(doc, Dialect::PostgreSQL);
+  json params = json::array();
+  EXPECT_EQ(s.insert("cv", {{"full_name", "x"}, {"phone", "y"}, {"skills", "[]"}}, params),
+            "INSERT INTO \"my_cv\" (\"name\"\"col\", \"skills\", \"made\") "
+            "VALUES (?, CAST(? AS jsonb), CURRENT_TIMESTAMP)");
+  EXPECT_EQ(params, json({"x", "[]"}));
+}
+
 }  // namespace
 }  // namespace cvtasks
