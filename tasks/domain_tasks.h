@@ -6,7 +6,7 @@
 
 namespace cvtasks {
 
-// Registers the pdf, email and notification tasks. Throws ConfigError for bad options in the
+// Registers the pdf, email, notification and analysis tasks. Throws ConfigError for bad options in the
 // document's `tasks` section; connects to nothing (databases and servers are reached on use).
 // `settings` must outlive the registry.
 void register_domain_tasks(TaskRegistry& registry, const Settings& settings);

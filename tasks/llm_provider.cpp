@@ -44,18 +44,18 @@ json parse_answer(const std::string& content) {
 
 }  // namespace
 
-std::optional<LlmConfig> LlmConfig::from_settings(const json& tasks_section) {
-  const json* llm = nullptr;
-  if (tasks_section.is_object() && tasks_section.contains("analysis") &&
-      tasks_section["analysis"].is_object() && tasks_section["analysis"].contains("llm"))
-    llm = &tasks_section["analysis"]["llm"];
-  if (!llm || llm->is_null()) return std::nullopt;
+std::optional<LlmConfig> LlmConfig::from_json(const json& llm) {
+  if (llm.is_null()) return std::nullopt;
+  if (!llm.is_object()) throw ConfigError("tasks.analysis.llm must be an object");
+  for (const auto& [k, v] : llm.items())
+    if (k != "base_url" && k != "api_key" && k != "model" && k != "timeout")
+      throw ConfigError("tasks.analysis.llm has an unknown key '" + k + "'");
   try {
     LlmConfig c;
-    c.base_url = llm->value("base_url", "");
-    c.api_key = llm->value("api_key", "");
-    c.model = llm->value("model", "");
-    c.timeout = llm->value("timeout", 20.0);
+    c.base_url = llm.value("base_url", "");
+    c.api_key = llm.value("api_key", "");
+    c.model = llm.value("model", "");
+    c.timeout = llm.value("timeout", 20.0);
     if (c.base_url.empty() || c.model.empty()) return std::nullopt;
     if (c.timeout <= 0) throw ConfigError("tasks.analysis.llm.timeout must be positive");
     return c;

@@ -26,9 +26,9 @@ struct LlmConfig {
   std::string model;
   double timeout = 20;   // seconds, for connect and for each read
 
-  // The config in tasks.analysis.llm, or nullopt when absent or without base_url/model.
-  // Throws ConfigError for a section of the wrong shape.
-  static std::optional<LlmConfig> from_settings(const json& tasks_section);
+  // The config in tasks.analysis.llm, or nullopt when it is null or lacks base_url/model.
+  // Throws ConfigError for a section of the wrong shape or an unknown key.
+  static std::optional<LlmConfig> from_json(const json& llm);
 };
 
 class LlmError : public std::runtime_error {

@@ -60,6 +60,13 @@ TaskServices::TaskServices(const Settings& settings) : settings_(settings) {
   if (email_.retry_backoff < 0 || email_.max_retries < 0)
     throw ConfigError("tasks.email.retry_backoff and max_retries must not be negative");
 
+  const json& analysis = section(settings, "analysis");
+  reject_unknown(analysis, "tasks.analysis", {"skills_file", "llm"});
+  analysis_.skills_file = CVTASKS_SOURCE_DATA_DIR "/skills.json";
+  read(analysis, "tasks.analysis", "skills_file", analysis_.skills_file);
+  analysis_.llm = LlmConfig::from_json(analysis.value("llm", json()));
+  taxonomy_ = SkillTaxonomy::load(analysis_.skills_file);
+
   const json& database = section(settings, "database");
   reject_unknown(database, "tasks.database", {"retry_backoff"});
   read(database, "tasks.database", "retry_backoff", database_retry_backoff_);

@@ -18,7 +18,9 @@
 #include <optional>
 #include <string>
 
+#include "cv_analyzer.h"
 #include "cv_renderer.h"
+#include "llm_provider.h"
 #include "database.h"
 #include "mailer.h"
 #include "registry.h"
@@ -35,6 +37,11 @@ struct PdfTaskOptions {
   PdfOptions engine;
 };
 
+struct AnalysisTaskOptions {
+  std::string skills_file;        // the skills taxonomy; default: the shipped tasks/data/skills.json
+  std::optional<LlmConfig> llm;   // the optional LLM second opinion
+};
+
 struct EmailTaskOptions {
   double retry_backoff = 30;
   int max_retries = 3;
@@ -48,6 +55,9 @@ class TaskServices {
   const Settings& settings() const { return settings_; }
   const PdfTaskOptions& pdf_options() const { return pdf_; }
   const EmailTaskOptions& email_options() const { return email_; }
+  const AnalysisTaskOptions& analysis_options() const { return analysis_; }
+  // Loaded at construction, so a bad taxonomy file stops the worker at start-up.
+  const SkillTaxonomy& skill_taxonomy() const { return taxonomy_; }
   double database_retry_backoff() const { return database_retry_backoff_; }
 
   // Each throws TaskError(django.core.exceptions.ImproperlyConfigured) when its section of the
@@ -70,6 +80,8 @@ class TaskServices {
   const Settings& settings_;
   PdfTaskOptions pdf_;
   EmailTaskOptions email_;
+  AnalysisTaskOptions analysis_;
+  SkillTaxonomy taxonomy_;
   double database_retry_backoff_ = 5;
   std::mutex mu_;
   std::unique_ptr<Database> database_;
@@ -102,10 +114,11 @@ std::string slugify(const std::string& text);
 // The PDF's file name: cv_<id>_<slug>.pdf, or cv_<id>.pdf when the name has no ASCII letters.
 std::string pdf_filename(int64_t cv_id, const json& cv);
 
-// tasks/pdf.cpp, tasks/email.cpp, tasks/notification.cpp.
+// tasks/pdf.cpp, tasks/email.cpp, tasks/notification.cpp, tasks/analysis.cpp.
 void register_pdf_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 void register_email_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 void register_notification_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
+void register_analysis_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 // The three notifications as `cvtasks.tasks.<module>.*` (email.cpp; both modules use it).
 void register_notifications(TaskRegistry& registry, const std::shared_ptr<TaskServices>& services,
                             const std::string& module);

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "errors.h"
 #include "llm_provider.h"
 
 namespace cvtasks {
@@ -158,13 +159,16 @@ TEST_F(LlmProvider, FallbackKeepsTheBuiltinAnalysisAndSaysWhy) {
   EXPECT_EQ(out["llm"]["error"], "cannot reach the provider: Connection refused");
 }
 
-TEST(LlmConfig, FromSettings) {
-  EXPECT_FALSE(LlmConfig::from_settings(json::object()));
-  EXPECT_FALSE(LlmConfig::from_settings({{"analysis", {{"llm", {{"model", "m"}}}}}}));
-  const auto c = LlmConfig::from_settings(
-      {{"analysis", {{"llm", {{"base_url", "http://x/v1"}, {"model", "m"}, {"timeout", 5}}}}}});
+TEST(LlmConfig, FromJson) {
+  EXPECT_FALSE(LlmConfig::from_json(nullptr));
+  EXPECT_FALSE(LlmConfig::from_json({{"model", "m"}}));  // no base_url: not configured
+  const auto c = LlmConfig::from_json({{"base_url", "http://x/v1"}, {"model", "m"}, {"timeout", 5}});
   ASSERT_TRUE(c);
   EXPECT_EQ(c->timeout, 5);
+  EXPECT_THROW(LlmConfig::from_json({{"base_url", "http://x"}, {"model", "m"}, {"modle", 1}}),
+               ConfigError);
+  EXPECT_THROW(LlmConfig::from_json({{"base_url", "http://x"}, {"model", "m"}, {"timeout", 0}}),
+               ConfigError);
 }
 
 }  // namespace

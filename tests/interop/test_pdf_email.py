@@ -18,7 +18,7 @@ import cv_project
 
 ZHANG = '张伟'
 LAYLA = 'ليلى'
-QUEUES = ['-Q', 'pdf_queue,email_queue,notification_queue', '-c', '2']
+QUEUES = ['-Q', 'pdf_queue,email_queue,notification_queue,analysis_queue', '-c', '2']
 
 
 def pdf_text(data, tmp_path):

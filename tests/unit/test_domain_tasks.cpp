@@ -14,6 +14,7 @@ TEST(DomainTasks, RegisteredNamesEqualThePythonProxies) {
   TaskRegistry registry;
   register_domain_tasks(registry, settings);
   EXPECT_EQ(registry.names(), (std::vector<std::string>{
+                                  "cvtasks.tasks.analysis.analyze_cv_task",
                                   "cvtasks.tasks.email.email_cv_pdf_task",
                                   "cvtasks.tasks.email.send_cv_created_notification",
                                   "cvtasks.tasks.email.send_cv_updated_notification",
