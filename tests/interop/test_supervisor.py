@@ -68,6 +68,7 @@ def test_shipped_programs_run_the_project_and_stop_cleanly(tmp_path, redis_serve
                EMAIL_HOST='127.0.0.1', EMAIL_PORT=str(smtp_server.port),
                CVTASKS_BIN_DIR=os.path.dirname(WORKER_BIN), PYTHONUNBUFFERED='1')
     os.makedirs(os.path.join(EXAMPLE, 'var', 'log'), exist_ok=True)
+    os.makedirs(tmp_path / 'data' / 'media')
     subprocess.run([PYTHON, 'manage.py', 'migrate', '-v0'], cwd=EXAMPLE, env=env, check=True,
                    timeout=120)
 
