@@ -1,23 +1,19 @@
 // run_celery_worker: a Celery worker on Redis, in C++. Parses options, loads settings, wires
 // the parts, runs the Worker; signals: SIGTERM/SIGINT warm shutdown, SIGQUIT or a second
 // signal cold shutdown.
-#include <Poco/Util/HelpFormatter.h>
-#include <Poco/Util/Option.h>
-#include <Poco/Util/OptionException.h>
 #include <Poco/Util/OptionSet.h>
-#include <Poco/Util/ServerApplication.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <set>
 #include <sstream>
 #include <thread>
 
 #include "broker.h"
 #include "clock.h"
+#include "command_app.h"
 #include "diagnostics.h"
 #include "domain_tasks.h"
 #include "errors.h"
@@ -29,7 +25,6 @@
 #include "settings.h"
 #include "worker.h"
 
-using Poco::Util::Option;
 using Poco::Util::OptionSet;
 
 namespace {
@@ -81,26 +76,20 @@ std::string expand_hostname(std::string pattern) {
   return out;
 }
 
-class WorkerApp final : public Poco::Util::ServerApplication {
+class WorkerApp final : public cvtasks::CommandApp {
+ public:
+  WorkerApp() : CommandApp("run_celery_worker", "A Celery worker on Redis, in C++ (cvtasks).") {}
+
  protected:
   void defineOptions(OptionSet& options) override {
-    ServerApplication::defineOptions(options);
+    CommandApp::defineOptions(options);
     auto add = [&](const char* full, const char* shrt, const char* desc, const char* arg) {
-      Option o(full, shrt, desc);
-      o.required(false).repeatable(false);
-      if (arg) o.argument(arg);
-      o.callback(Poco::Util::OptionCallback<WorkerApp>(this, &WorkerApp::handle));
-      options.addOption(o);
+      add_option(options, full, shrt, desc, arg);
     };
-    add("help", "h", "show this help and exit", nullptr);
-    add("settings", "", "JSON settings document (\"-\" = standard input)", "FILE");
-    add("settings-fd", "", "read the settings document from this inherited descriptor", "FD");
     add("worker-type", "", "all|default|pdf|email|analysis|notification|cleanup|statistics", "TYPE");
     add("queues", "Q", "comma-separated queues to consume (wins over --worker-type)", "QUEUES");
     add("concurrency", "c", "pool threads (default: number of CPUs)", "N");
-    add("loglevel", "l", "debug|info|warning|error|critical (default info)", "LEVEL");
     add("hostname", "n", "node name, default celery@%h (%h host, %n name, %d domain)", "NAME");
-    add("logfile", "", "log to this file instead of stderr", "PATH");
     add("prefetch-multiplier", "", "overrides worker_prefetch_multiplier", "N");
     add("diagnostics", "", "register the cvtasks.diagnostics.* tasks", nullptr);
     add("task-events", "E", "send task events (for Flower, celery events)", nullptr);
@@ -112,79 +101,37 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     add("http-host", "", "address for --http-port (default 127.0.0.1)", "HOST");
   }
 
-  void handle(const std::string& name, const std::string& value) { opts_[name] = value; }
-
-  int main(const std::vector<std::string>& args) override {
-    if (opts_.count("help")) {
-      Poco::Util::HelpFormatter help(options());
-      help.setCommand(commandName());
-      help.setUsage("[options]");
-      help.setHeader("A Celery worker on Redis, in C++ (cvtasks).");
-      help.format(std::cout);
-      return EXIT_OK;
-    }
-    if (!args.empty()) return fail("unexpected argument: " + args.front());
-    try {
-      return run_worker();
-    } catch (const cvtasks::ConfigError& e) {
-      return fail(e.what());
-    } catch (const std::exception& e) {
-      return fail(e.what());
-    }
-  }
-
- private:
-  int fail(const std::string& message) {
-    std::cerr << "run_celery_worker: error: " << message << std::endl;
-    return EXIT_CONFIG;
-  }
-
-  int parse_int(const std::string& opt, int min) {
-    try {
-      size_t used = 0;
-      const int v = std::stoi(opts_.at(opt), &used);
-      if (used == opts_.at(opt).size() && v >= min) return v;
-    } catch (const std::exception&) {
-    }
-    throw cvtasks::ConfigError("--" + opt + " needs a whole number of at least " +
-                               std::to_string(min) + ", got '" + opts_.at(opt) + "'");
-  }
-
-  int run_worker() {
+  int run_command() override {
     using namespace cvtasks;
-    const auto level = parse_log_level(opts_.count("loglevel") ? opts_["loglevel"] : "info");
-    if (!level) throw ConfigError("unknown --loglevel '" + opts_["loglevel"] + "'");
-    const Settings settings = opts_.count("settings-fd")
-                                  ? Settings::load_fd(parse_int("settings-fd", 0))
-                              : opts_.count("settings") ? Settings::load(opts_["settings"])
-                                                        : Settings::defaults();
+    const auto level = log_level();
+    const Settings settings = load_settings();
 
     WorkerConfig config;
-    if (opts_.count("queues")) {
-      config.queues = split_csv(opts_["queues"]);
+    if (has("queues")) {
+      config.queues = split_csv(opts_.at("queues"));
       if (config.queues.empty()) throw ConfigError("--queues names no queue");
-    } else if (opts_.count("worker-type")) {
-      auto it = kWorkerTypes.find(opts_["worker-type"]);
+    } else if (has("worker-type")) {
+      auto it = kWorkerTypes.find(opts_.at("worker-type"));
       if (it == kWorkerTypes.end())
-        throw ConfigError("unknown --worker-type '" + opts_["worker-type"] +
+        throw ConfigError("unknown --worker-type '" + opts_.at("worker-type") +
                           "' (all, default, pdf, email, analysis, notification, cleanup, "
                           "statistics)");
       config.queues = it->second;
     } else {
       config.queues = {settings.celery.task_default_queue};
     }
-    config.concurrency = opts_.count("concurrency")
-                             ? parse_int("concurrency", 1)
+    config.concurrency = has("concurrency")
+                             ? int_option("concurrency", 1)
                              : settings.celery.worker_concurrency.value_or(
                                    std::max(1u, std::thread::hardware_concurrency()));
-    config.prefetch_multiplier = opts_.count("prefetch-multiplier")
-                                     ? parse_int("prefetch-multiplier", 1)
+    config.prefetch_multiplier = has("prefetch-multiplier")
+                                     ? int_option("prefetch-multiplier", 1)
                                      : settings.celery.worker_prefetch_multiplier;
-    config.nodename = expand_hostname(opts_.count("hostname") ? opts_["hostname"] : "celery@%h");
-    config.task_events = opts_.count("task-events") > 0;
-    config.heartbeat = !opts_.count("without-heartbeat");
-    config.remote_control = !opts_.count("without-control");
-    const int http_port = opts_.count("http-port") ? parse_int("http-port", 0) : -1;  // -1: none
+    config.nodename = expand_hostname(value("hostname", "celery@%h"));
+    config.task_events = has("task-events");
+    config.heartbeat = !has("without-heartbeat");
+    config.remote_control = !has("without-control");
+    const int http_port = has("http-port") ? int_option("http-port", 0) : -1;  // -1: none
     if (http_port > 65535) throw ConfigError("--http-port must be at most 65535");
 
     // Validate URLs before anything starts, so a typo is one clear line.
@@ -198,9 +145,9 @@ class WorkerApp final : public Poco::Util::ServerApplication {
 
     TaskRegistry registry;
     register_domain_tasks(registry, settings);
-    if (opts_.count("diagnostics")) register_diagnostics(registry);
+    if (has("diagnostics")) register_diagnostics(registry);
 
-    setup_logging(*level, opts_.count("logfile") ? opts_["logfile"] : "");
+    setup_logging(level, value("logfile", ""));
     for (const auto& k : settings.unknown_celery_keys)
       spdlog::debug("Celery setting {} is not used by this worker", k);
     std::string queue_list;
@@ -218,78 +165,35 @@ class WorkerApp final : public Poco::Util::ServerApplication {
     Worker worker(settings, config, registry, brokers, stores, SystemClock::instance());
     std::unique_ptr<StatusServer> status;
     if (http_port >= 0) {
-      const std::string host = opts_.count("http-host") ? opts_["http-host"] : "127.0.0.1";
+      const std::string host = value("http-host", "127.0.0.1");
       status = std::make_unique<StatusServer>(
           host, http_port,
           StatusServer::Routes{{"/healthz", [&worker] { return worker.healthz(); }},
                                {"/metrics", [&worker] { return worker.metrics_page(); }}});
       spdlog::info("Serving /healthz and /metrics on http://{}:{}", host, status->port());
     }
-    std::thread signals([&worker] { wait_for_signals(worker); });
-    worker.run();
-    status.reset();  // before the worker it reads goes away
-    // Unblock the signal thread and let it end.
-    ::kill(::getpid(), SIGUSR2);
-    signals.join();
+    {
+      // SIGTERM/SIGINT: warm shutdown; SIGQUIT or a second signal: cold.
+      bool stopping = false;
+      SignalThread signals([&worker, &stopping](int sig) {
+        const bool cold = stopping || sig == SIGQUIT;
+        spdlog::warn("Received {}: {} shutdown", strsignal(sig), cold ? "cold" : "warm");
+        worker.stop(cold);
+        stopping = true;
+      });
+      worker.run();
+      status.reset();  // before the worker it reads goes away
+    }
     spdlog::default_logger()->flush();
     // A task that ignored cancellation still runs on a thread we cannot join.
     if (worker.has_stray_threads()) ::_exit(0);
     return EXIT_OK;
   }
-
-  static void wait_for_signals(cvtasks::Worker& worker) {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR2}) sigaddset(&set, s);
-    bool stopping = false;
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&set, &sig) != 0) continue;
-      if (sig == SIGUSR2) return;
-      const bool cold = stopping || sig == SIGQUIT;
-      spdlog::warn("Received {}: {} shutdown", strsignal(sig), cold ? "cold" : "warm");
-      worker.stop(cold);
-      stopping = true;
-    }
-  }
-
-  std::map<std::string, std::string> opts_;
 };
-
-// Poco wants "--name=value" and "-xVALUE"; Celery users write "--name value" and "-x value".
-std::vector<std::string> normalize_arguments(int argc, char** argv) {
-  static const std::set<std::string> with_value = {
-      "--settings", "--settings-fd", "--worker-type", "--queues", "--concurrency", "--loglevel",
-      "--hostname", "--pidfile", "--logfile", "--prefetch-multiplier", "--umask",
-      "--http-port", "--http-host",
-      "-Q", "-c", "-l", "-n"};
-  std::vector<std::string> out{argv[0]};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (with_value.count(a) && i + 1 < argc) {
-      out.push_back(a + (a.size() == 2 ? "" : "=") + argv[++i]);
-    } else {
-      out.push_back(a);
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Block the shutdown signals in every thread; one thread takes them with sigwait.
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGQUIT, SIGUSR2}) sigaddset(&set, s);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
   WorkerApp app;
-  try {
-    app.init(normalize_arguments(argc, argv));
-  } catch (const Poco::Exception& e) {
-    std::cerr << "run_celery_worker: error: " << e.displayText() << std::endl;
-    return 64;
-  }
-  return static_cast<Poco::Util::Application&>(app).run();
+  return cvtasks::run_command_main(app, argc, argv);
 }
