@@ -1,5 +1,6 @@
-// DjangoSource: django-celery-beat's DatabaseScheduler tables, read directly (SQLite via
-// SQLiteCpp; the database of the settings document's databases.default).
+// DjangoSource: django-celery-beat's DatabaseScheduler tables, read directly from the database
+// of the settings document's databases.default (SQLite, PostgreSQL or MySQL, through
+// core/database.h).
 //
 // Reads every enabled PeriodicTask with its interval, crontab (with its timezone) or clocked
 // schedule, args/kwargs (JSON text), queue/exchange/routing_key/priority/headers, expires or
@@ -10,19 +11,17 @@
 //
 // A task whose schedule cannot be used (a bad crontab, a solar schedule, bad JSON) is logged
 // and left out, not fatal: it can be fixed in the admin while beat runs. Failures of the
-// database throw Error (ConfigError when it cannot be opened at all). Not thread-safe.
+// database throw DatabaseError (ConfigError when the tables cannot be read at start-up).
+// Not thread-safe.
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "database.h"
 #include "settings.h"
 #include "source.h"
-
-namespace SQLite {
-class Database;
-}
 
 namespace cvtasks {
 
@@ -43,7 +42,7 @@ class DjangoSource final : public ScheduleSource {
  private:
   std::optional<std::string> last_update();
 
-  std::unique_ptr<SQLite::Database> db_;
+  std::unique_ptr<Database> db_;
   std::optional<std::string> seen_update_;
   std::string default_timezone_;
   std::optional<double> default_deadline_;

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import ROOT, Worker, require, wait_for
+import cv_project
 
 BEAT_BIN = os.environ.get('CVTASKS_BEAT_BIN', os.path.join(ROOT, 'build', 'bin', 'run_celery_beat'))
 PY_WORKER = os.path.join(ROOT, 'tests', 'interop', 'ref', 'py_worker.py')
@@ -51,7 +52,7 @@ def beat_factory(request, redis_server, tmp_path):
             'beat binary %s not built (make build)' % BEAT_BIN)
     beats = []
 
-    def make(celery=None, cvtasks=None, sections=None, name=None):
+    def make(celery=None, cvtasks=None, sections=None, name=None, env=None):
         name = name or 'beat%d' % (len(beats) + 1)
         doc = {'celery': dict({'broker_url': redis_server.url(0)}, **(celery or {}))}
         if cvtasks:
@@ -60,9 +61,9 @@ def beat_factory(request, redis_server, tmp_path):
         settings = write_settings(str(tmp_path / ('%s.json' % name)), doc)
         argv = [BEAT_BIN, '--settings', settings, '-l', 'debug',
                 '-s', str(tmp_path / ('%s-schedule.db' % name))]
-        env = dict(os.environ)
-        env.pop('CELERY_BROKER_URL', None)
-        b = Worker(argv, str(tmp_path / ('%s.log' % name)), settings, env, name)
+        proc_env = dict(os.environ, **(env or {}))
+        proc_env.pop('CELERY_BROKER_URL', None)
+        b = Worker(argv, str(tmp_path / ('%s.log' % name)), settings, proc_env, name)
         beats.append(b)
         wait_for(lambda: STARTED_RE.search(b.log) or not b.alive, 10, message='beat start')
         assert b.alive, b.log
@@ -150,10 +151,31 @@ def test_bad_entry_is_a_startup_error(redis_server, tmp_path):
 # --------------------------------------------------------------------------
 # django-celery-beat
 
-def django(db, code):
-    """Runs `code` in a Django process on db (django_celery_beat's models imported)."""
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE='beat_django_settings', CVTASKS_BEAT_DB=db,
-               PYTHONPATH=HERE)
+@pytest.fixture(scope='module')
+def postgres():
+    pg = cv_project.Postgres().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def beat_db(request, tmp_path):
+    """(Django's environment for beat_django_settings, databases.default for the beat)."""
+    if request.param == 'sqlite':
+        db = str(tmp_path / 'django.sqlite3')
+        return {'CVTASKS_BEAT_DB': db}, {'ENGINE': 'django.db.backends.sqlite3', 'NAME': db}
+    pg = request.getfixturevalue('postgres')
+    name = 'beat_%s' % os.path.basename(tmp_path).replace('-', '_').lower()
+    env = pg.createdb(name)
+    return ({'CVTASKS_BEAT_DB': name, 'CVTASKS_BEAT_PG_PORT': env['DATABASE_PORT']},
+            {'ENGINE': 'django.db.backends.postgresql', 'NAME': name, 'USER': 'postgres',
+             'HOST': '127.0.0.1', 'PORT': env['DATABASE_PORT']})
+
+
+def django(db_env, code):
+    """Runs `code` in a Django process on the database (django_celery_beat's models imported)."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE='beat_django_settings', PYTHONPATH=HERE,
+               **db_env)
     prelude = ('import django, json, datetime\ndjango.setup()\n'
                'from django.utils import timezone\n'
                'from django_celery_beat.models import *\n')
@@ -163,10 +185,10 @@ def django(db, code):
     return p.stdout
 
 
-def test_django_celery_beat_tables(beat_factory, redis_server, tmp_path):
+def test_django_celery_beat_tables(beat_factory, redis_server, beat_db):
     require(importlib.util.find_spec('django_celery_beat') is not None,
             'python3-django-celery-beat is not installed (scripts/deps.sh)')
-    db = str(tmp_path / 'django.sqlite3')
+    db, database = beat_db
     django(db, '''
 from django.core.management import call_command
 call_command('migrate', 'django_celery_beat', verbosity=0)
@@ -179,15 +201,21 @@ clocked = ClockedSchedule.objects.create(
     clocked_time=timezone.now() - datetime.timedelta(seconds=1))
 PeriodicTask.objects.create(name='db-once', task='cvtasks.diagnostics.echo', clocked=clocked,
                             one_off=True, kwargs='{"once": true}', queue='email_queue')
+# Due in two hours: read in another zone as if it were UTC, it would look due now.
+later = ClockedSchedule.objects.create(
+    clocked_time=timezone.now() + datetime.timedelta(hours=2))
+PeriodicTask.objects.create(name='db-in-2h', task='cvtasks.diagnostics.noop', clocked=later,
+                            one_off=True)
 PeriodicTask.objects.create(name='db-off', task='cvtasks.diagnostics.noop', interval=every,
                             enabled=False)
 PeriodicTask.objects.create(name='db-later', task='cvtasks.diagnostics.noop', interval=every,
                             start_time=timezone.now() + datetime.timedelta(days=1))
 ''')
     r = redis_server.client()
+    # A session time zone other than UTC (libpq reads PGTZ): times must still be read as UTC.
     beat = beat_factory(celery={'beat_scheduler': 'django_celery_beat.schedulers:DatabaseScheduler'},
-                        sections={'databases': {'default': {
-                            'ENGINE': 'django.db.backends.sqlite3', 'NAME': db}}})
+                        sections={'databases': {'default': database}},
+                        env={'PGTZ': 'America/New_York'})
 
     def tasks(queue, step=0):
         key = queue if not step else queue + '\x06\x16' + str(step)
@@ -202,7 +230,7 @@ PeriodicTask.objects.create(name='db-later', task='cvtasks.diagnostics.noop', in
     assert m['properties']['priority'] == 3
     once = wait_for(lambda: tasks('email_queue'), 5, message='the clocked one-off')
     assert len(once) == 1 and once[0]['headers']['kwargsrepr'] == "{'once': True}"
-    assert tasks('celery') == []  # db-off, db-later, db-cron: nothing
+    assert tasks('celery') == []  # db-off, db-later, db-cron, db-in-2h: nothing
 
     # An edit through the ORM while beat runs: PeriodicTask.save() bumps last_update.
     django(db, '''
@@ -225,6 +253,7 @@ print(json.dumps({t.name: [t.total_run_count, t.last_run_at is not None, t.enabl
     assert rows['db-add'] == [sent, True, True]
     assert rows['db-once'][0] == 1 and rows['db-once'][2] is False  # one_off: disabled
     assert rows['db-cron'][0] == 0 and rows['db-off'][0] == 0 and rows['db-later'][0] == 0
+    assert rows['db-in-2h'] == [0, False, True]
 
 
 # --------------------------------------------------------------------------
