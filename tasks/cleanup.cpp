@@ -67,7 +67,8 @@ json cleanup_old_logs(TaskServices& services, TaskContext& ctx, const json& a, c
     const std::string where = older_than(s, "request_log", cutoff, params);
     size_t deleted = 0;
     if (args.dry_run) {
-      deleted = db.query("SELECT COUNT(*) AS n FROM " + table + " WHERE " + where, params)[0]["n"]
+      deleted = numeric(db.query("SELECT COUNT(*) AS n FROM " + table + " WHERE " + where,
+                                 params)[0]["n"])
                     .get<size_t>();
     } else {
       // MySQL refuses LIMIT inside IN (...) but has DELETE ... LIMIT; the others the reverse.

@@ -14,6 +14,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -50,20 +51,23 @@ std::string iso_date(local_days d) {
   return date::format("%F", d);
 }
 
-// A "YYYY-MM-DD" argument (Celery sends a datetime.date as its isoformat()).
+// A "YYYY-MM-DD" argument. Kombu's JSON sends a datetime.date as "YYYY-MM-DDT00:00:00", which is
+// taken too; any other time of day is refused rather than guessed at.
 std::optional<local_days> date_argument(const Arguments& args, const char* name) {
   const auto v = args.get(name);
   if (!v || v->is_null()) return std::nullopt;
   if (!v->is_string()) throw type_error(std::string(name) + " must be a date, an ISO date str or None");
   // Parsed by hand: date::parse trips GCC 12's -Wmaybe-uninitialized (fatal in CI).
-  const std::string text = v->get<std::string>();
+  std::string text = v->get<std::string>();
+  if (text.size() == 19 && text.compare(10, 9, "T00:00:00") == 0) text.resize(10);
   unsigned y = 0, m = 0, dd = 0;
   char tail = 0;
   const bool shaped = text.size() == 10 &&
                       std::sscanf(text.c_str(), "%4u-%2u-%2u%c", &y, &m, &dd, &tail) == 3;
   const year_month_day d{date::year(static_cast<int>(y)), date::month(m), date::day(dd)};
   if (!shaped || !d.ok())
-    throw TaskError("ValueError", std::string(name) + " must be YYYY-MM-DD, not '" + text + "'");
+    throw TaskError("ValueError", std::string(name) + " must be a date (YYYY-MM-DD), not '" +
+                                      v->get<std::string>() + "'");
   return local_days(d);
 }
 
@@ -89,8 +93,7 @@ class DayCounter {
     json params = json::array();
     const std::string where = in_day(model, "created_at", params) + extra;
     for (const auto& p : extra_params) params.push_back(p);
-    return db_.query("SELECT COUNT(*) AS n FROM " + s_.table(model) + " WHERE " + where,
-                     params)[0]["n"].get<int64_t>();
+    return count(model, where, params);
   }
 
   // CVs updated in the day but created before it (a CV created that day counts once, as created).
@@ -100,8 +103,7 @@ class DayCounter {
     std::string where = in_day("cv", "updated_at", params);
     params.push_back(s_.datetime(start_));
     where += " AND " + s_.column("cv", "created_at") + " < " + s_.placeholder("cv", "created_at");
-    return db_.query("SELECT COUNT(*) AS n FROM " + s_.table("cv") + " WHERE " + where,
-                     params)[0]["n"].get<int64_t>();
+    return count("cv", where, params);
   }
 
   // requests_total, requests_2xx..5xx and avg_request_ms into `row`.
@@ -118,17 +120,19 @@ class DayCounter {
     const json r = db_.query(sql + " FROM " + s_.table("request_log") + " WHERE " + where,
                              params)[0];
     for (const auto& [k, v] : r.items()) {
-      // PostgreSQL's SUM and AVG are numeric/bigint, MySQL's DECIMAL: normalize the types.
-      if (k == "avg_request_ms")
-        row[k] = v.is_null() ? json(nullptr) : json(std::round(to_double(v) * 1000) / 1000);
+      const json n = numeric(v);
+      if (k != "avg_request_ms")
+        row[k] = static_cast<int64_t>(n.get<double>());  // MySQL's SUM is a DECIMAL ("3.0")
       else
-        row[k] = static_cast<int64_t>(to_double(v));
+        row[k] = n.is_null() ? n : json(std::round(n.get<double>() * 1000) / 1000);
     }
   }
 
  private:
-  static double to_double(const json& v) {
-    return v.is_string() ? std::stod(v.get<std::string>()) : v.get<double>();
+  int64_t count(const std::string& model, const std::string& where, const json& params) {
+    return numeric(db_.query("SELECT COUNT(*) AS n FROM " + s_.table(model) + " WHERE " + where,
+                             params)[0]["n"])
+        .get<int64_t>();
   }
 
   // `field` in [start, end): the day's first instant counts, the next day's does not.
@@ -316,9 +320,13 @@ std::string number(const json& v) {
   return o.str();
 }
 
+// "cvs_created" -> "CVs created".
 std::string label(const std::string& metric) {
   std::string out = metric;
   std::replace(out.begin(), out.end(), '_', ' ');
+  for (const char* acronym : {"cvs", "pdfs"})
+    if (out.rfind(acronym, 0) == 0)
+      for (size_t i = 0; i + 1 < std::strlen(acronym); ++i) out[i] = static_cast<char>(std::toupper(out[i]));
   out[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(out[0])));
   return out;
 }

@@ -111,6 +111,15 @@ TEST_F(SqliteDatabase, UpsertKeepsOneRowPerKeyAndOverwritesTheRest) {
   EXPECT_EQ(rows[0]["n"], 5);
 }
 
+TEST_F(SqliteDatabase, AggregatesBecomeNumbers) {
+  const json r = db_->query(R"(SELECT COUNT(*) AS n, AVG("score") AS a FROM "t")")[0];
+  EXPECT_EQ(numeric(r["n"]), json(0));
+  EXPECT_TRUE(numeric(r["a"]).is_null());
+  EXPECT_EQ(numeric(json("12")), json(12));
+  EXPECT_EQ(numeric(json("2.5")), json(2.5));
+  EXPECT_THROW(numeric(json("12abc")), DatabaseError);
+}
+
 TEST_F(SqliteDatabase, DateTimeParameterOrdersExactlyAgainstDjangosStoredText) {
   const SchemaMap s(json::parse(R"({"t": {"table": "t", "pk": "id", "fields": {
       "at": {"column": "at", "type": "DateTimeField"}}}})"),
