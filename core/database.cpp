@@ -326,6 +326,26 @@ class PocoDatabase final : public Database {
 
 }  // namespace
 
+json numeric(const json& value) {
+  if (value.is_null() || value.is_number()) return value;
+  if (value.is_string()) {
+    const std::string& text = value.get_ref<const std::string&>();
+    // Integers stay integers (a count compared with == in Python must not become 5.0).
+    size_t used = 0;
+    try {
+      if (text.find_first_of(".eE") == std::string::npos) {
+        const long long n = std::stoll(text, &used);
+        if (used == text.size()) return json(static_cast<int64_t>(n));
+      } else {
+        const double d = std::stod(text, &used);
+        if (used == text.size()) return json(d);
+      }
+    } catch (const std::exception&) {
+    }
+  }
+  throw DatabaseError("not a number from the database: " + value.dump(), false);
+}
+
 Dialect dialect_of(const json& config) {
   const std::string engine = config.is_object() ? text_of(config.value("ENGINE", json(""))) : "";
   if (engine == "django.db.backends.sqlite3") return Dialect::SQLite;

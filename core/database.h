@@ -44,6 +44,11 @@ class Database {
 // fails the tasks that use it. Throws ConfigError for an unsupported ENGINE or a missing NAME.
 std::unique_ptr<Database> open_database(const json& config);
 
+// An aggregate's value (COUNT, SUM, AVG) as a number: SQLite gives an expression without a
+// declared type as text, PostgreSQL's numeric and MySQL's DECIMAL come as text too. Null stays
+// null; anything else not numeric throws DatabaseError.
+json numeric(const json& value);
+
 // The dialect of a DATABASES entry's ENGINE; throws ConfigError when unsupported.
 Dialect dialect_of(const json& config);
 

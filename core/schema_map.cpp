@@ -1,5 +1,9 @@
 #include "schema_map.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+
 #include "errors.h"
 
 namespace cvtasks {
@@ -74,16 +78,32 @@ std::string SchemaMap::select_present(const std::string& m,
 }
 
 std::string SchemaMap::placeholder(const std::string& m, const std::string& f) const {
-  if (type(m, f) != "JSONField") return "?";
-  switch (dialect_) {
-    case Dialect::PostgreSQL:
-      return "CAST(? AS jsonb)";
-    case Dialect::MySQL:
-      return "CAST(? AS JSON)";
-    case Dialect::SQLite:
-      break;
-  }
+  // SQLite compares Django's text forms as text, which orders them correctly; the others would
+  // compare a text parameter with a timestamp column by converting the column, or refuse.
+  const std::string t = type(m, f);
+  const bool pg = dialect_ == Dialect::PostgreSQL;
+  if (dialect_ == Dialect::SQLite) return "?";
+  if (t == "JSONField") return pg ? "CAST(? AS jsonb)" : "CAST(? AS JSON)";
+  if (t == "DateTimeField") return pg ? "CAST(? AS timestamptz)" : "CAST(? AS DATETIME(6))";
+  if (t == "DateField") return pg ? "CAST(? AS date)" : "CAST(? AS DATE)";
   return "?";
+}
+
+std::string SchemaMap::datetime(TimePoint t) const {
+  const auto whole = std::chrono::floor<std::chrono::seconds>(t);
+  const long fraction = static_cast<long>(
+      std::chrono::floor<std::chrono::microseconds>(t - whole).count());
+  const std::time_t secs = std::chrono::system_clock::to_time_t(whole);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[48];
+  size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  // Python's str(datetime): no fraction when it is zero (Django stores that on SQLite; MySQL
+  // and PostgreSQL parse both).
+  if (fraction != 0) n += static_cast<size_t>(std::snprintf(buf + n, sizeof buf - n, ".%06ld", fraction));
+  std::string out(buf, n);
+  if (dialect_ == Dialect::PostgreSQL) out += "+00:00";
+  return out;
 }
 
 std::string SchemaMap::now() const {
@@ -114,6 +134,41 @@ std::string SchemaMap::insert(const std::string& m,
   }
   if (has(m, "created_at")) add(column(m, "created_at"), now());
   return "INSERT INTO " + table(m) + " (" + columns + ") VALUES (" + placeholders + ")";
+}
+
+std::string SchemaMap::upsert(const std::string& m, const std::string& key,
+                              const std::vector<std::pair<std::string, json>>& values,
+                              json& params) const {
+  const bool keyed = std::any_of(values.begin(), values.end(),
+                                 [&](const auto& v) { return v.first == key; });
+  if (!keyed) throw ConfigError("upsert of " + m + " without its key '" + key + "'");
+  std::string sql = insert(m, values, params);
+  const bool stamped = has(m, "updated_at");
+  if (stamped) {
+    // insert() ends with ") VALUES (...)": add updated_at to both lists.
+    const size_t values_at = sql.rfind(") VALUES (");
+    sql.insert(values_at, ", " + column(m, "updated_at"));
+    sql.insert(sql.size() - 1, ", " + now());
+  }
+  const bool mysql = dialect_ == Dialect::MySQL;
+  std::string updates;
+  auto set = [&](const std::string& col, const std::string& value) {
+    updates += (updates.empty() ? "" : ", ") + col + " = " + value;
+  };
+  for (const auto& [f, value] : values) {
+    if (f == key || !has(m, f)) continue;
+    const std::string col = column(m, f);
+    set(col, mysql ? "VALUES(" + col + ")" : "EXCLUDED." + col);
+  }
+  if (stamped) set(column(m, "updated_at"), now());
+  if (updates.empty()) {
+    // Nothing to overwrite: keep the row (MySQL has no DO NOTHING; a no-op assignment does it).
+    const std::string col = column(m, key);
+    return sql + (mysql ? " ON DUPLICATE KEY UPDATE " + col + " = " + col
+                        : " ON CONFLICT (" + col + ") DO NOTHING");
+  }
+  return sql + (mysql ? " ON DUPLICATE KEY UPDATE " + updates
+                      : " ON CONFLICT (" + column(m, key) + ") DO UPDATE SET " + updates);
 }
 
 }  // namespace cvtasks

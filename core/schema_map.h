@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "clock.h"
 #include "database.h"
 
 namespace cvtasks {
@@ -42,13 +43,26 @@ class SchemaMap {
   std::string select(const std::string& model, const std::string& field) const;
   // The select() of each listed field the model has, comma-separated; missing ones are skipped.
   std::string select_present(const std::string& model, const std::vector<std::string>& fields) const;
-  // The placeholder for a value written to the field: `?`, or a cast to the JSON type.
+  // The placeholder for a value written to or compared with the field: `?`, or a cast to the
+  // field's type where the dialect would not convert a text parameter itself (JSON; on
+  // PostgreSQL and MySQL also DateTimeField and DateField, so `created_at < ?` compares times,
+  // not text).
   std::string placeholder(const std::string& model, const std::string& field) const;
+  // `t` as the parameter for a DateTimeField's placeholder(): Django's stored form on SQLite
+  // ("YYYY-MM-DD HH:MM:SS[.ffffff]", UTC, the fraction left out when zero, so that text
+  // comparison orders it exactly against the stored values), with "+00:00" on PostgreSQL.
+  std::string datetime(TimePoint t) const;
   // The current UTC time as the database stores Django's DateTimeField with USE_TZ.
   std::string now() const;
   // An INSERT of the listed logical fields the model has (the others are skipped), plus
   // created_at = now() when the model has it; the values are appended to `params`.
   std::string insert(const std::string& model,
+                     const std::vector<std::pair<std::string, json>>& values, json& params) const;
+  // An INSERT that updates the existing row instead when `key` (a unique logical field, which
+  // must be among `values`) already has the value: ON CONFLICT (key) DO UPDATE on SQLite and
+  // PostgreSQL, ON DUPLICATE KEY UPDATE on MySQL. The other listed fields are overwritten;
+  // created_at = now() only on insert, updated_at = now() on both when the model has them.
+  std::string upsert(const std::string& model, const std::string& key,
                      const std::vector<std::pair<std::string, json>>& values, json& params) const;
 
  private:

@@ -10,6 +10,8 @@ void register_domain_tasks(TaskRegistry& registry, const Settings& settings) {
   register_email_tasks(registry, services);
   register_notification_tasks(registry, services);
   register_analysis_tasks(registry, services);
+  register_cleanup_tasks(registry, services);
+  register_statistics_tasks(registry, services);
 }
 
 }  // namespace cvtasks

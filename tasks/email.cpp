@@ -53,7 +53,8 @@ void log_email(TaskServices& services, TaskContext& ctx, const std::string& kind
   }
 }
 
-// Sends `mail`; on failure records it (when final) and fails or retries the task.
+}  // namespace
+
 json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, const Mail& mail,
              std::optional<int64_t> cv_id) {
   std::vector<std::string> recipients;
@@ -77,6 +78,8 @@ json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, 
     throw TaskError(exc);
   }
 }
+
+namespace {
 
 json load_cv_or_fail(TaskServices& services, int64_t cv_id) {
   auto cv = load_cv(services.database(), services.schema(), cv_id);

@@ -106,11 +106,31 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     // multipart/alternative part of the multipart/mixed message.
     const std::string boundary = "alt-" + std::to_string(Poco::Random().next()) +
                                  std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-    std::string body;
-    for (const auto& [type, content] : {std::pair{text_type, mail.text},
-                                        std::pair{std::string("text/html; charset=utf-8"), *mail.html}})
-      body += "--" + boundary + "\r\nContent-Type: " + type +
-              "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64(content) + "\r\n";
+    auto part = [](const std::string& boundary, const std::string& headers,
+                   const std::string& content) {
+      return "--" + boundary + "\r\n" + headers + "Content-Transfer-Encoding: base64\r\n\r\n" +
+             base64(content) + "\r\n";
+    };
+    std::string body = part(boundary, "Content-Type: " + text_type + "\r\n", mail.text);
+    const std::string html_type = "Content-Type: text/html; charset=utf-8\r\n";
+    if (mail.inline_images.empty()) {
+      body += part(boundary, html_type, *mail.html);
+    } else {
+      // The HTML and its images as one multipart/related alternative.
+      const std::string related = "rel-" + boundary.substr(4);
+      std::string inner = part(related, html_type, *mail.html);
+      for (const auto& image : mail.inline_images) {
+        const std::string name = sanitize_header(image.filename);
+        inner += part(related,
+                      "Content-Type: " + sanitize_header(image.content_type) + "; name=\"" + name +
+                          "\"\r\nContent-ID: <" + name + ">\r\nContent-Disposition: inline; "
+                          "filename=\"" + name + "\"\r\n",
+                      image.data);
+      }
+      inner += "--" + related + "--\r\n";
+      body += "--" + boundary + "\r\nContent-Type: multipart/related; type=\"text/html\"; "
+              "boundary=\"" + related + "\"\r\n\r\n" + inner + "\r\n";
+    }
     body += "--" + boundary + "--\r\n";
     msg.addPart("", new Poco::Net::StringPartSource(body, "multipart/alternative; boundary=\"" + boundary + "\""),
                 MailMessage::CONTENT_INLINE, MailMessage::ENCODING_7BIT);

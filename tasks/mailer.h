@@ -55,6 +55,10 @@ struct Mail {
   std::string subject;
   std::string text;
   std::optional<std::string> html;  // sent as multipart/alternative with `text`
+  // Images the HTML shows as <img src="cid:FILENAME">: sent with the HTML as multipart/related,
+  // each with Content-ID <FILENAME>, which mail clients display without loading anything (unlike
+  // remote images, data: URIs or inline SVG). Ignored without `html`.
+  std::vector<Attachment> inline_images;
   std::vector<Attachment> attachments;
 };
 

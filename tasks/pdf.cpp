@@ -1,5 +1,4 @@
 // cvtasks.tasks.pdf: the CV as a PDF, returned (base64) or saved under MEDIA_ROOT.
-#include <Poco/Base64Encoder.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,7 +7,6 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
-#include <sstream>
 
 #include "cv_record.h"
 #include "services.h"
@@ -51,15 +49,6 @@ std::optional<std::string> template_argument(const Arguments& args) {
   return t->get<std::string>();
 }
 
-std::string base64(const std::string& data) {
-  std::ostringstream out;
-  Poco::Base64Encoder enc(out);
-  enc.rdbuf()->setLineLength(0);  // one line, as Python's base64.b64encode
-  enc << data;
-  enc.close();
-  return out.str();
-}
-
 // Writes `data` to `path` through a temporary file in the same folder and a rename, so a
 // reader sees either no file or the whole PDF.
 void write_atomically(const fs::path& path, const std::string& data) {
@@ -100,11 +89,8 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
   Arguments args("generate_cv_pdf_download_task", a, k, {"cv_id", "template"}, 1);
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
   const auto template_name = template_argument(args);
+  const std::string root = services.media_root();
   const json& media = services.settings().document.value("media", json::object());
-  const std::string root = media.is_object() ? media.value("root", "") : "";
-  if (root.empty())
-    throw TaskError("ImproperlyConfigured", "MEDIA_ROOT is not set (media.root)",
-                    "django.core.exceptions");
   return services.with_database(ctx, [&] {
     const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 4);
     progress(ctx, 4, 4, "Saving PDF");

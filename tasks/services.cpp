@@ -1,10 +1,14 @@
 #include "services.h"
 
+#include <Poco/Base64Encoder.h>
+
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <sstream>
 
 #include "errors.h"
+#include "isotime.h"
 #include "task_error.h"
 
 namespace cvtasks {
@@ -71,6 +75,28 @@ TaskServices::TaskServices(const Settings& settings) : settings_(settings) {
   reject_unknown(database, "tasks.database", {"retry_backoff"});
   read(database, "tasks.database", "retry_backoff", database_retry_backoff_);
   if (database_retry_backoff_ < 0) throw ConfigError("tasks.database.retry_backoff must not be negative");
+
+  const json& cleanup = section(settings, "cleanup");
+  reject_unknown(cleanup, "tasks.cleanup", {"orphan_grace_minutes"});
+  read(cleanup, "tasks.cleanup", "orphan_grace_minutes", cleanup_.orphan_grace_minutes);
+  if (cleanup_.orphan_grace_minutes < 0)
+    throw ConfigError("tasks.cleanup.orphan_grace_minutes must not be negative");
+
+  const json& tasks = settings.document.value("tasks", json::object());
+  if (tasks.contains("clock_now") && !tasks["clock_now"].is_null()) {
+    const auto now = tasks["clock_now"].is_string()
+                         ? parse_iso8601(tasks["clock_now"].get<std::string>())
+                         : std::nullopt;
+    if (!now) throw ConfigError("tasks.clock_now must be an ISO-8601 time");
+    fixed_clock_ = std::make_unique<ManualClock>(*now);
+  }
+}
+
+std::string TaskServices::media_root() const {
+  const json& media = settings_.document.value("media", json::object());
+  const std::string root = media.is_object() ? media.value("root", "") : "";
+  if (root.empty()) throw improperly_configured("MEDIA_ROOT is not set (media.root)");
+  return root;
 }
 
 template <typename T, typename Make>
@@ -128,6 +154,15 @@ json TaskServices::with_database(TaskContext& ctx, const std::function<json()>& 
     // The tracer logs the retry (or, past max_retries, the failure with `exc`).
     ctx.retry(std::min(300.0, database_retry_backoff_ * std::pow(2.0, ctx.request().retries)), exc);
   }
+}
+
+std::string base64(const std::string& data) {
+  std::ostringstream out;
+  Poco::Base64Encoder enc(out);
+  enc.rdbuf()->setLineLength(0);  // one line, as Python's base64.b64encode
+  enc << data;
+  enc.close();
+  return out.str();
 }
 
 std::string slugify(const std::string& text) {

@@ -8,6 +8,10 @@
 //   tasks.email: retry_backoff (30 s: the first retry's countdown, doubled each retry),
 //                max_retries (3)
 //   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable)
+//   tasks.cleanup: orphan_grace_minutes (60: cleanup_orphaned_files leaves younger files alone)
+//   tasks.clock_now: TEST ONLY. An ISO-8601 time the tasks take as "now" (cleanup cutoffs,
+//                    default statistics dates), so tests can pin the clock; never set it in a
+//                    project.
 //
 // Thread-safety: all accessors may be called from any pool thread.
 #pragma once
@@ -18,6 +22,7 @@
 #include <optional>
 #include <string>
 
+#include "clock.h"
 #include "cv_analyzer.h"
 #include "cv_renderer.h"
 #include "llm_provider.h"
@@ -42,6 +47,10 @@ struct AnalysisTaskOptions {
   std::optional<LlmConfig> llm;   // the optional LLM second opinion
 };
 
+struct CleanupTaskOptions {
+  double orphan_grace_minutes = 60;
+};
+
 struct EmailTaskOptions {
   double retry_backoff = 30;
   int max_retries = 3;
@@ -58,7 +67,15 @@ class TaskServices {
   const AnalysisTaskOptions& analysis_options() const { return analysis_; }
   // Loaded at construction, so a bad taxonomy file stops the worker at start-up.
   const SkillTaxonomy& skill_taxonomy() const { return taxonomy_; }
+  const CleanupTaskOptions& cleanup_options() const { return cleanup_; }
   double database_retry_backoff() const { return database_retry_backoff_; }
+  // The tasks' "now": the system clock, or the fixed tasks.clock_now.
+  const Clock& clock() const {
+    if (fixed_clock_) return *fixed_clock_;
+    return SystemClock::instance();
+  }
+  // MEDIA_ROOT (media.root); TaskError(ImproperlyConfigured) when it is not set.
+  std::string media_root() const;
 
   // Each throws TaskError(django.core.exceptions.ImproperlyConfigured) when its section of the
   // settings document is missing or wrong.
@@ -82,6 +99,8 @@ class TaskServices {
   EmailTaskOptions email_;
   AnalysisTaskOptions analysis_;
   SkillTaxonomy taxonomy_;
+  CleanupTaskOptions cleanup_;
+  std::unique_ptr<ManualClock> fixed_clock_;
   double database_retry_backoff_ = 5;
   std::mutex mu_;
   std::unique_ptr<Database> database_;
@@ -109,15 +128,27 @@ class DomainTask final : public Task {
   std::optional<int> max_retries_;
 };
 
+// Sends `mail` and records it in email_log as `kind`; on failure records it (when final) and
+// fails or retries the task as tasks.email says (email.cpp). Returns {status, recipients,
+// subject, message_id}.
+json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, const Mail& mail,
+             std::optional<int64_t> cv_id);
+
+// `data` in base64 on one line, as Python's base64.b64encode.
+std::string base64(const std::string& data);
+
 // "Alice Martin" -> "alice-martin"; non-ASCII letters are dropped (Django's slugify).
 std::string slugify(const std::string& text);
 // The PDF's file name: cv_<id>_<slug>.pdf, or cv_<id>.pdf when the name has no ASCII letters.
 std::string pdf_filename(int64_t cv_id, const json& cv);
 
-// tasks/pdf.cpp, tasks/email.cpp, tasks/notification.cpp, tasks/analysis.cpp.
+// tasks/pdf.cpp, tasks/email.cpp, tasks/notification.cpp, tasks/analysis.cpp,
+// tasks/cleanup.cpp, tasks/statistics.cpp.
 void register_pdf_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 void register_email_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 void register_notification_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
+void register_cleanup_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
+void register_statistics_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 void register_analysis_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services);
 // The three notifications as `cvtasks.tasks.<module>.*` (email.cpp; both modules use it).
 void register_notifications(TaskRegistry& registry, const std::shared_ptr<TaskServices>& services,

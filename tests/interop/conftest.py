@@ -550,3 +550,67 @@ class StateRecorder:
             self.ps.close()
         except Exception:
             pass
+
+
+# --------------------------------------------------------------------------
+# the CV Project's domain tasks (test_pdf_email.py, test_cleanup_statistics.py): a migrated
+# CVProject per database, the Python producer, an SMTP server. cv_project imports this module,
+# hence the imports inside the fixtures.
+
+@pytest.fixture(scope='module')
+def postgres(tmp_path_factory):
+    import cv_project
+    pg = cv_project.Postgres().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope='module')
+def projects(request, tmp_path_factory):
+    """Settings documents of migrated CVProjects with the sample CVs, made once per database."""
+    import cv_project
+    require(shutil.which('wkhtmltopdf'), 'wkhtmltopdf not installed')
+    made = {}
+
+    def get(kind):
+        if kind not in made:
+            db_env = None
+            if kind == 'postgresql':
+                db_env = request.getfixturevalue('postgres').createdb('cvproject')
+            made[kind] = cv_project.make_project(tmp_path_factory.mktemp('cvproject'), db_env)
+        return made[kind]
+    return get
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def project(request, projects):
+    """The same test on SQLite and on PostgreSQL."""
+    return projects(request.param)
+
+
+@pytest.fixture
+def sqlite_project(projects):
+    """For what does not depend on the database."""
+    return projects('sqlite')
+
+
+@pytest.fixture
+def pg_project(projects):
+    return projects('postgresql')
+
+
+@pytest.fixture
+def client(redis_server):
+    """The Python producer: a Celery app with the CV Project's routes, proxies bound to it."""
+    import cv_project
+    app = cv_project.python_client(redis_server)
+    yield app
+    _close_celery(app)
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    import cv_project
+    server = cv_project.SmtpServer(tmp_path)
+    yield server
+    server.stop()

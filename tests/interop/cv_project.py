@@ -47,6 +47,46 @@ def make_project(data_dir, db_env=None):
     return json.loads(out)
 
 
+def pdf_text(data, tmp_path):
+    """The PDF's text (pdftotext), whitespace collapsed."""
+    require(shutil.which('pdftotext'), 'pdftotext not installed (apt-get install poppler-utils)')
+    path = tmp_path / 'x.pdf'
+    path.write_bytes(data)
+    text = subprocess.run(['pdftotext', str(path), '-'], check=True, capture_output=True,
+                          text=True, timeout=30).stdout
+    return ' '.join(text.split())  # lines wrap where the layout wraps them
+
+
+def start_worker(worker_factory, document, queues, smtp=None, starttls=False, sections=None,
+                 **tasks):
+    """Our worker on `queues` with the project's sections (plus `sections`), mail to `smtp`."""
+    merged = {k: document[k] for k in ('databases', 'email', 'media', 'schema', 'time_zone',
+                                       'admins')}
+    merged['email'] = dict(merged['email'], backend='django.core.mail.backends.smtp.EmailBackend',
+                           host='127.0.0.1', port=smtp.port if smtp else 9, use_tls=starttls,
+                           timeout=10)
+    merged['tasks'] = {'pdf': {'warm_processes': 2},
+                       'email': {'retry_backoff': 0.2, 'max_retries': 2},
+                       'database': {'retry_backoff': 0.1},
+                       **tasks}
+    merged.update(sections or {})
+    return worker_factory(args=queues, sections=merged)
+
+
+def db_execute(document, sql, rows):
+    """Runs `sql` once per parameter tuple in `rows` on the project's database, committed."""
+    db = document['databases']['default']
+    if db['ENGINE'].endswith('sqlite3'):
+        import sqlite3
+        with sqlite3.connect(db['NAME']) as c:
+            c.executemany(sql, rows)
+        return
+    import psycopg2
+    with psycopg2.connect(dbname=db['NAME'], user=db['USER'], host=db['HOST'],
+                          port=db['PORT']) as c, c.cursor() as cur:
+        cur.executemany(sql.replace('?', '%s'), rows)
+
+
 def db_query(document, sql, params=()):
     """Rows of a query on the project's database, from Python (for assertions)."""
     db = document['databases']['default']

@@ -8,8 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import cv_project
-# The CVProject fixtures (databases migrated once per module, the Python producer, the worker).
-from test_pdf_email import client, postgres, project, projects, sqlite_project, start_worker  # noqa: F401
+
+QUEUES = ['-Q', 'analysis_queue', '-c', '2']
+
+
+def start_worker(worker_factory, document, **tasks):
+    return cv_project.start_worker(worker_factory, document, QUEUES, **tasks)
 
 JOB = 'We are hiring a backend engineer: Python, Django, Kubernetes and Terraform.'
 

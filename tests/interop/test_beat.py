@@ -18,7 +18,6 @@ import time
 import pytest
 
 from conftest import ROOT, Worker, require, wait_for
-import cv_project
 
 BEAT_BIN = os.environ.get('CVTASKS_BEAT_BIN', os.path.join(ROOT, 'build', 'bin', 'run_celery_beat'))
 PY_WORKER = os.path.join(ROOT, 'tests', 'interop', 'ref', 'py_worker.py')
@@ -150,13 +149,6 @@ def test_bad_entry_is_a_startup_error(redis_server, tmp_path):
 
 # --------------------------------------------------------------------------
 # django-celery-beat
-
-@pytest.fixture(scope='module')
-def postgres():
-    pg = cv_project.Postgres().start()
-    yield pg
-    pg.stop()
-
 
 @pytest.fixture(params=['sqlite', 'postgresql'])
 def beat_db(request, tmp_path):

@@ -8,92 +8,19 @@ import base64
 import email
 import email.policy
 import os
-import shutil
-import subprocess
 
 import pytest
 
-from conftest import _close_celery, require
 import cv_project
+from cv_project import pdf_text
 
 ZHANG = '张伟'
 LAYLA = 'ليلى'
-QUEUES = ['-Q', 'pdf_queue,email_queue,notification_queue,analysis_queue', '-c', '2']
-
-
-def pdf_text(data, tmp_path):
-    require(shutil.which('pdftotext'), 'pdftotext not installed (apt-get install poppler-utils)')
-    path = tmp_path / 'x.pdf'
-    path.write_bytes(data)
-    text = subprocess.run(['pdftotext', str(path), '-'], check=True, capture_output=True,
-                          text=True, timeout=30).stdout
-    return ' '.join(text.split())  # lines wrap where the layout wraps them
-
-
-@pytest.fixture(scope='module')
-def postgres(tmp_path_factory):
-    pg = cv_project.Postgres().start()
-    yield pg
-    pg.stop()
-
-
-@pytest.fixture(scope='module')
-def projects(request, tmp_path_factory):
-    """Settings documents of migrated CVProjects with the sample CVs, made once per database."""
-    require(shutil.which('wkhtmltopdf'), 'wkhtmltopdf not installed')
-    made = {}
-
-    def get(kind):
-        if kind not in made:
-            db_env = None
-            if kind == 'postgresql':
-                db_env = request.getfixturevalue('postgres').createdb('cvproject')
-            made[kind] = cv_project.make_project(tmp_path_factory.mktemp('cvproject'), db_env)
-        return made[kind]
-    return get
-
-
-@pytest.fixture(params=['sqlite', 'postgresql'])
-def project(request, projects):
-    """The same test on SQLite and on PostgreSQL."""
-    return projects(request.param)
-
-
-@pytest.fixture
-def sqlite_project(projects):
-    """For what does not depend on the database."""
-    return projects('sqlite')
-
-
-@pytest.fixture
-def pg_project(projects):
-    return projects('postgresql')
-
-
-@pytest.fixture
-def client(redis_server):
-    """The Python producer: a Celery app with the CV Project's routes, proxies bound to it."""
-    app = cv_project.python_client(redis_server)
-    yield app
-    _close_celery(app)
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = cv_project.SmtpServer(tmp_path)
-    yield server
-    server.stop()
+QUEUES = ['-Q', 'pdf_queue,email_queue,notification_queue', '-c', '2']
 
 
 def start_worker(worker_factory, document, smtp=None, starttls=False, **tasks):
-    sections = {k: document[k] for k in ('databases', 'email', 'media', 'schema', 'time_zone')}
-    sections['email'] = dict(sections['email'], backend='django.core.mail.backends.smtp.EmailBackend',
-                             host='127.0.0.1', port=smtp.port if smtp else 9, use_tls=starttls,
-                             timeout=10)
-    sections['tasks'] = {'pdf': {'warm_processes': 2}, 'email': {'retry_backoff': 0.2, 'max_retries': 2},
-                         'database': {'retry_backoff': 0.1},
-                         **tasks}
-    return worker_factory(args=QUEUES, sections=sections)
+    return cv_project.start_worker(worker_factory, document, QUEUES, smtp, starttls, **tasks)
 
 
 def test_generate_cv_pdf_task_returns_a_pdf_with_the_names(project, worker_factory, client,

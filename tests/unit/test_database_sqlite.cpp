@@ -93,5 +93,49 @@ TEST(Database, UnsupportedEngineIsAConfigError) {
   EXPECT_EQ(dialect_of({{"ENGINE", "django.db.backends.postgresql"}}), Dialect::PostgreSQL);
 }
 
+TEST_F(SqliteDatabase, UpsertKeepsOneRowPerKeyAndOverwritesTheRest) {
+  db_->execute(R"(CREATE TABLE "ds" ("id" integer PRIMARY KEY, "day" date NOT NULL UNIQUE,
+                  "n" integer NOT NULL, "upd" datetime NOT NULL))");
+  const SchemaMap s(json::parse(R"({"daily_stats": {"table": "ds", "pk": "id", "fields": {
+      "date": {"column": "day", "type": "DateField"}, "cvs_created": {"column": "n"},
+      "updated_at": {"column": "upd", "type": "DateTimeField"}}}})"),
+                    Dialect::SQLite);
+  for (int n : {3, 5}) {
+    json params = json::array();
+    db_->execute(s.upsert("daily_stats", "date", {{"date", "2026-03-01"}, {"cvs_created", n}},
+                          params),
+                 params);
+  }
+  const auto rows = db_->query(R"(SELECT "day", "n" FROM "ds")");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["n"], 5);
+}
+
+TEST_F(SqliteDatabase, AggregatesBecomeNumbers) {
+  const json r = db_->query(R"(SELECT COUNT(*) AS n, AVG("score") AS a FROM "t")")[0];
+  EXPECT_EQ(numeric(r["n"]), json(0));
+  EXPECT_TRUE(numeric(r["a"]).is_null());
+  EXPECT_EQ(numeric(json("12")), json(12));
+  EXPECT_EQ(numeric(json("2.5")), json(2.5));
+  EXPECT_THROW(numeric(json("12abc")), DatabaseError);
+}
+
+TEST_F(SqliteDatabase, DateTimeParameterOrdersExactlyAgainstDjangosStoredText) {
+  const SchemaMap s(json::parse(R"({"t": {"table": "t", "pk": "id", "fields": {
+      "at": {"column": "at", "type": "DateTimeField"}}}})"),
+                    Dialect::SQLite);
+  // As Django stores them: no fraction when it is zero.
+  int id = 0;
+  for (const char* at : {"2026-03-01 09:59:59.999999", "2026-03-01 10:00:00",
+                         "2026-03-01 10:00:00.000001"})
+    db_->execute(R"(INSERT INTO "t" ("id", "at") VALUES (?, ?))", {++id, at});
+  const auto cutoff = std::chrono::sys_days(std::chrono::year(2026) / 3 / 1) + std::chrono::hours(10);
+  const auto rows = db_->query(R"(SELECT "id" FROM "t" WHERE "at" < )" + s.placeholder("t", "at") +
+                                   R"( ORDER BY "id")",
+                               {s.datetime(cutoff)});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["id"], 1);
+}
+
 }  // namespace
 }  // namespace cvtasks

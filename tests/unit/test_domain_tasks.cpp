@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "errors.h"
+#include "isotime.h"
 #include "services.h"
 
 namespace cvtasks {
@@ -15,6 +16,9 @@ TEST(DomainTasks, RegisteredNamesEqualThePythonProxies) {
   register_domain_tasks(registry, settings);
   EXPECT_EQ(registry.names(), (std::vector<std::string>{
                                   "cvtasks.tasks.analysis.analyze_cv_task",
+                                  "cvtasks.tasks.cleanup.cleanup_old_logs",
+                                  "cvtasks.tasks.cleanup.cleanup_old_pdf_files",
+                                  "cvtasks.tasks.cleanup.cleanup_orphaned_files",
                                   "cvtasks.tasks.email.email_cv_pdf_task",
                                   "cvtasks.tasks.email.send_cv_created_notification",
                                   "cvtasks.tasks.email.send_cv_updated_notification",
@@ -24,6 +28,8 @@ TEST(DomainTasks, RegisteredNamesEqualThePythonProxies) {
                                   "cvtasks.tasks.notification.send_notification_email",
                                   "cvtasks.tasks.pdf.generate_cv_pdf_download_task",
                                   "cvtasks.tasks.pdf.generate_cv_pdf_task",
+                                  "cvtasks.tasks.statistics.generate_daily_stats",
+                                  "cvtasks.tasks.statistics.generate_weekly_report",
                               }));
 }
 
@@ -31,6 +37,18 @@ TEST(DomainTasks, UnknownOptionsFailAtStartUp) {
   const Settings bad = Settings::from_json({{"tasks", {{"pdf", {{"warm_procs", 2}}}}}});
   TaskRegistry registry;
   EXPECT_THROW(register_domain_tasks(registry, bad), ConfigError);
+  for (const json& tasks : {json{{"cleanup", {{"grace", 5}}}}, json{{"clock_now", "yesterday"}},
+                            json{{"cleanup", {{"orphan_grace_minutes", -1}}}}})
+    EXPECT_THROW(register_domain_tasks(registry, Settings::from_json({{"tasks", tasks}})),
+                 ConfigError)
+        << tasks;
+}
+
+TEST(DomainTasks, ClockNowPinsTheTasksClock) {
+  const Settings settings =
+      Settings::from_json({{"tasks", {{"clock_now", "2026-03-29T00:30:00+00:00"}}}});
+  const TaskServices services(settings);
+  EXPECT_EQ(format_iso8601_utc(services.clock().now()), "2026-03-29T00:30:00+00:00");
 }
 
 TEST(DomainTasks, FileNamesAreSlugs) {

@@ -50,5 +50,47 @@ TEST(SchemaMap, InsertSkipsMissingFieldsAndStampsCreatedAt) {
   EXPECT_EQ(params, json({"x", "[]"}));
 }
 
+json stats_schema() {
+  return json::parse(R"({"daily_stats": {"model": "cvtasks.DailyStatistics", "table": "ds",
+      "pk": "id", "fields": {"date": {"column": "day", "type": "DateField"},
+                             "cvs_created": {"column": "n", "type": "PositiveIntegerField"},
+                             "updated_at": {"column": "upd", "type": "DateTimeField"}}}})");
+}
+
+TEST(SchemaMap, UpsertPerDialect) {
+  const std::vector<std::pair<std::string, json>> values{{"date", "2026-03-01"},
+                                                         {"cvs_created", 4}};
+  json params = json::array();
+  EXPECT_EQ(SchemaMap(stats_schema(), Dialect::PostgreSQL).upsert("daily_stats", "date", values,
+                                                                  params),
+            "INSERT INTO \"ds\" (\"day\", \"n\", \"upd\") VALUES (CAST(? AS date), ?, "
+            "CURRENT_TIMESTAMP) ON CONFLICT (\"day\") DO UPDATE SET \"n\" = EXCLUDED.\"n\", "
+            "\"upd\" = CURRENT_TIMESTAMP");
+  EXPECT_EQ(params, json({"2026-03-01", 4}));
+  params = json::array();
+  EXPECT_EQ(SchemaMap(stats_schema(), Dialect::MySQL).upsert("daily_stats", "date", values, params),
+            "INSERT INTO `ds` (`day`, `n`, `upd`) VALUES (CAST(? AS DATE), ?, UTC_TIMESTAMP(6)) "
+            "ON DUPLICATE KEY UPDATE `n` = VALUES(`n`), `upd` = UTC_TIMESTAMP(6)");
+  params = json::array();
+  EXPECT_THROW(SchemaMap(stats_schema(), Dialect::SQLite)
+                   .upsert("daily_stats", "date", {{"cvs_created", 1}}, params),
+               ConfigError);
+}
+
+TEST(SchemaMap, DateTimeParametersCompareAsTimes) {
+  json doc = stats_schema();
+  const auto t = std::chrono::sys_days(std::chrono::year(2026) / 3 / 29) + std::chrono::hours(1);
+  EXPECT_EQ(SchemaMap(doc, Dialect::SQLite).datetime(t), "2026-03-29 01:00:00");
+  EXPECT_EQ(SchemaMap(doc, Dialect::SQLite).datetime(t + std::chrono::microseconds(5)),
+            "2026-03-29 01:00:00.000005");
+  EXPECT_EQ(SchemaMap(doc, Dialect::PostgreSQL).datetime(t), "2026-03-29 01:00:00+00:00");
+  EXPECT_EQ(SchemaMap(doc, Dialect::MySQL).datetime(t), "2026-03-29 01:00:00");
+  EXPECT_EQ(SchemaMap(doc, Dialect::PostgreSQL).placeholder("daily_stats", "updated_at"),
+            "CAST(? AS timestamptz)");
+  EXPECT_EQ(SchemaMap(doc, Dialect::MySQL).placeholder("daily_stats", "updated_at"),
+            "CAST(? AS DATETIME(6))");
+  EXPECT_EQ(SchemaMap(doc, Dialect::SQLite).placeholder("daily_stats", "updated_at"), "?");
+}
+
 }  // namespace
 }  // namespace cvtasks
