@@ -251,7 +251,12 @@ print(json.dumps({t.name: [t.total_run_count, t.last_run_at is not None, t.enabl
 # --------------------------------------------------------------------------
 # two beats, one Redis
 
-@pytest.mark.timeout(90)
+# Seconds both beats run side by side before the leader is killed: short in `make test`; set
+# CVTASKS_BEAT_PAIR_SECONDS=180 for the few-minute run (the timeout grows with it).
+PAIR_SECONDS = float(os.environ.get('CVTASKS_BEAT_PAIR_SECONDS', '6'))
+
+
+@pytest.mark.timeout(90 + PAIR_SECONDS)
 def test_two_beats_send_every_tick_once_and_the_standby_takes_over(beat_factory, redis_server):
     schedule = {'celery': {'beat_schedule': {'tick': {
         'task': 'cvtasks.diagnostics.noop', 'schedule': 1.0, 'options': {'queue': 'ticks'}}}},
@@ -268,7 +273,7 @@ def test_two_beats_send_every_tick_once_and_the_standby_takes_over(beat_factory,
                 m = json.loads(got[1])
                 arrivals.append((time.time(), m['headers']['origin'], m['headers']['id']))
 
-    collect(time.time() + 6)
+    collect(time.time() + PAIR_SECONDS)
     leader = a if 'this beat is active' in a.log else b
     standby = b if leader is a else a
     assert 'standing by' in standby.log
@@ -282,7 +287,7 @@ def test_two_beats_send_every_tick_once_and_the_standby_takes_over(beat_factory,
     origins = ['gen%d@' % leader.pid, 'gen%d@' % standby.pid]
     before = [t for t, o, _ in arrivals if t < killed_at]
     after = [t for t, o, _ in arrivals if t >= killed_at]
-    assert len(before) >= 4 and len(after) >= 3, arrivals
+    assert len(before) >= PAIR_SECONDS - 2 and len(after) >= 3, arrivals
     assert all(o.startswith(origins[0]) for t, o, _ in arrivals if t < killed_at)
     assert all(o.startswith(origins[1]) for t, o, _ in arrivals if t > killed_at + 0.5)
     gaps = [t2 - t1 for t1, t2 in zip([x[0] for x in arrivals], [x[0] for x in arrivals][1:])]
