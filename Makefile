@@ -81,7 +81,7 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) JOBS=$(JOBS) $(ROOT)/scripts/fuzz.sh
 
 sanitize:
-	cmake -S $(ROOT) -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	cmake -S $(ROOT) -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
 	  -DCVTASKS_SANITIZE=$(SANITIZERS) $(CMAKE_ARGS)
 	cmake --build $(ASAN_DIR) -j$(JOBS) --target unit_tests integration_tests
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
