@@ -156,11 +156,12 @@ class SmtpServer:
     `replies` is a list of SMTP replies ("451 4.3.0 try later") given to the next DATA commands
     in turn, before it accepts normally. `starttls`: STARTTLS required; `implicit_tls`: TLS from
     the first byte (Django's EMAIL_USE_SSL); both with a self-signed certificate. `logins`
-    ({user: password}): AUTH required (over TLS), each attempt kept in `auth_attempts` as
-    (mechanism, user, accepted).
+    ({user: password}): AUTH required (over TLS) with `auth_mechanisms` offered, each attempt kept
+    in `auth_attempts` as (mechanism, user, accepted).
     """
 
-    def __init__(self, workdir, starttls=False, implicit_tls=False, logins=None):
+    def __init__(self, workdir, starttls=False, implicit_tls=False, logins=None,
+                 auth_mechanisms=('PLAIN', 'LOGIN')):
         require(_has_module('aiosmtpd'), 'python3-aiosmtpd not installed')
         from aiosmtpd.controller import Controller
         self.messages = []
@@ -200,7 +201,9 @@ class SmtpServer:
                 # handled=False: aiosmtpd answers a failure with 535 5.7.8 itself.
                 return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
-            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True,
+                          auth_exclude_mechanism=[m for m in ('PLAIN', 'LOGIN')
+                                                  if m not in auth_mechanisms])
         self.port = free_port()
         self.controller = Controller(Handler(), hostname='127.0.0.1', port=self.port, **kwargs)
         self.controller.start()
