@@ -1,6 +1,7 @@
 #include "mailer.h"
 
 #include <Poco/Base64Encoder.h>
+#include <Poco/Net/DNS.h>
 #include <Poco/Net/Context.h>
 #include <Poco/Net/MailMessage.h>
 #include <Poco/Net/MailRecipient.h>
@@ -10,8 +11,10 @@
 #include <Poco/Net/SecureStreamSocket.h>
 #include <Poco/Net/StringPartSource.h>
 #include <Poco/Random.h>
+#include <Poco/String.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -144,6 +147,71 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
                       MailMessage::ENCODING_BASE64);
 }
 
+std::string base64_line(const std::string& data) {
+  std::ostringstream out;
+  Poco::Base64Encoder enc(out);
+  enc.rdbuf()->setLineLength(0);  // one line: an SMTP command must not break
+  enc << data;
+  enc.close();
+  return out.str();
+}
+
+// EHLO (HELO when refused) and the reply, which lists the extensions ("250-AUTH PLAIN LOGIN").
+std::string ehlo(Poco::Net::SMTPClientSession& session) {
+  std::string reply;
+  const std::string host = Poco::Net::DNS::hostName();
+  const int status = session.sendCommand("EHLO", host, reply);
+  if (status / 100 == 2) return reply;
+  const int helo = session.sendCommand("HELO", host, reply);
+  if (helo / 100 != 2) throw Poco::Net::SMTPException("Login failed", reply, helo);
+  return reply;
+}
+
+// The mechanisms of the reply's AUTH line, upper-cased.
+std::vector<std::string> auth_mechanisms(const std::string& ehlo_reply) {
+  std::istringstream lines(ehlo_reply);
+  std::string line;
+  std::vector<std::string> out;
+  while (std::getline(lines, line)) {
+    if (line.size() < 4) continue;
+    std::istringstream words(Poco::toUpper(line.substr(4)));  // after "250-" / "250 "
+    std::string word;
+    if (!(words >> word) || (word != "AUTH" && word != "AUTH=")) continue;
+    while (words >> word) out.push_back(word);
+  }
+  return out;
+}
+
+// SMTP AUTH as Python's smtplib (Django) does it, PLAIN preferred, else LOGIN. Not Poco's
+// login(AUTH_LOGIN, ...): it answers only prompts spelled "Username:"/"Password:" and silently
+// skips the login otherwise (aiosmtpd asks "User Name"), and its PLAIN breaks long credentials
+// over lines. Throws MailError with the server's reply when the login is refused.
+void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo_reply,
+                  const std::string& user, const std::string& password, const std::string& where) {
+  const auto mechanisms = auth_mechanisms(ehlo_reply);
+  auto offered = [&](const char* m) {
+    return std::find(mechanisms.begin(), mechanisms.end(), m) != mechanisms.end();
+  };
+  std::string reply;
+  int status;
+  if (offered("PLAIN")) {
+    status = session.sendCommand("AUTH PLAIN", base64_line(std::string(1, '\0') + user +
+                                                           std::string(1, '\0') + password),
+                                 reply);
+  } else if (offered("LOGIN")) {
+    status = session.sendCommand("AUTH LOGIN", reply);
+    if (status == 334) status = session.sendCommand(base64_line(user), reply);
+    if (status == 334) status = session.sendCommand(base64_line(password), reply);
+  } else {
+    throw MailError("SMTP server " + where + " offers no AUTH PLAIN or LOGIN (host_user is set)",
+                    false, 0);
+  }
+  if (status / 100 != 2)
+    throw MailError("SMTP server " + where + " refused the login of " + json(user).dump() + ": " +
+                        sanitize_header(reply),
+                    status / 100 == 4, status);
+}
+
 void init_ssl() {
   static std::once_flag once;
   std::call_once(once, [] { Poco::Net::initializeSSL(); });
@@ -256,16 +324,16 @@ std::string Mailer::send(const Mail& mail) const {
                                   : std::make_unique<Poco::Net::SMTPClientSession>(socket);
     }
     session->setTimeout(timeout);
-    session->login();  // EHLO
+    session->open();  // the greeting
+    std::string extensions = ehlo(*session);
     if (settings_.use_tls) {
       auto& secure = static_cast<Poco::Net::SecureSMTPClientSession&>(*session);
       if (!secure.startTLS(tls))
         throw MailError("SMTP server " + where + " does not offer STARTTLS", false, 0);
-      session->login();  // EHLO again, now encrypted
+      extensions = ehlo(*session);  // again, now encrypted: AUTH is often offered only now
     }
     if (!settings_.host_user.empty())
-      session->login(Poco::Net::SMTPClientSession::AUTH_LOGIN, settings_.host_user,
-                     settings_.host_password);
+      authenticate(*session, extensions, settings_.host_user, settings_.host_password, where);
     session->sendMessage(msg);
     try {
       session->close();

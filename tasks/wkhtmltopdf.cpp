@@ -318,6 +318,9 @@ std::string PdfEngine::render_warm(const std::string& html, const std::string& a
     }
     if (!alive) {
       retire(std::move(p));
+      // Killed by the task's hard time limit (or a cold shutdown)? Then no second attempt: the
+      // check throws, and no fresh process starts for a task that is already over.
+      if (hooks.check) hooks.check();
       if (attempt == 1 && log.find("Loading") == std::string::npos) continue;
       throw render_error("wkhtmltopdf exited while rendering", log);
     }

@@ -58,13 +58,14 @@ def pdf_text(data, tmp_path):
 
 
 def start_worker(worker_factory, document, queues, smtp=None, starttls=False, sections=None,
-                 **tasks):
-    """Our worker on `queues` with the project's sections (plus `sections`), mail to `smtp`."""
+                 mail_options=None, **tasks):
+    """Our worker on `queues` with the project's sections (plus `sections`), mail to `smtp`;
+    `mail_options` are more `email` keys (use_ssl, host_user, host_password, ...)."""
     merged = {k: document[k] for k in ('databases', 'email', 'media', 'schema', 'time_zone',
                                        'admins')}
     merged['email'] = dict(merged['email'], backend='django.core.mail.backends.smtp.EmailBackend',
                            host='127.0.0.1', port=smtp.port if smtp else 9, use_tls=starttls,
-                           timeout=10)
+                           timeout=10, **(mail_options or {}))
     merged['tasks'] = {'pdf': {'warm_processes': 2},
                        'email': {'retry_backoff': 0.2, 'max_retries': 2},
                        'database': {'retry_backoff': 0.1},
@@ -153,10 +154,14 @@ class SmtpServer:
     """aiosmtpd on a free loopback port, keeping every message it accepts.
 
     `replies` is a list of SMTP replies ("451 4.3.0 try later") given to the next DATA commands
-    in turn, before it accepts normally.
+    in turn, before it accepts normally. `starttls`: STARTTLS required; `implicit_tls`: TLS from
+    the first byte (Django's EMAIL_USE_SSL); both with a self-signed certificate. `logins`
+    ({user: password}): AUTH required (over TLS) with `auth_mechanisms` offered, each attempt kept
+    in `auth_attempts` as (mechanism, user, accepted).
     """
 
-    def __init__(self, workdir, starttls=False):
+    def __init__(self, workdir, starttls=False, implicit_tls=False, logins=None,
+                 auth_mechanisms=('PLAIN', 'LOGIN')):
         require(_has_module('aiosmtpd'), 'python3-aiosmtpd not installed')
         from aiosmtpd.controller import Controller
         self.messages = []
@@ -171,7 +176,8 @@ class SmtpServer:
                 return '250 OK'
 
         kwargs = {}
-        if starttls:
+        self.auth_attempts = []
+        if starttls or implicit_tls:
             import ssl
             require(shutil.which('openssl'), 'openssl not installed')
             cert, key = os.path.join(str(workdir), 'cert.pem'), os.path.join(str(workdir), 'key.pem')
@@ -180,7 +186,24 @@ class SmtpServer:
                            check=True, capture_output=True, timeout=60)
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cert, key)
-            kwargs = {'tls_context': ctx, 'require_starttls': True}
+            if starttls:
+                kwargs = {'tls_context': ctx, 'require_starttls': True}
+            else:
+                kwargs = {'ssl_context': ctx}
+        if logins is not None:
+            from aiosmtpd.smtp import AuthResult, LoginPassword
+
+            def authenticator(smtp, session, envelope, mechanism, auth_data):
+                ok = isinstance(auth_data, LoginPassword) and \
+                    logins.get(auth_data.login.decode()) == auth_data.password.decode()
+                user = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None
+                server.auth_attempts.append((mechanism, user, ok))
+                # handled=False: aiosmtpd answers a failure with 535 5.7.8 itself.
+                return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True,
+                          auth_exclude_mechanism=[m for m in ('PLAIN', 'LOGIN')
+                                                  if m not in auth_mechanisms])
         self.port = free_port()
         self.controller = Controller(Handler(), hostname='127.0.0.1', port=self.port, **kwargs)
         self.controller.start()
