@@ -58,7 +58,7 @@ def render(records, soak):
             rec['case'], rec['action'], rec['sent'], rec['completed'], rec['duplicated'],
             rec['lost'], result, rec['explanation'])))
     for case, action, needs in harness.PENDING:
-        out.append('| %s | %s | – | – | – | – | *pending* | arrives with %s |'
+        out.append('| %s | %s | – | – | – | – | *not yet a fault case* | covered so far: %s |'
                    % (cell(case), cell(action), cell(needs)))
     if records:
         out.append('\nLatest record: %s.\n' % max(r['when'] for r in records.values()))
