@@ -31,6 +31,14 @@ struct Script {
   int delay_ms = 0;
   std::string seen_path, seen_auth;
   json seen_body;
+  std::atomic<int> in_flight{0};  // handlers still running (a slow one outlives its client)
+
+  // The server must not be stopped under a running handler: Poco would answer it after the
+  // test's objects (and at exit, the process's statics) are gone.
+  void wait_idle() const {
+    for (int i = 0; i < 300 && in_flight > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 };
 
 class Handler : public Poco::Net::HTTPRequestHandler {
@@ -38,6 +46,11 @@ class Handler : public Poco::Net::HTTPRequestHandler {
   explicit Handler(Script& s) : s_(s) {}
   void handleRequest(Poco::Net::HTTPServerRequest& req,
                      Poco::Net::HTTPServerResponse& resp) override {
+    ++s_.in_flight;
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { --n; }
+    } done{s_.in_flight};
     std::string body(std::istreambuf_iterator<char>(req.stream()), {});
     std::string out;
     int delay = 0;
@@ -55,7 +68,11 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(delay));
     resp.setContentType("application/json");
-    resp.send() << out;
+    try {
+      resp.send() << out;
+    } catch (const Poco::Exception&) {
+      // The client gave up (the timeout case).
+    }
   }
 
  private:
@@ -87,6 +104,7 @@ class LlmProvider : public ::testing::Test {
     config_.timeout = 2;
   }
   void TearDown() override {
+    script_.wait_idle();
     if (server_) server_->stopAll(true);
   }
 
@@ -145,6 +163,7 @@ TEST_F(LlmProvider, EveryFailureIsAnLlmErrorWithAReason) {
   script_.delay_ms = 1500;
   config_.timeout = 0.3;
   EXPECT_NE(reason().find("did not answer within"), std::string::npos);
+  script_.wait_idle();
   server_->stopAll(true);
   server_.reset();  // closes the listening socket: nobody answers on the port now
   const std::string refused = reason();
