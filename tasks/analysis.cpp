@@ -11,17 +11,10 @@
 namespace cvtasks {
 namespace {
 
-std::optional<std::string> job_description_argument(const Arguments& args) {
-  const auto jd = args.get("job_description");
-  if (!jd || jd->is_null()) return std::nullopt;
-  if (!jd->is_string()) throw type_error("job_description must be a str or None");
-  return jd->get<std::string>();
-}
-
 json analyze_cv_task(TaskServices& services, TaskContext& ctx, const json& a, const json& k) {
   const Arguments args("analyze_cv_task", a, k, {"cv_id", "job_description"}, 1);
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
-  const auto job_description = job_description_argument(args);
+  const auto job_description = optional_string_argument(args, "job_description");
   return services.with_database(ctx, [&] {
     auto cv = load_cv(services.database(), services.schema(), cv_id);
     if (!cv) raise_cv_not_found(cv_id);

@@ -27,10 +27,7 @@ std::string text_to_html(const std::string& text) {
 }
 
 std::string string_argument(const Arguments& args, const char* name, const std::string& fallback) {
-  const auto v = args.get(name);
-  if (!v || v->is_null()) return fallback;
-  if (!v->is_string()) throw type_error(std::string(name) + " must be a str or None");
-  return v->get<std::string>();
+  return optional_string_argument(args, name).value_or(fallback);
 }
 
 // One email_log row. Written after the mail went out, so a database failure here is logged and

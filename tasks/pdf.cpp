@@ -42,13 +42,6 @@ RenderedPdf render_cv(TaskServices& services, TaskContext& ctx, int64_t cv_id,
   return {std::move(pdf), pdf_filename(cv_id, *cv), html.template_name, std::move(*cv)};
 }
 
-std::optional<std::string> template_argument(const Arguments& args) {
-  const auto t = args.get("template");
-  if (!t || t->is_null()) return std::nullopt;
-  if (!t->is_string()) throw type_error("template must be a str or None");
-  return t->get<std::string>();
-}
-
 // Writes `data` to `path` through a temporary file in the same folder and a rename, so a
 // reader sees either no file or the whole PDF.
 void write_atomically(const fs::path& path, const std::string& data) {
@@ -76,7 +69,7 @@ void write_atomically(const fs::path& path, const std::string& data) {
 json generate_cv_pdf(TaskServices& services, TaskContext& ctx, const json& a, const json& k) {
   Arguments args("generate_cv_pdf_task", a, k, {"cv_id", "template"}, 1);
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
-  const auto template_name = template_argument(args);
+  const auto template_name = optional_string_argument(args, "template");
   return services.with_database(ctx, [&] {
     const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 3);
     return json{{"pdf_base64", base64(r.pdf)}, {"size", r.pdf.size()}, {"filename", r.filename},
@@ -88,7 +81,7 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
                               const json& k) {
   Arguments args("generate_cv_pdf_download_task", a, k, {"cv_id", "template"}, 1);
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
-  const auto template_name = template_argument(args);
+  const auto template_name = optional_string_argument(args, "template");
   const std::string root = services.media_root();
   const json& media = services.settings().document.value("media", json::object());
   return services.with_database(ctx, [&] {

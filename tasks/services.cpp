@@ -183,4 +183,11 @@ std::string pdf_filename(int64_t cv_id, const json& cv) {
   return "cv_" + std::to_string(cv_id) + (slug.empty() ? "" : "_" + slug) + ".pdf";
 }
 
+std::optional<std::string> optional_string_argument(const Arguments& args, const char* name) {
+  const auto v = args.get(name);
+  if (!v || v->is_null()) return std::nullopt;
+  if (!v->is_string()) throw type_error(std::string(name) + " must be a str or None");
+  return v->get<std::string>();
+}
+
 }  // namespace cvtasks

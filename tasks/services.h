@@ -137,6 +137,10 @@ json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, 
 // `data` in base64 on one line, as Python's base64.b64encode.
 std::string base64(const std::string& data);
 
+// A `str | None` task argument: nullopt when absent or None, TypeError (Python's words) when it
+// is not a string.
+std::optional<std::string> optional_string_argument(const Arguments& args, const char* name);
+
 // "Alice Martin" -> "alice-martin"; non-ASCII letters are dropped (Django's slugify).
 std::string slugify(const std::string& text);
 // The PDF's file name: cv_<id>_<slug>.pdf, or cv_<id>.pdf when the name has no ASCII letters.
