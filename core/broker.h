@@ -58,9 +58,17 @@ class Broker {
   // is in neither a queue nor `unacked`.
   virtual std::vector<Delivery> take(const std::vector<std::string>& queues, size_t max,
                                      size_t max_bytes, TimePoint now) = 0;
-  // Blocks up to `timeout_s` until `queue` (its plain list) holds a message, without taking
-  // it. Returns true if it does.
-  virtual bool wait_for_message(const std::string& queue, double timeout_s) = 0;
+  // Blocks up to `timeout_s` until `queue` (its plain list) holds a message, then does what
+  // take(queues, max, max_bytes, now) does, in the same round trip: Redis runs the take as
+  // soon as the wait ends, timed out or not (max 0 takes nothing). `more`: whether `queue`
+  // still held messages right after the take.
+  struct WaitedTake {
+    std::vector<Delivery> deliveries;
+    bool more = false;
+  };
+  virtual WaitedTake wait_and_take(const std::string& queue, double timeout_s,
+                                   const std::vector<std::string>& queues, size_t max,
+                                   size_t max_bytes, TimePoint now) = 0;
   // Acknowledges: removes the messages from unacked (idempotent).
   virtual void ack_many(const std::vector<std::string>& tags) = 0;
   void ack(const std::string& tag) { ack_many({tag}); }

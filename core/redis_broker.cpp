@@ -154,28 +154,9 @@ void RedisBroker::declare(const std::vector<std::string>& queues) {
   declared_.insert(queues.begin(), queues.end());
 }
 
-std::vector<Delivery> RedisBroker::take(const std::vector<std::string>& queues, size_t max,
-                                        size_t max_bytes, TimePoint now) {
-  recover_lost_take();
-  const std::string call = new_uuid();
-  std::vector<std::string> keys{kUnacked, kUnackedIndex, kDeadLetterKey, kTakeReceipts};
-  std::vector<std::string> args{fmt_score(now),  std::to_string(max),
-                                std::to_string(max_bytes), std::to_string(kDeadLetterCap),
-                                receipt_field_, call};
-  for (int step : kPrioritySteps) {
-    for (const auto& q : queues) {
-      keys.push_back(priority_list(q, step));
-      args.push_back(q);
-    }
-  }
-  Reply r;
-  try {
-    r = conn_.eval(kTakeScript, keys, args);
-  } catch (const BrokerError& e) {
-    // The script may have run without its reply reaching us: check the receipt next time.
-    if (e.connection_lost()) lost_take_ = call;
-    throw;
-  }
+namespace {
+
+std::vector<Delivery> deliveries(const Reply& r) {
   std::vector<Delivery> out;
   for (size_t i = 0; i + 3 < r.elements.size(); i += 4) {
     Delivery d;
@@ -188,13 +169,73 @@ std::vector<Delivery> RedisBroker::take(const std::vector<std::string>& queues, 
   return out;
 }
 
-bool RedisBroker::wait_for_message(const std::string& queue, double timeout_s) {
+}  // namespace
+
+RedisBroker::TakeCall RedisBroker::take_call(const std::vector<std::string>& queues, size_t max,
+                                             size_t max_bytes, TimePoint now) {
+  recover_lost_take();
+  TakeCall t{new_uuid(), {kUnacked, kUnackedIndex, kDeadLetterKey, kTakeReceipts}, {}};
+  t.args = {fmt_score(now), std::to_string(max), std::to_string(max_bytes),
+            std::to_string(kDeadLetterCap), receipt_field_, t.call};
+  for (int step : kPrioritySteps) {
+    for (const auto& q : queues) {
+      t.keys.push_back(priority_list(q, step));
+      t.args.push_back(q);
+    }
+  }
+  return t;
+}
+
+template <typename F>
+auto RedisBroker::guarded_take(const TakeCall& take, F&& run) -> decltype(run()) {
+  try {
+    return run();
+  } catch (const BrokerError& e) {
+    // The script may have run without its reply reaching us: check the receipt next time.
+    if (e.connection_lost()) lost_take_ = take.call;
+    throw;
+  }
+}
+
+std::vector<Delivery> RedisBroker::take(const std::vector<std::string>& queues, size_t max,
+                                        size_t max_bytes, TimePoint now) {
+  const TakeCall t = take_call(queues, max, max_bytes, now);
+  return deliveries(guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); }));
+}
+
+Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double timeout_s,
+                                              const std::vector<std::string>& queues, size_t max,
+                                              size_t max_bytes, TimePoint now) {
   // BLMOVE of a list onto its own right end is a no-op rotation that blocks until the list
-  // has an element: a wait that takes nothing, so the atomic take() stays the only consumer.
-  char t[32];
-  std::snprintf(t, sizeof t, "%.3f", timeout_s);
-  const Reply r = conn_.blocking({"BLMOVE", queue, queue, "RIGHT", "RIGHT", t}, timeout_s);
-  return !r.is_nil();
+  // has an element: a wait that takes nothing, so the atomic take script stays the only
+  // consumer. Pipelined behind it, the take runs the moment the wait ends, without a round
+  // trip back to us first (the latency of a task that arrives at an idle worker).
+  const TakeCall t = take_call(queues, max, max_bytes, now);
+  char block[32];
+  std::snprintf(block, sizeof block, "%.3f", timeout_s);
+  std::vector<Reply> r = guarded_take(t, [&] {
+    return conn_.pipeline({{"BLMOVE", queue, queue, "RIGHT", "RIGHT", block},
+                           RedisConnection::evalsha(kTakeScript, t.keys, t.args),
+                           {"LLEN", queue}},
+                          timeout_s);
+  });
+  WaitedTake out;
+  out.more = r[2].integer > 0;
+  if (r[1].kind == Reply::Kind::Error && r[1].str.rfind("NOSCRIPT", 0) == 0) {
+    // The script did not run (first use on this server): eval() loads and runs it.
+    r[1] = guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); });
+    out.more = true;  // the LLEN above was before this take
+  } else if (r[1].kind == Reply::Kind::Error) {
+    throw BrokerError("Redis script error: " + r[1].str, false);
+  }
+  out.deliveries = deliveries(r[1]);
+  // Messages taken are handed over even if the wait failed (a key of the wrong type, say):
+  // the error shows on the next call, which takes nothing more.
+  if (out.deliveries.empty())
+    for (const Reply* reply : {&r[0], &r[2]})
+      if (reply->kind == Reply::Kind::Error)
+        throw BrokerError("Redis error while waiting on " + queue + ": " + reply->str, false);
+  return out;
 }
 
 void RedisBroker::ack_many(const std::vector<std::string>& tags) {

@@ -18,7 +18,9 @@ class RedisBroker final : public Broker {
   void declare(const std::vector<std::string>& queues) override;
   std::vector<Delivery> take(const std::vector<std::string>& queues, size_t max,
                              size_t max_bytes, TimePoint now) override;
-  bool wait_for_message(const std::string& queue, double timeout_s) override;
+  WaitedTake wait_and_take(const std::string& queue, double timeout_s,
+                           const std::vector<std::string>& queues, size_t max, size_t max_bytes,
+                           TimePoint now) override;
   void ack_many(const std::vector<std::string>& tags) override;
   void requeue(const std::string& tag) override;
   void restore(const std::string& tag) override;
@@ -31,6 +33,16 @@ class RedisBroker final : public Broker {
  private:
   // Puts back the messages of a take whose reply never arrived.
   void recover_lost_take();
+  // The take script's keys and arguments for a take identified by `call`.
+  struct TakeCall {
+    std::string call;
+    std::vector<std::string> keys, args;
+  };
+  TakeCall take_call(const std::vector<std::string>& queues, size_t max, size_t max_bytes,
+                     TimePoint now);
+  // Runs the take script's part of a call; a lost connection leaves the call to recover.
+  template <typename F>
+  auto guarded_take(const TakeCall& take, F&& run) -> decltype(run());
   // Moves an unacked message back to its queue: at the head (RPUSH) or the tail (LPUSH).
   void put_back(const std::string& tag, bool at_head);
   std::vector<std::string> resolve(const std::string& exchange, const std::string& routing_key);

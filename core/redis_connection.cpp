@@ -196,20 +196,28 @@ Reply RedisConnection::command(const Command& cmd) {
   return r;
 }
 
-std::vector<Reply> RedisConnection::pipeline(const std::vector<Command>& cmds) {
+std::vector<Reply> RedisConnection::pipeline(const std::vector<Command>& cmds, double block_s) {
   ensure_connected();
+  if (block_s > 0) set_timeout(receive_timeout_s_ + block_s);
   write(cmds);
   std::vector<Reply> out;
   out.reserve(cmds.size());
   for (size_t i = 0; i < cmds.size(); ++i) out.push_back(read_reply());
+  if (block_s > 0 && socket_) set_timeout(receive_timeout_s_);
   return out;
+}
+
+Command RedisConnection::evalsha(const RedisScript& script, const std::vector<std::string>& keys,
+                                 const std::vector<std::string>& args) {
+  Command cmd{"EVALSHA", script.sha(), std::to_string(keys.size())};
+  cmd.insert(cmd.end(), keys.begin(), keys.end());
+  cmd.insert(cmd.end(), args.begin(), args.end());
+  return cmd;
 }
 
 Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::string>& keys,
                             const std::vector<std::string>& args) {
-  Command cmd{"EVALSHA", script.sha(), std::to_string(keys.size())};
-  cmd.insert(cmd.end(), keys.begin(), keys.end());
-  cmd.insert(cmd.end(), args.begin(), args.end());
+  Command cmd = evalsha(script, keys, args);
   ensure_connected();
   Reply r = roundtrip(cmd);
   if (r.kind == Reply::Kind::Error && r.str.rfind("NOSCRIPT", 0) == 0) {
@@ -222,10 +230,7 @@ Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::st
 }
 
 Reply RedisConnection::blocking(const Command& cmd, double block_s) {
-  ensure_connected();
-  set_timeout(receive_timeout_s_ + block_s);
-  Reply r = roundtrip(cmd);
-  if (socket_) set_timeout(receive_timeout_s_);
+  Reply r = std::move(pipeline({cmd}, block_s).front());
   if (r.kind == Reply::Kind::Error)
     throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
   return r;

@@ -52,10 +52,16 @@ class RedisConnection {
   // One command, waiting for its reply. An error reply throws.
   Reply command(const Command& cmd);
   // Several commands in one write; all replies, error replies included (as Kind::Error).
-  std::vector<Reply> pipeline(const std::vector<Command>& cmds);
+  // `block_s`: the server-side timeout of a blocking command among them (Redis runs the
+  // commands after it once it unblocks), added to the reply wait.
+  std::vector<Reply> pipeline(const std::vector<Command>& cmds, double block_s = 0);
   // Runs a script (EVALSHA, loading it on NOSCRIPT).
   Reply eval(const RedisScript& script, const std::vector<std::string>& keys,
              const std::vector<std::string>& args);
+  // The EVALSHA command eval() sends, for use in a pipeline: a NOSCRIPT error reply there
+  // means the script did not run (eval() then loads it).
+  static Command evalsha(const RedisScript& script, const std::vector<std::string>& keys,
+                         const std::vector<std::string>& args);
   // A blocking command whose server-side timeout is `block_s` seconds.
   Reply blocking(const Command& cmd, double block_s);
 

@@ -228,18 +228,22 @@ void Worker::spawn_pool_thread() {
 
 // ---------------------------------------------------------------- taking messages
 
+size_t Worker::room_locked() const {
+  // Celery raises the prefetch count by one for every ETA task it holds.
+  const size_t limit = prefetch_count() + held_.size();
+  const size_t used = unacked_.size() + reserved_;
+  return limit > used ? limit - used : 0;
+}
+
 Worker::FetchResult Worker::fetch(Broker& broker) {
   std::lock_guard fetching(fetch_mu_);
-  const size_t prefetch = prefetch_count();
   size_t room;
   std::vector<std::string> queues;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return {0, false};
     queues = queues_;
-    // Celery raises the prefetch count by one for every ETA task it holds.
-    const size_t limit = prefetch + held_.size();
-    room = limit > unacked_.size() ? limit - unacked_.size() : 0;
+    room = room_locked();
   }
   if (room == 0) return {0, true};
   if (queues.empty()) return {0, false};  // every queue cancelled (cancel_consumer)
@@ -251,6 +255,11 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
     std::lock_guard lock(mu_);
     queues_drained_ = batch.size() < asked;
   }
+  dispatch(broker, batch);
+  return {batch.size(), false};
+}
+
+void Worker::dispatch(Broker& broker, std::vector<Delivery>& batch) {
   for (auto& d : batch) {
     try {
       handle_delivery(broker, d);
@@ -265,12 +274,13 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
     outbox_->flush_soon();
     ready_cv_.notify_all();
   }
-  return {batch.size(), false};
 }
 
 void Worker::wait_loop(const std::string& queue) {
   auto broker = brokers_();
   while (true) {
+    size_t reserved = 0;
+    std::vector<std::string> queues;
     {
       std::unique_lock lock(mu_);
       arm_cv_.wait(lock, [&] { return stopping_ || idle_pool_threads_ > 0; });
@@ -279,15 +289,39 @@ void Worker::wait_loop(const std::string& queue) {
         waiters_.erase(queue);  // cancel_consumer
         return;
       }
+      queues = queues_;
+      // The take that ends the wait gets one slot under the prefetch limit, reserved now so
+      // that the pool's takes meanwhile cannot fill it.
+      if (room_locked() > 0) reserved = 1;
+      reserved_ += reserved;
     }
+    auto unreserve = [&] {
+      std::lock_guard lock(mu_);
+      reserved_ -= std::exchange(reserved, 0);
+      return stopping_;
+    };
     try {
-      // Take right here: handing the wake-up to another thread would cost a thread switch on
-      // every task that arrives at an idle worker.
-      if (broker->wait_for_message(queue, 0.5) && fetch(*broker).full) {
+      // Take right here, in the wait's own round trip: handing the wake-up to another thread,
+      // or asking Redis again, would cost a thread switch or a round trip on every task that
+      // arrives at an idle worker.
+      Broker::WaitedTake got = broker->wait_and_take(
+          queue, 0.5, queues, reserved, settings_.worker.max_message_bytes, clock_.now());
+      {
+        std::lock_guard fetching(fetch_mu_);
+        if (unreserve()) {
+          // shutdown() has collected what it gives back already: these go back from here.
+          for (const auto& d : got.deliveries)
+            if (!d.malformed) give_back(*broker, d.tag);
+          return;
+        }
+        dispatch(*broker, got.deliveries);
+      }
+      if (got.more && fetch(*broker).full) {
         std::unique_lock lock(mu_);
         wait_for_room(lock);  // do not spin on a queue we have no room to take from
       }
     } catch (const Error&) {
+      unreserve();
       // The pool threads report connection problems; just do not spin.
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
@@ -687,6 +721,15 @@ void Worker::timer_loop() {
 
 // ---------------------------------------------------------------- shutdown
 
+void Worker::give_back(Broker& broker, const std::string& tag) {
+  try {
+    io([&] { broker.restore(tag); });
+  } catch (const std::exception& e) {
+    // Still in `unacked`: recovered by restore_visible after the visibility timeout.
+    spdlog::error("Could not restore {}: {}", tag, e.what());
+  }
+}
+
 void Worker::shutdown() {
   spdlog::info("{}: {} shutdown", config_.nodename, cold_ ? "Cold" : "Warm");
   // No control command runs past this point (add_consumer would start threads).
@@ -696,12 +739,7 @@ void Worker::shutdown() {
     if (jobs.empty()) return;
     spdlog::info("Restoring {} unacknowledged message(s)", jobs.size());
     for (auto& job : jobs) {
-      try {
-        io([&] { broker->restore(job->tag); });
-      } catch (const std::exception& e) {
-        // Still in `unacked`: recovered by restore_visible after the visibility timeout.
-        spdlog::error("Could not restore {}: {}", job->tag, e.what());
-      }
+      this->give_back(*broker, job->tag);
       std::lock_guard lock(mu_);
       unacked_.erase(job->tag);
     }

@@ -101,6 +101,14 @@ class Worker {
 
   // Takes what fits under the prefetch limit and dispatches it; one take at a time.
   FetchResult fetch(Broker& broker);
+  // Hands taken messages to the pool (or the ETA timer); a message that cannot be handled
+  // goes to the dead letters. Called with fetch_mu_ held.
+  void dispatch(Broker& broker, std::vector<Delivery>& batch);
+  // With mu_ held: how many more messages fit under the prefetch limit.
+  size_t room_locked() const;
+  // Puts a taken message back at the head of its queue; logs (and leaves it to
+  // restore_visible) if Redis stays unreachable in a cold shutdown.
+  void give_back(Broker& broker, const std::string& tag);
   size_t prefetch_count() const;
   void handle_delivery(Broker& broker, Delivery& d);
   void execute(Broker& broker, const JobPtr& job);
@@ -179,6 +187,7 @@ class Worker {
       time_limits_;  // by task name: soft, hard (time_limit command)
   int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
   bool queues_drained_ = false;  // the last take got less than it asked for
+  size_t reserved_ = 0;  // prefetch slots held by waiters for the take that ends their wait
   std::chrono::steady_clock::time_point last_idle_poll_;
   size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
   int waiting_for_room_ = 0;

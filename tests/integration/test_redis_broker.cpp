@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -417,24 +418,57 @@ TEST_F(RedisBrokerTest, TouchRefreshesScoresOfHeldMessagesOnly) {
   EXPECT_EQ(broker->restore_visible(3600, T0 + std::chrono::seconds(3700)), 0u);
 }
 
-TEST_F(RedisBrokerTest, WaitForMessageTimesOutOnEmptyQueue) {
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_FALSE(broker->wait_for_message("celery", 0.2));
-  const double waited =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_GE(waited, 0.15);
-  EXPECT_LT(waited, 3.0);
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-TEST_F(RedisBrokerTest, WaitForMessageDoesNotTake) {
+TEST_F(RedisBrokerTest, WaitAndTakeTimesOutOnEmptyQueue) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto got = broker->wait_and_take("celery", 0.2, {"celery"}, 1, kMaxBytes, T0);
+  EXPECT_TRUE(got.deliveries.empty());
+  EXPECT_FALSE(got.more);
+  EXPECT_GE(seconds_since(start), 0.15);
+  EXPECT_LT(seconds_since(start), 3.0);
+}
+
+TEST_F(RedisBrokerTest, WaitAndTakeWithNoRoomOnlyWaits) {
   broker->publish(envelope("one"), "", "celery", 0);
   broker->publish(envelope("two"), "", "celery", 0);
   const auto before = lrange("celery");
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(broker->wait_for_message("celery", 5));
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+  const auto got = broker->wait_and_take("celery", 5, {"celery"}, 0, kMaxBytes, T0);
+  EXPECT_LT(seconds_since(start), 1.0);
+  EXPECT_TRUE(got.deliveries.empty());
+  EXPECT_TRUE(got.more);
   EXPECT_EQ(lrange("celery"), before) << "same elements, same order";
   EXPECT_EQ(hlen("unacked"), 0);
+}
+
+TEST_F(RedisBrokerTest, WaitAndTakeTakesWhatArrivesDuringTheWait) {
+  cmd({"SCRIPT", "FLUSH"});  // the take's EVALSHA meets NOSCRIPT and falls back to EVAL
+  RedisBroker publisher(server().redis_url());
+  const auto start = std::chrono::steady_clock::now();
+  std::thread later([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    publisher.publish(envelope("first"), "", "celery", 0);
+    publisher.publish(envelope("second"), "", "celery", 0);
+  });
+  const auto got = broker->wait_and_take("celery", 5, {"celery"}, 1, kMaxBytes, T0);
+  later.join();
+  EXPECT_LT(seconds_since(start), 2.0) << "woken by the publish, not the timeout";
+  ASSERT_EQ(got.deliveries.size(), 1u);
+  EXPECT_EQ(id_of(got.deliveries[0].raw), "first");
+  EXPECT_TRUE(unacked(got.deliveries[0].tag).has_value()) << "recorded in the same step";
+  EXPECT_NEAR(*zscore(got.deliveries[0].tag), to_epoch(T0), 1e-3);
+  EXPECT_TRUE(got.more);
+  EXPECT_EQ(llen("celery"), 1);
+
+  // Script loaded now: the pipelined EVALSHA takes the next one itself.
+  const auto next = broker->wait_and_take("celery", 5, {"celery"}, 4, kMaxBytes, T0);
+  ASSERT_EQ(next.deliveries.size(), 1u);
+  EXPECT_EQ(id_of(next.deliveries[0].raw), "second");
+  EXPECT_FALSE(next.more);
+  EXPECT_EQ(hlen("unacked"), 2);
 }
 
 TEST_F(RedisBrokerTest, NamedExchangeWithoutBindingDrops) {
@@ -509,7 +543,8 @@ TEST(RedisBrokerReconnect, KilledServerThenRestartOnSamePort) {
   ASSERT_EQ(ds.size(), 1u);
   EXPECT_EQ(id_of(ds[0].raw), "after");
   broker.ack(ds[0].tag);
-  EXPECT_FALSE(broker.wait_for_message("celery", 0.05));
+  EXPECT_TRUE(broker.wait_and_take("celery", 0.05, {"celery"}, 1, kMaxBytes, T0)
+                  .deliveries.empty());
 }
 
 }  // namespace

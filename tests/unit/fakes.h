@@ -47,7 +47,10 @@ class FakeBroker final : public Broker {
   std::vector<Delivery> take(const std::vector<std::string>&, size_t, size_t, TimePoint) override {
     return {};
   }
-  bool wait_for_message(const std::string&, double) override { return false; }
+  WaitedTake wait_and_take(const std::string&, double, const std::vector<std::string>&, size_t,
+                           size_t, TimePoint) override {
+    return {};
+  }
   void ack_many(const std::vector<std::string>& tags) override {
     acked.insert(acked.end(), tags.begin(), tags.end());
   }
