@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <sstream>
 #include <system_error>
 #include <utility>
@@ -122,6 +124,48 @@ RemoveOutcome remove_media_file(const std::string& media_root, const std::string
     throw std::system_error(errno, std::generic_category(), "unlink " + *clean);
   }
   return RemoveOutcome::kRemoved;
+}
+
+MediaWriteError::MediaWriteError(std::string path, int error_number)
+    : Error("cannot write " + path + ": " + std::strerror(error_number)),
+      path_(std::move(path)),
+      error_number_(error_number) {}
+
+bool MediaWriteError::disk_full() const {
+  return error_number_ == ENOSPC || error_number_ == EDQUOT;
+}
+
+std::string write_media_file(const std::string& media_root, const std::string& relative,
+                             const std::string& data) {
+  namespace fs = std::filesystem;
+  const auto clean = media_relative(relative);
+  const fs::path path = fs::path(media_root) / (clean ? *clean : relative);
+  if (!clean) throw MediaWriteError(path.string(), EINVAL);
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  if (ec) throw MediaWriteError(path.parent_path().string(), ec.value());
+
+  std::string tmp = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
+  Fd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) throw MediaWriteError(path.string(), errno);
+  // errno is taken where the call failed: a later close() or unlink() may change it. A full disk
+  // usually shows up here, in write(), after part of the data went in.
+  int error = 0;
+  for (size_t off = 0; !error && off < data.size();) {
+    const ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
+    if (n > 0) off += static_cast<size_t>(n);
+    else if (n == 0) error = EIO;
+    else if (errno != EINTR) error = errno;
+  }
+  if (!error && ::fchmod(fd.get(), 0644) != 0) error = errno;  // mkstemp made it 0600
+  if (!error && ::fsync(fd.get()) != 0) error = errno;       // delayed allocation fails here
+  if (!error && ::close(fd.release()) != 0) error = errno;
+  if (!error && ::rename(tmp.c_str(), path.c_str()) != 0) error = errno;
+  if (error) {
+    ::unlink(tmp.c_str());
+    throw MediaWriteError(path.string(), error);
+  }
+  return path.string();
 }
 
 std::vector<MediaFile> list_media_files(const std::string& media_root, const std::string& subdir) {

@@ -1,5 +1,6 @@
 // Files under MEDIA_ROOT, touched safely. The cleanup tasks delete files whose names come from
-// the database and from directory listings; neither is trusted to stay inside MEDIA_ROOT.
+// the database and from directory listings; neither is trusted to stay inside MEDIA_ROOT. The PDF
+// task writes its files here, whole or not at all.
 //
 // Rules: a stored name must be relative, without "..", NUL or empty components; every directory
 // on the way is opened with O_NOFOLLOW from MEDIA_ROOT down, so a symlinked directory is never
@@ -14,6 +15,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "errors.h"
 
 namespace cvtasks {
 
@@ -40,5 +43,29 @@ struct MediaFile {
 // The regular files under MEDIA_ROOT/subdir, recursively, without entering symlinked
 // directories and without listing symlinks. A missing subdir is an empty list.
 std::vector<MediaFile> list_media_files(const std::string& media_root, const std::string& subdir);
+
+// Writing a file under MEDIA_ROOT failed; `error_number()` is the errno and `path()` the file (or
+// folder) that could not be written. `disk_full()` (ENOSPC, EDQUOT) is the transient case: the
+// same write may succeed once space is freed. Other errors (a read-only disk, a file where a
+// folder should be, a bad name) do not go away by waiting.
+class MediaWriteError : public Error {
+ public:
+  MediaWriteError(std::string path, int error_number);
+  int error_number() const { return error_number_; }
+  const std::string& path() const { return path_; }
+  bool disk_full() const;
+
+ private:
+  std::string path_;
+  int error_number_;
+};
+
+// Writes `data` to MEDIA_ROOT/relative (a plain relative name, see media_relative), creating the
+// missing folders, through a temporary file in the same folder, fsync and rename: a reader sees
+// no file or the whole file, never a part. Returns the absolute path. Throws MediaWriteError
+// (EINVAL for a name that is not plain) after removing the temporary file, so a failed write
+// leaves nothing behind.
+std::string write_media_file(const std::string& media_root, const std::string& relative,
+                             const std::string& data);
 
 }  // namespace cvtasks

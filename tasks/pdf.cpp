@@ -1,11 +1,9 @@
 // cvtasks.tasks.pdf: the CV as a PDF, returned (base64) or saved under MEDIA_ROOT.
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
-#include <filesystem>
+#include <cstdio>
+#include <ctime>
 #include <random>
 
 #include "cv_record.h"
@@ -14,8 +12,6 @@
 
 namespace cvtasks {
 namespace {
-
-namespace fs = std::filesystem;
 
 struct RenderedPdf {
   std::string pdf;
@@ -42,30 +38,6 @@ RenderedPdf render_cv(TaskServices& services, TaskContext& ctx, int64_t cv_id,
   return {std::move(pdf), pdf_filename(cv_id, *cv), html.template_name, std::move(*cv)};
 }
 
-// Writes `data` to `path` through a temporary file in the same folder and a rename, so a
-// reader sees either no file or the whole PDF.
-void write_atomically(const fs::path& path, const std::string& data) {
-  fs::create_directories(path.parent_path());
-  std::string tmp = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) throw Error("cannot create a file in " + path.parent_path().string() + ": " + std::strerror(errno));
-  size_t off = 0;
-  bool ok = true;
-  while (ok && off < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) off += static_cast<size_t>(n);
-  }
-  ok = ok && ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw Error("cannot write " + path.string() + ": " + why);
-  }
-}
-
 json generate_cv_pdf(TaskServices& services, TaskContext& ctx, const json& a, const json& k) {
   Arguments args("generate_cv_pdf_task", a, k, {"cv_id", "template"}, 1);
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
@@ -82,7 +54,7 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
   Arguments args("generate_cv_pdf_download_task", a, k, {"cv_id", "template"}, 1);
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
   const auto template_name = optional_string_argument(args, "template");
-  const std::string root = services.media_root();
+  services.media_root();  // not set: ImproperlyConfigured before any work
   const json& media = services.settings().document.value("media", json::object());
   return services.with_database(ctx, [&] {
     const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 4);
@@ -95,8 +67,9 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
     std::snprintf(suffix, sizeof suffix, "%06x", std::random_device{}() & 0xffffff);
     const std::string stem = r.filename.substr(0, r.filename.size() - 4);
     const std::string relative = "cv_pdfs/" + stem + "_" + stamp + "_" + suffix + ".pdf";
-    const fs::path path = fs::path(root) / relative;
-    write_atomically(path, r.pdf);
+    // Disk full: nothing is left behind and the task retries (rendering again: the PDF is not
+    // kept in memory across retries, a retried message may run on another worker).
+    const std::string path = services.save_media_file(ctx, relative, r.pdf);
 
     json params = json::array();
     const std::string insert = services.schema().insert(
@@ -112,7 +85,7 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
     }
     std::string url = media.value("url", "/media/");
     if (!url.empty() && url.back() != '/') url += '/';
-    return json{{"path", path.string()}, {"url", url + relative}, {"size", r.pdf.size()},
+    return json{{"path", path}, {"url", url + relative}, {"size", r.pdf.size()},
                 {"filename", r.filename}, {"cv_id", cv_id}, {"template", r.template_name}};
   });
 }
@@ -121,15 +94,19 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
 
 void register_pdf_tasks(TaskRegistry& registry, std::shared_ptr<TaskServices> services) {
   const std::string p = "cvtasks.tasks.pdf.";
+  const int max_retries = services->pdf_options().max_retries;
   registry.add(std::make_unique<DomainTask>(
-      p + "generate_cv_pdf_task", [services](TaskContext& ctx, const json& a, const json& k) {
+      p + "generate_cv_pdf_task",
+      [services](TaskContext& ctx, const json& a, const json& k) {
         return generate_cv_pdf(*services, ctx, a, k);
-      }));
+      },
+      max_retries));
   registry.add(std::make_unique<DomainTask>(
       p + "generate_cv_pdf_download_task",
       [services](TaskContext& ctx, const json& a, const json& k) {
         return generate_cv_pdf_download(*services, ctx, a, k);
-      }));
+      },
+      max_retries));
 }
 
 }  // namespace cvtasks

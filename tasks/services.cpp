@@ -1,9 +1,11 @@
 #include "services.h"
 
 #include <Poco/Base64Encoder.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <sstream>
 
@@ -48,7 +50,7 @@ TaskServices::TaskServices(const Settings& settings) : settings_(settings) {
   const json& pdf = section(settings, "pdf");
   reject_unknown(pdf, "tasks.pdf",
                  {"templates_dir", "default_template", "wkhtmltopdf", "warm_processes",
-                  "render_timeout"});
+                  "render_timeout", "retry_backoff", "max_retries"});
   read(pdf, "tasks.pdf", "templates_dir", pdf_.templates_dir);
   read(pdf, "tasks.pdf", "default_template", pdf_.default_template);
   read(pdf, "tasks.pdf", "wkhtmltopdf", pdf_.engine.binary);
@@ -56,6 +58,10 @@ TaskServices::TaskServices(const Settings& settings) : settings_(settings) {
   read(pdf, "tasks.pdf", "render_timeout", pdf_.engine.render_timeout);
   if (pdf_.engine.warm_processes < 0) throw ConfigError("tasks.pdf.warm_processes must be >= 0");
   if (pdf_.engine.render_timeout <= 0) throw ConfigError("tasks.pdf.render_timeout must be > 0");
+  read(pdf, "tasks.pdf", "retry_backoff", pdf_.retry_backoff);
+  read(pdf, "tasks.pdf", "max_retries", pdf_.max_retries);
+  if (pdf_.retry_backoff < 0 || pdf_.max_retries < 0)
+    throw ConfigError("tasks.pdf.retry_backoff and max_retries must not be negative");
 
   const json& email = section(settings, "email");
   reject_unknown(email, "tasks.email", {"retry_backoff", "max_retries"});
@@ -152,8 +158,40 @@ json TaskServices::with_database(TaskContext& ctx, const std::function<json()>& 
     const ExceptionInfo exc{"DatabaseError", "cvtasks.errors", json::array({e.what()})};
     if (!e.connection_lost()) throw TaskError(exc);
     // The tracer logs the retry (or, past max_retries, the failure with `exc`).
-    ctx.retry(std::min(300.0, database_retry_backoff_ * std::pow(2.0, ctx.request().retries)), exc);
+    ctx.retry(backoff_countdown(database_retry_backoff_, ctx.request().retries), exc);
   }
+}
+
+std::string TaskServices::save_media_file(TaskContext& ctx, const std::string& relative,
+                                          const std::string& data) {
+  try {
+    return write_media_file(media_root(), relative, data);
+  } catch (const MediaWriteError& e) {
+    media_write_failed(ctx, e);
+  }
+}
+
+void TaskServices::media_write_failed(TaskContext& ctx, const MediaWriteError& e) const {
+  const int error = e.error_number();
+  const ExceptionInfo exc{"OSError", "builtins",
+                          json::array({error, std::strerror(error), e.path()})};
+  const TaskMessage& m = ctx.request();
+  // An error, not a warning, even when retried: a full disk needs someone to free space, and
+  // the retries only give them time to.
+  if (e.disk_full() && m.retries < pdf_.max_retries) {
+    const double countdown = backoff_countdown(pdf_.retry_backoff, m.retries);
+    spdlog::error("{}[{}]: {}; MEDIA_ROOT is full, retry {} of {} in {}s", m.task, m.id, e.what(),
+                  m.retries + 1, pdf_.max_retries, countdown);
+    ctx.retry(countdown, exc);
+  }
+  if (e.disk_full())
+    spdlog::error("{}[{}]: {}; MEDIA_ROOT is still full after {} retries", m.task, m.id, e.what(),
+                  m.retries);
+  throw TaskError(exc);  // the tracer logs the failure itself
+}
+
+double backoff_countdown(double first, int retries) {
+  return std::min(300.0, first * std::pow(2.0, retries));
 }
 
 std::string base64(const std::string& data) {

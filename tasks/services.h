@@ -4,7 +4,9 @@
 //
 // Options, checked at start-up (an unknown key is a ConfigError):
 //   tasks.pdf:   templates_dir, default_template ("classic"), wkhtmltopdf ("/usr/bin/wkhtmltopdf"),
-//                warm_processes (2; 0 = one process per PDF), render_timeout (120 s)
+//                warm_processes (2; 0 = one process per PDF), render_timeout (120 s),
+//                retry_backoff (30 s: the first countdown when MEDIA_ROOT is full, doubled each
+//                retry, at most 5 min), max_retries (3)
 //   tasks.email: retry_backoff (30 s: the first retry's countdown, doubled each retry),
 //                max_retries (3)
 //   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable)
@@ -28,6 +30,7 @@
 #include "llm_provider.h"
 #include "database.h"
 #include "mailer.h"
+#include "media_files.h"
 #include "registry.h"
 #include "schema_map.h"
 #include "settings.h"
@@ -40,6 +43,8 @@ struct PdfTaskOptions {
   std::string templates_dir;
   std::string default_template = "classic";
   PdfOptions engine;
+  double retry_backoff = 30;  // first countdown (s) when MEDIA_ROOT is full
+  int max_retries = 3;        // of the PDF tasks
 };
 
 struct AnalysisTaskOptions {
@@ -86,9 +91,19 @@ class TaskServices {
   const Mailer& mailer();
 
   // Runs `body` and turns a DatabaseError into Celery's outcome: a retry with a growing
-  // countdown (database_retry_backoff, doubled each time, at most 5 min) when the database is unreachable or locked, else a
-  // failure with cvtasks.errors.DatabaseError.
+  // countdown (database_retry_backoff, doubled each time, at most 5 min) when the database is
+  // unreachable or locked, else a failure with cvtasks.errors.DatabaseError.
   json with_database(TaskContext& ctx, const std::function<json()>& body);
+
+  // Writes MEDIA_ROOT/relative whole or not at all (write_media_file) and returns its absolute
+  // path; a failure ends as media_write_failed() says.
+  std::string save_media_file(TaskContext& ctx, const std::string& relative,
+                              const std::string& data);
+  // What a failed media write does to the task, after logging it as an error: a full disk
+  // (ENOSPC, EDQUOT) retries with a countdown of pdf.retry_backoff, doubled each retry (at most
+  // 5 min), up to pdf.max_retries; past them, and at once for any other error, the task fails
+  // with OSError(errno, strerror, path), what Python's open() raises.
+  [[noreturn]] void media_write_failed(TaskContext& ctx, const MediaWriteError& e) const;
 
  private:
   template <typename T, typename Make>
@@ -133,6 +148,10 @@ class DomainTask final : public Task {
 // subject, message_id}.
 json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, const Mail& mail,
              std::optional<int64_t> cv_id);
+
+// The countdown of the retry after `retries` earlier ones: `first` doubled each time, at most
+// 5 min (the database and media retries).
+double backoff_countdown(double first, int retries);
 
 // `data` in base64 on one line, as Python's base64.b64encode.
 std::string base64(const std::string& data);

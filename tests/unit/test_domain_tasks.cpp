@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 #include "errors.h"
+#include "fakes.h"
 #include "isotime.h"
 #include "services.h"
 
@@ -38,7 +41,8 @@ TEST(DomainTasks, UnknownOptionsFailAtStartUp) {
   TaskRegistry registry;
   EXPECT_THROW(register_domain_tasks(registry, bad), ConfigError);
   for (const json& tasks : {json{{"cleanup", {{"grace", 5}}}}, json{{"clock_now", "yesterday"}},
-                            json{{"cleanup", {{"orphan_grace_minutes", -1}}}}})
+                            json{{"cleanup", {{"orphan_grace_minutes", -1}}}},
+                            json{{"pdf", {{"max_retries", -1}}}}})
     EXPECT_THROW(register_domain_tasks(registry, Settings::from_json({{"tasks", tasks}})),
                  ConfigError)
         << tasks;
@@ -56,6 +60,52 @@ TEST(DomainTasks, FileNamesAreSlugs) {
   EXPECT_EQ(pdf_filename(2, {{"full_name", "张伟 (Zhang Wei)"}}), "cv_2_zhang-wei.pdf");
   EXPECT_EQ(pdf_filename(3, {{"full_name", "ليلى حداد"}}), "cv_3.pdf");
   EXPECT_EQ(pdf_filename(4, {{"full_name", "../../etc/passwd"}}), "cv_4_etcpasswd.pdf");
+}
+
+TaskMessage pdf_message(int retries) {
+  PublishOptions o;
+  o.task = "cvtasks.tasks.pdf.generate_cv_pdf_download_task";
+  o.id = "22222222-2222-4222-8222-222222222222";
+  o.args = json::array({1});
+  o.retries = retries;
+  return testing::make_message(o);
+}
+
+// A full MEDIA_ROOT retries with pdf.retry_backoff doubled, pdf.max_retries times, then fails
+// with OSError as Python's open() would; other write errors fail at once.
+TEST(DomainTasks, MediaDiskFullRetriesWithBackoffThenFails) {
+  const Settings settings =
+      Settings::from_json({{"tasks", {{"pdf", {{"retry_backoff", 2}, {"max_retries", 3}}}}}});
+  TaskServices services(settings);
+  const MediaWriteError full("/media/cv_pdfs/a.pdf", ENOSPC);
+  const json os_error = {{"exc_type", "OSError"}, {"exc_module", "builtins"},
+                         {"exc_message", {ENOSPC, "No space left on device",
+                                          "/media/cv_pdfs/a.pdf"}}};
+  for (int retries = 0; retries < 3; ++retries) {
+    testing::ContextHarness h(pdf_message(retries), settings);
+    try {
+      services.media_write_failed(h.ctx, full);
+    } catch (const RetryRequested& r) {
+      EXPECT_EQ(r.countdown, 2.0 * (1 << retries));
+      ASSERT_TRUE(r.exc);
+      EXPECT_EQ(r.exc->to_json(), os_error);
+    }
+  }
+  testing::ContextHarness last(pdf_message(3), settings);
+  try {
+    services.media_write_failed(last.ctx, full);
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.info().to_json(), os_error);
+  }
+  EXPECT_TRUE(MediaWriteError("/q", EDQUOT).disk_full());
+
+  testing::ContextHarness first(pdf_message(0), settings);
+  EXPECT_THROW(services.media_write_failed(first.ctx, MediaWriteError("/ro", EROFS)), TaskError);
+
+  TaskRegistry registry;
+  register_domain_tasks(registry, settings);
+  EXPECT_EQ(registry.find("cvtasks.tasks.pdf.generate_cv_pdf_download_task")->max_retries(), 3);
+  EXPECT_EQ(backoff_countdown(2, 20), 300);  // capped at 5 min
 }
 
 }  // namespace
