@@ -6,6 +6,7 @@
 #include <Poco/Data/LOB.h>
 #include <Poco/Data/MySQL/Connector.h>
 #include <Poco/Data/PostgreSQL/Connector.h>
+#include <Poco/Data/PostgreSQL/SessionImpl.h>
 #include <Poco/Data/RecordSet.h>
 #include <Poco/Data/SQLite/Connector.h>
 #include <Poco/Data/SQLite/SQLiteException.h>
@@ -15,6 +16,9 @@
 #include <Poco/DateTime.h>
 #include <Poco/DateTimeFormatter.h>
 #include <Poco/Nullable.h>
+
+#include <libpq-fe.h>
+#include <poll.h>
 
 #include <chrono>
 #include <mutex>
@@ -254,13 +258,30 @@ class PocoDatabase final : public Database {
     return stmt.execute();
   }
 
+  // Whether a pooled session can still be used. An idle PostgreSQL session is sent nothing
+  // unless the server is ending it: a restart or shutdown, pg_terminate_backend or an idle
+  // timeout sends a FATAL message and closes the socket. Handed out, such a session would fail
+  // its statement and cost the task a retry, so one with anything to read is closed instead (at
+  // worst a reconnect, for an unsolicited notice). No round trip: the socket is only polled.
+  bool still_open(Session& s) const {
+    if (dialect_ != Dialect::PostgreSQL) return true;
+    auto* impl = dynamic_cast<Poco::Data::PostgreSQL::SessionImpl*>(s.impl());
+    if (!impl) return true;
+    PGconn* conn = impl->handle();
+    if (!conn || PQstatus(conn) != CONNECTION_OK) return false;
+    pollfd p{PQsocket(conn), POLLIN, 0};
+    return p.fd >= 0 && ::poll(&p, 1, 0) == 0;
+  }
+
   std::unique_ptr<Session> acquire() {
+    std::vector<std::unique_ptr<Session>> closed;  // closed after the lock is released
     {
       std::lock_guard lock(mu_);
-      if (!idle_.empty()) {
+      while (!idle_.empty()) {
         auto s = std::move(idle_.back());
         idle_.pop_back();
-        return s;
+        if (still_open(*s)) return s;
+        closed.push_back(std::move(s));
       }
     }
     try {

@@ -9,7 +9,9 @@
 // server is down or went away, SQLite stayed locked), so a task can ask Celery to retry.
 //
 // Thread-safety: one Database is shared by all pool threads; each call takes a connection of
-// its own from a small pool for the duration of the call (or of the transaction).
+// its own from a small pool for the duration of the call (or of the transaction). A connection
+// that failed is never pooled again, and a pooled PostgreSQL connection the server has closed
+// meanwhile (restart, shutdown, terminated session) is not handed out: the call connects anew.
 #pragma once
 
 #include <functional>

@@ -30,8 +30,10 @@ std::string string_argument(const Arguments& args, const char* name, const std::
   return optional_string_argument(args, name).value_or(fallback);
 }
 
-// One email_log row. Written after the mail went out, so a database failure here is logged and
-// does not fail (and so resend) a delivered mail.
+// One email_log row. Written after the mail went out, so a database failure here must not fail
+// (and so resend) a delivered mail: an unreachable or locked database is waited for in place
+// (write_after_effect), and only when it stays away, or for a permanent error, is the row given
+// up, with an error in the log.
 void log_email(TaskServices& services, TaskContext& ctx, const std::string& kind,
                const std::vector<std::string>& recipients, const std::string& subject,
                bool sent, const std::string& error, std::optional<int64_t> cv_id) {
@@ -43,7 +45,7 @@ void log_email(TaskServices& services, TaskContext& ctx, const std::string& kind
          {"status", sent ? "sent" : "failed"}, {"error", error},
          {"cv", cv_id ? json(*cv_id) : json(nullptr)}, {"task_id", ctx.request().id}},
         params);
-    services.database().execute(insert, params);
+    services.write_after_effect(ctx, [&] { services.database().execute(insert, params); });
   } catch (const std::exception& e) {
     spdlog::error("{}[{}]: could not record the email in the email log: {}", ctx.request().task,
                   ctx.request().id, e.what());

@@ -4,10 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "errors.h"
 #include "isotime.h"
@@ -158,7 +160,35 @@ json TaskServices::with_database(TaskContext& ctx, const std::function<json()>& 
     const ExceptionInfo exc{"DatabaseError", "cvtasks.errors", json::array({e.what()})};
     if (!e.connection_lost()) throw TaskError(exc);
     // The tracer logs the retry (or, past max_retries, the failure with `exc`).
-    ctx.retry(backoff_countdown(database_retry_backoff_, ctx.request().retries), exc);
+    ctx.retry(database_countdown(ctx.request().retries), exc);
+  }
+}
+
+double TaskServices::database_countdown(int retries) const {
+  return backoff_countdown(database_retry_backoff_, retries);
+}
+
+void TaskServices::write_after_effect(TaskContext& ctx, const std::function<void()>& write) {
+  retry_database_write(
+      write, kWriteAfterEffectRetries, [this](int n) { return database_countdown(n); },
+      [&ctx](const DatabaseError& e, double countdown) {
+        spdlog::warn("{}[{}]: {}; writing again in {}s", ctx.request().task, ctx.request().id,
+                     e.what(), countdown);
+        std::this_thread::sleep_for(std::chrono::duration<double>(countdown));
+      });
+}
+
+void retry_database_write(const std::function<void()>& write, int retries,
+                          const std::function<double(int)>& countdown,
+                          const std::function<void(const DatabaseError&, double)>& wait) {
+  for (int n = 0;; ++n) {
+    try {
+      write();
+      return;
+    } catch (const DatabaseError& e) {
+      if (!e.connection_lost() || n >= retries) throw;
+      wait(e, countdown(n));
+    }
   }
 }
 

@@ -9,7 +9,8 @@
 //                retry, at most 5 min), max_retries (3)
 //   tasks.email: retry_backoff (30 s: the first retry's countdown, doubled each retry),
 //                max_retries (3)
-//   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable)
+//   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable or
+//                   locked, doubled for each retry; also write_after_effect's waits)
 //   tasks.cleanup: orphan_grace_minutes (60: cleanup_orphaned_files leaves younger files alone)
 //   tasks.clock_now: TEST ONLY. An ISO-8601 time the tasks take as "now" (cleanup cutoffs,
 //                    default statistics dates), so tests can pin the clock; never set it in a
@@ -29,6 +30,7 @@
 #include "cv_renderer.h"
 #include "llm_provider.h"
 #include "database.h"
+#include "errors.h"
 #include "mailer.h"
 #include "media_files.h"
 #include "registry.h"
@@ -91,9 +93,22 @@ class TaskServices {
   const Mailer& mailer();
 
   // Runs `body` and turns a DatabaseError into Celery's outcome: a retry with a growing
-  // countdown (database_retry_backoff, doubled each time, at most 5 min) when the database is
-  // unreachable or locked, else a failure with cvtasks.errors.DatabaseError.
+  // countdown (database_countdown) when the database is unreachable or locked, else a failure
+  // with cvtasks.errors.DatabaseError. Past the task's max_retries the retry becomes that
+  // failure (the tracer decides).
   json with_database(TaskContext& ctx, const std::function<json()>& body);
+
+  // Runs `write`, a database write that follows an effect the task cannot take back (a mail
+  // sent): retrying the task would repeat the effect, so a transient DatabaseError is retried
+  // here instead, in place, after the countdowns with_database would use, up to
+  // kWriteAfterEffectRetries times (with the default backoff this blocks the pool thread for at
+  // most 5 + 10 + 20 s). A permanent error, or the last transient one, propagates.
+  void write_after_effect(TaskContext& ctx, const std::function<void()>& write);
+  static constexpr int kWriteAfterEffectRetries = 3;
+
+  // The countdown (s) before database retry number `retries` + 1:
+  // backoff_countdown(database_retry_backoff, retries).
+  double database_countdown(int retries) const;
 
   // Writes MEDIA_ROOT/relative whole or not at all (write_media_file) and returns its absolute
   // path; a failure ends as media_write_failed() says.
@@ -152,6 +167,14 @@ json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, 
 // The countdown of the retry after `retries` earlier ones: `first` doubled each time, at most
 // 5 min (the database and media retries).
 double backoff_countdown(double first, int retries);
+
+// write_after_effect()'s policy, the waiting passed in (tests record it instead of sleeping):
+// runs `write`; after a transient DatabaseError (connection_lost) calls
+// `wait(error, countdown(n))` and runs it again, for n = 0 .. retries - 1. A permanent error, or
+// the last transient one, propagates.
+void retry_database_write(const std::function<void()>& write, int retries,
+                          const std::function<double(int)>& countdown,
+                          const std::function<void(const DatabaseError&, double)>& wait);
 
 // `data` in base64 on one line, as Python's base64.b64encode.
 std::string base64(const std::string& data);

@@ -444,13 +444,17 @@ json generate_weekly_report(TaskServices& services, TaskContext& ctx, const json
          report_pdf(services, ctx, report_html(data, "data:image/png;base64," + base64(png)))});
     deliver(services, ctx, "weekly_report", mail, std::nullopt);
 
+    // The mail is out: a database outage now is waited for here, since retrying the task
+    // would mail the report again.
     const TimePoint sent = services.clock().now();
-    services.database().execute(
-        "UPDATE " + s.table("weekly_report") + " SET " + s.column("weekly_report", "emailed_at") +
-            " = " + s.placeholder("weekly_report", "emailed_at") + " WHERE " +
-            s.column("weekly_report", "week_start") + " = " +
-            s.placeholder("weekly_report", "week_start"),
-        {s.datetime(sent), data["week_start"]});
+    services.write_after_effect(ctx, [&] {
+      services.database().execute(
+          "UPDATE " + s.table("weekly_report") + " SET " + s.column("weekly_report", "emailed_at") +
+              " = " + s.placeholder("weekly_report", "emailed_at") + " WHERE " +
+              s.column("weekly_report", "week_start") + " = " +
+              s.placeholder("weekly_report", "week_start"),
+          {s.datetime(sent), data["week_start"]});
+    });
     result["emailed_at"] = format_iso8601_utc(sent);
     return result;
   });

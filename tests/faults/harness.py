@@ -31,10 +31,6 @@ FINISHED_RE = re.compile(r'\[([0-9a-fA-F-]{36})\] (?:succeeded in|raised)')
 # Each becomes one function in test_*.py, using Ledger and write_record, when its feature lands.
 # Fault cases not written yet, with what already covers part of them elsewhere.
 PENDING = [
-    ('database locked', 'SQLite database held under an exclusive lock while DB tasks run',
-     'unit test SqliteDatabase (locked = transient, retried)'),
-    ('database down', 'PostgreSQL stopped mid-stream, then started again',
-     'test_pdf_email.py: an unreachable PostgreSQL is retried, then fails; the worker lives on'),
     ('SMTP refusing', 'the SMTP server answers 4xx/5xx to every mail',
      'test_pdf_email.py: 4xx retried then delivered, 5xx fails once'),
     ('SMTP hanging', 'the SMTP server accepts the connection and never answers', 'nothing yet'),

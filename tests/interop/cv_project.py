@@ -131,11 +131,20 @@ class Postgres:
     def start(self):
         self._run(os.path.join(PG_BIN, 'initdb'), '-D', self.data, '-U', 'postgres',
                   '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8')
+        return self.start_server()
+
+    def start_server(self):
+        """Starts the initialised cluster (again) on its port; returns once it accepts."""
         self._run(os.path.join(PG_BIN, 'pg_ctl'), '-D', self.data, '-w', '-l',
                   os.path.join(self.dir, 'log'), '-o',
                   '-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off' % (self.port, self.dir),
                   'start')
         return self
+
+    def stop_server(self, mode='fast'):
+        """Stops the server and keeps the cluster (start_server() brings it back): `fast`
+        ends the sessions at once, rolling back their transactions; `immediate` is a crash."""
+        self._run(os.path.join(PG_BIN, 'pg_ctl'), '-D', self.data, '-m', mode, '-w', 'stop')
 
     def createdb(self, name):
         self._run('createdb', '-h', '127.0.0.1', '-p', str(self.port), '-U', 'postgres', name)

@@ -55,6 +55,47 @@ TEST(DomainTasks, ClockNowPinsTheTasksClock) {
   EXPECT_EQ(format_iso8601_utc(services.clock().now()), "2026-03-29T00:30:00+00:00");
 }
 
+TEST(DomainTasks, DatabaseCountdownsDoubleUpToFiveMinutes) {
+  const Settings settings =
+      Settings::from_json({{"tasks", {{"database", {{"retry_backoff", 2}}}}}});
+  const TaskServices services(settings);
+  EXPECT_EQ(services.database_countdown(0), 2);
+  EXPECT_EQ(services.database_countdown(2), 8);
+  EXPECT_EQ(services.database_countdown(10), 300);
+}
+
+// The write after a mail: retried in place (the task's retry would send the mail again).
+TEST(DomainTasks, AWriteAfterAnEffectWaitsOutATransientDatabaseError) {
+  int calls = 0;
+  std::vector<double> waits;
+  const auto countdown = [](int n) { return 0.5 * (1 << n); };
+  const auto wait = [&](const DatabaseError&, double s) { waits.push_back(s); };
+
+  // Locked twice, then written: three runs, two waits growing as the task's retries would.
+  retry_database_write([&] { if (++calls < 3) throw DatabaseError("locked", true); }, 3,
+                       countdown, wait);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(waits, (std::vector<double>{0.5, 1.0}));
+
+  // Still down after the retries: the last error propagates.
+  calls = 0;
+  waits.clear();
+  EXPECT_THROW(retry_database_write([&] { ++calls; throw DatabaseError("down", true); }, 3,
+                                    countdown, wait),
+               DatabaseError);
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(waits, (std::vector<double>{0.5, 1.0, 2.0}));
+
+  // A bad statement will not get better: at once, no wait.
+  calls = 0;
+  waits.clear();
+  EXPECT_THROW(retry_database_write([&] { ++calls; throw DatabaseError("no such table", false); },
+                                    3, countdown, wait),
+               DatabaseError);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(waits.empty());
+}
+
 TEST(DomainTasks, FileNamesAreSlugs) {
   EXPECT_EQ(pdf_filename(1, {{"full_name", "Alice Martin"}}), "cv_1_alice-martin.pdf");
   EXPECT_EQ(pdf_filename(2, {{"full_name", "张伟 (Zhang Wei)"}}), "cv_2_zhang-wei.pdf");
