@@ -61,7 +61,16 @@ void Scheduler::reload() {
       e.total_run_count = old->second.total_run_count;
     }
     // Celery: an entry seen for the first time is due at its first occurrence after now.
-    if (!e.last_run_at) e.last_run_at = now;
+    if (!e.last_run_at) {
+      e.last_run_at = now;
+      // Kept, so that an occurrence passing while beat is down (killed just before it) is sent
+      // after the restart instead of being taken for one that passed before beat first saw it.
+      try {
+        source_.record_first_seen(e);
+      } catch (const Error& err) {
+        spdlog::error("beat: cannot store when {} was first seen: {}", e.name, err.what());
+      }
+    }
     fresh.emplace(e.name, std::move(e));
   }
   entries_ = std::move(fresh);

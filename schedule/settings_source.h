@@ -29,6 +29,7 @@ class SettingsSource final : public ScheduleSource {
   std::vector<ScheduleEntry> load() override;
   bool changed() override { return false; }
   void record(const ScheduleEntry& entry) override;
+  void record_first_seen(const ScheduleEntry& entry) override { record(entry); }
   double default_max_interval() const override { return 300; }
 
  private:

@@ -22,6 +22,11 @@ class ScheduleSource {
   // Stores an entry's last_run_at and total_run_count (and, for a one_off entry that ran,
   // that it is now disabled).
   virtual void record(const ScheduleEntry& entry) = 0;
+  // Stores the last_run_at the Scheduler gave an entry with no stored history: the moment beat
+  // first saw it. Celery's PersistentScheduler keeps that moment in its shelve from start-up
+  // (setup_schedule syncs it), so beat restarted after an occurrence passed sends it, once.
+  // django-celery-beat stores nothing before the first run: the default does nothing.
+  virtual void record_first_seen(const ScheduleEntry& /*entry*/) {}
   // The default for --max-interval when neither it nor beat_max_loop_interval is set
   // (Celery: 300 s; django-celery-beat: 5 s, since it polls the database for edits).
   virtual double default_max_interval() const = 0;

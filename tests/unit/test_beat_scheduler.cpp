@@ -2,7 +2,9 @@
 // message Python beat would send, missed runs, starting deadlines, one-off and expiring
 // entries, and a takeover that never serves a tick twice.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <map>
 
 #include "crontab.h"
@@ -242,6 +244,47 @@ TEST(Scheduler, StandbyNeverSendsAndATakeoverNeverResends) {
   EXPECT_FALSE(f.scheduler.is_leader());
   EXPECT_EQ(f.redis.sent.size(), 4u);
   EXPECT_EQ(f.redis.runs["every-second"].total_run_count, 4u);
+}
+
+// Beat killed -9 just before an entry's first occurrence and restarted after it
+// (tests/faults/test_beat_faults.py): the state file kept when beat first saw the entry, as
+// Celery's shelve does, so the restart sends the missed occurrence, once.
+TEST(Scheduler, FirstOccurrenceMissedWhileDownIsSentAfterARestart) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("cvtasks-beat-state-" + std::to_string(::getpid()) + ".db"))
+                               .string();
+  std::filesystem::remove(path);
+  const Settings settings = Settings::from_json(
+      {{"celery", {{"beat_schedule", {{"nightly", {{"task", "t"},
+                                                   {"schedule", {{"type", "crontab"},
+                                                                 {"minute", "0"},
+                                                                 {"hour", "0"}}}}}}}}}});
+  FakeRedis redis;
+  ManualClock clock{at("2026-11-29T23:59:56Z")};
+  const SchedulerConfig config{300s, 1s, "gen42@host", "reply-id"};
+  {
+    StateStore state(path, settings.celery.timezone);
+    SettingsSource source(settings, state);
+    FakeLeader leader(redis, 1);
+    Scheduler first(settings.celery, source, leader, clock, config);
+    first.tick();
+    ASSERT_TRUE(first.is_leader());
+  }  // killed at 23:59:58; its lock expires
+  EXPECT_TRUE(redis.sent.empty());
+  redis.holder = 0;
+  clock.set(at("2026-11-30T00:00:03Z"));
+  StateStore state(path, settings.celery.timezone);
+  SettingsSource source(settings, state);
+  FakeLeader leader(redis, 2);
+  Scheduler restarted(settings.celery, source, leader, clock, config);
+  restarted.tick();
+  ASSERT_EQ(redis.sent.size(), 1u);
+  EXPECT_EQ(redis.sent[0].entry, "nightly");
+  clock.advance(1s);
+  restarted.tick();
+  EXPECT_EQ(redis.sent.size(), 1u);
+  EXPECT_EQ(state.get("nightly")->total_run_count, 1u);
+  std::filesystem::remove(path);
 }
 
 TEST(Scheduler, StaleLeaderCannotServeATickAlreadyServed) {
