@@ -1,6 +1,7 @@
 """tests/interop/conftest.py loaded as the module `cvtasks_interop_conftest`, so the fault suite
 and the soak reuse its redis-server, worker and Celery-client helpers without a second module
-named `conftest` on sys.path."""
+named `conftest` on sys.path; tests/interop goes on sys.path for `import cv_project` (the
+CVProject, PostgreSQL and SMTP helpers)."""
 import importlib.util
 import os
 import sys
@@ -13,3 +14,7 @@ if NAME not in sys.modules:
     sys.modules[NAME] = _module
     _spec.loader.exec_module(_module)
 interop = sys.modules[NAME]
+
+_INTEROP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'interop')
+if _INTEROP_DIR not in sys.path:
+    sys.path.append(_INTEROP_DIR)

@@ -4,37 +4,18 @@ after the fault clears, the worker must stay up, and every task must have writte
 one generated_pdf row per PDF task, one cv_analysis row per analysis, one email_log row and one
 mail per notification (a second row or mail is a duplicate, a missing one a loss)."""
 import collections
-import importlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 import cvtasks_interop_conftest as interop
+import cv_project
 from harness import Ledger, assert_ok
 
 
-def _import_cv_project():
-    """tests/interop/cv_project.py does `from conftest import ...`; in this suite `conftest` is
-    tests/faults/conftest.py, so import it once while that name means the interop conftest."""
-    if 'cv_project' not in sys.modules:
-        sys.path.insert(0, os.path.dirname(interop.__file__))
-        ours = sys.modules.get('conftest')
-        sys.modules['conftest'] = interop
-        try:
-            importlib.import_module('cv_project')
-        finally:
-            if ours is None:
-                del sys.modules['conftest']
-            else:
-                sys.modules['conftest'] = ours
-    return sys.modules['cv_project']
-
-
-cv_project = _import_cv_project()
 
 QUEUES = ['-Q', 'pdf_queue,analysis_queue,notification_queue', '-c', '2']
 CVS = (1, 2, 3)  # sample CVs whose owners have an email address

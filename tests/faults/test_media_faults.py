@@ -8,13 +8,13 @@ import base64
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 import cvtasks_interop_conftest as interop
+import cv_project
 from harness import Ledger, assert_ok
 
 # Fixtures of the interop suite this file needs besides the fault suite's own: the CVProject
@@ -22,25 +22,6 @@ from harness import Ledger, assert_ok
 from cvtasks_interop_conftest import client, projects, sqlite_project  # noqa: F401
 
 
-def _import_cv_project():
-    """tests/interop/cv_project.py does `from conftest import ...`, meaning the interop conftest;
-    here `conftest` is the fault suite's, so point the name at the right one while importing."""
-    if 'cv_project' in sys.modules:
-        return sys.modules['cv_project']
-    sys.path.insert(0, os.path.join(interop.ROOT, 'tests', 'interop'))
-    saved = sys.modules.get('conftest')
-    sys.modules['conftest'] = interop
-    try:
-        import cv_project
-    finally:
-        if saved is None:
-            sys.modules.pop('conftest', None)
-        else:
-            sys.modules['conftest'] = saved
-    return cv_project
-
-
-cv_project = _import_cv_project()
 
 QUEUES = ['-Q', 'pdf_queue', '-c', '2']
 RECOVERY = 60  # seconds a stream may take to finish after the fault

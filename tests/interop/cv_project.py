@@ -13,7 +13,10 @@ import sys
 import tempfile
 import time
 
-from conftest import ROOT, free_port, require
+try:  # the interop conftest, as the fault suite and the soak load it (faults/interop_fixtures.py)
+    from cvtasks_interop_conftest import ROOT, free_port, require
+except ImportError:  # as pytest loads it for tests/interop
+    from conftest import ROOT, free_port, require
 
 EXAMPLE = os.path.join(ROOT, 'manage_bridge', 'example')
 PG_BIN = '/usr/lib/postgresql/15/bin'
