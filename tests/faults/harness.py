@@ -35,17 +35,12 @@ PENDING = [
      'unit test SqliteDatabase (locked = transient, retried)'),
     ('database down', 'PostgreSQL stopped mid-stream, then started again',
      'test_pdf_email.py: an unreachable PostgreSQL is retried, then fails; the worker lives on'),
-    ('SMTP refusing', 'the SMTP server answers 4xx/5xx to every mail',
-     'test_pdf_email.py: 4xx retried then delivered, 5xx fails once'),
-    ('SMTP hanging', 'the SMTP server accepts the connection and never answers', 'nothing yet'),
     ('wkhtmltopdf hanging', 'wkhtmltopdf stalls past task_time_limit',
      'test_mail_paths.py: a render past the hard/soft limit is killed, the pool recovers'),
     ('disk full on MEDIA_ROOT', 'MEDIA_ROOT on a tiny tmpfs that fills up mid-stream',
      'nothing yet'),
     ('beat killed across a scheduled time', 'kill -9 of run_celery_beat just before a due entry, '
      'restart after it', 'test_beat.py: the standby takes over after kill -9 of the leader'),
-    ('CV content injection', 'CVs crafted for HTML, mail-header and path injection',
-     'test_pdf_email.py (hostile CV escaped, header injection refused), cleanup path tests'),
 ]
 
 
