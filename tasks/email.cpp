@@ -59,7 +59,10 @@ json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, 
   std::vector<std::string> recipients;
   for (const auto& to : mail.to) recipients.push_back(address_of(to));
   try {
-    const std::string id = services.mailer().send(mail);
+    // One Message-ID per task, the same on every retry (mailer.h: message_id_for).
+    Mail sent = mail;
+    if (sent.message_id.empty()) sent.message_id = message_id_for(ctx.request().id);
+    const std::string id = services.mailer().send(sent);
     log_email(services, ctx, kind, recipients, mail.subject, true, "", cv_id);
     return json{{"status", "sent"}, {"recipients", recipients}, {"subject", mail.subject},
                 {"message_id", id}};

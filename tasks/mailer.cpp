@@ -74,6 +74,13 @@ std::string base64(const std::string& data) {
   return crlf;
 }
 
+// The right-hand side of our Message-IDs: the host name, when it is a valid domain.
+std::string message_id_host() {
+  char host[256] = "localhost";
+  ::gethostname(host, sizeof host - 1);
+  return valid_address(std::string("x@") + host) ? host : "localhost";
+}
+
 std::string make_message_id() {
   static std::atomic<unsigned> counter{0};
   static thread_local Poco::Random rnd = [] {
@@ -81,12 +88,29 @@ std::string make_message_id() {
     r.seed();
     return r;
   }();
-  char host[256] = "localhost";
-  ::gethostname(host, sizeof host - 1);
   const auto now = std::chrono::system_clock::now().time_since_epoch().count();
   return "<" + std::to_string(now) + "." + std::to_string(::getpid()) + "." +
-         std::to_string(counter++) + "." + std::to_string(rnd.next()) + "@" +
-         (valid_address(std::string("x@") + host) ? host : "localhost") + ">";
+         std::to_string(counter++) + "." + std::to_string(rnd.next()) + "@" + message_id_host() +
+         ">";
+}
+
+// The text with every line break as CRLF, as smtplib sends it. Poco's quoted-printable encoder
+// passes a bare LF or CR through, and on the wire a bare LF breaks RFC 5321: a server refuses the
+// "line" ("500 Line too long" for a long LF-only text) or, worse, takes "<LF>.<CR><LF>" for the
+// end of the data (SMTP smuggling: what follows would run as commands). The dot-stuffing of
+// Poco's mail stream only sees CRLF lines.
+std::string crlf_lines(const std::string& text) {
+  std::string out;
+  out.reserve(text.size() + text.size() / 16);
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\r' || text[i] == '\n') {
+      out += "\r\n";
+      if (text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
 }
 
 void build(const MailSettings& s, const Mail& mail, const std::string& message_id,
@@ -97,11 +121,12 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     msg.addRecipient(Poco::Net::MailRecipient(Poco::Net::MailRecipient::PRIMARY_RECIPIENT,
                                               address_of(to)));
   msg.setSubject(encode_header(mail.subject));
-  msg.set("Message-ID", message_id);
+  msg.set("Message-ID", sanitize_header(message_id));
   const std::string text_type = "text/plain; charset=utf-8";
+  const std::string text = crlf_lines(mail.text);
   if (!mail.html && mail.attachments.empty()) {
     msg.setContentType(text_type);
-    msg.setContent(mail.text, MailMessage::ENCODING_QUOTED_PRINTABLE);
+    msg.setContent(text, MailMessage::ENCODING_QUOTED_PRINTABLE);
     return;
   }
   if (mail.html) {
@@ -114,7 +139,7 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
       return "--" + boundary + "\r\n" + headers + "Content-Transfer-Encoding: base64\r\n\r\n" +
              base64(content) + "\r\n";
     };
-    std::string body = part(boundary, "Content-Type: " + text_type + "\r\n", mail.text);
+    std::string body = part(boundary, "Content-Type: " + text_type + "\r\n", text);
     const std::string html_type = "Content-Type: text/html; charset=utf-8\r\n";
     if (mail.inline_images.empty()) {
       body += part(boundary, html_type, *mail.html);
@@ -138,7 +163,7 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     msg.addPart("", new Poco::Net::StringPartSource(body, "multipart/alternative; boundary=\"" + boundary + "\""),
                 MailMessage::CONTENT_INLINE, MailMessage::ENCODING_7BIT);
   } else {
-    msg.addPart("", new Poco::Net::StringPartSource(mail.text, text_type),
+    msg.addPart("", new Poco::Net::StringPartSource(text, text_type),
                 MailMessage::CONTENT_INLINE, MailMessage::ENCODING_QUOTED_PRINTABLE);
   }
   for (const auto& a : mail.attachments)
@@ -266,6 +291,14 @@ std::string encode_header(const std::string& value) {
 
 std::string address_of(const std::string& address) { return split_address(address).second; }
 
+std::string message_id_for(const std::string& key) {
+  std::string local;
+  for (unsigned char c : key)
+    if (c < 0x80 && (std::isalnum(c) || c == '.' || c == '-')) local += static_cast<char>(c);
+  if (local.empty()) return make_message_id();
+  return "<" + local + "@" + message_id_host() + ">";
+}
+
 std::string format_address(const std::string& address) {
   const auto [name, addr] = split_address(address);
   if (name.empty()) return addr;
@@ -286,7 +319,7 @@ std::string Mailer::render(const Mail& mail, const std::string& message_id) cons
 }
 
 std::string Mailer::send(const Mail& mail) const {
-  const std::string id = make_message_id();
+  const std::string id = mail.message_id.empty() ? make_message_id() : mail.message_id;
   MailMessage msg;
   build(settings_, mail, id, msg);
   const std::string& backend = settings_.backend;
@@ -304,6 +337,10 @@ std::string Mailer::send(const Mail& mail) const {
 
   const Poco::Timespan timeout(static_cast<long>(settings_.timeout.value_or(60) * 1e6));
   const std::string where = settings_.host + ":" + std::to_string(settings_.port);
+  // Our handle on the connection, shared with the session (which keeps its own protected): for
+  // the send timeout, and to drop the connection after a failure.
+  Poco::Net::StreamSocket socket;
+  std::unique_ptr<Poco::Net::SMTPClientSession> session;
   try {
     Poco::Net::Context::Ptr tls;
     if (settings_.use_tls || settings_.use_ssl) {
@@ -312,17 +349,19 @@ std::string Mailer::send(const Mail& mail) const {
                                    settings_.ssl_certfile, "", Poco::Net::Context::VERIFY_NONE);
     }
     const Poco::Net::SocketAddress address(settings_.host, static_cast<Poco::UInt16>(settings_.port));
-    std::unique_ptr<Poco::Net::SMTPClientSession> session;
     if (settings_.use_ssl) {
-      Poco::Net::SecureStreamSocket socket(tls);
-      socket.connect(address, timeout);
-      session = std::make_unique<Poco::Net::SMTPClientSession>(socket);
+      Poco::Net::SecureStreamSocket secure(tls);
+      secure.connect(address, timeout);
+      socket = secure;
     } else {
-      Poco::Net::StreamSocket socket;
       socket.connect(address, timeout);
-      session = settings_.use_tls ? std::make_unique<Poco::Net::SecureSMTPClientSession>(socket)
-                                  : std::make_unique<Poco::Net::SMTPClientSession>(socket);
     }
+    // Poco's session timeout covers reads only. A server that stops reading in the middle of
+    // DATA would block the send for ever once the socket buffers are full (Python's socket
+    // timeout, which Django's EMAIL_TIMEOUT sets, covers both directions).
+    socket.setSendTimeout(timeout);
+    session = settings_.use_tls ? std::make_unique<Poco::Net::SecureSMTPClientSession>(socket)
+                                : std::make_unique<Poco::Net::SMTPClientSession>(socket);
     session->setTimeout(timeout);
     session->open();  // the greeting
     std::string extensions = ehlo(*session);
@@ -345,6 +384,12 @@ std::string Mailer::send(const Mail& mail) const {
     throw MailError("SMTP server " + where + " refused the message: " + e.displayText(), transient,
                     code);
   } catch (const Poco::Exception& e) {
+    // Timed out or cut off: the connection is in no known state. Close it rather than let the
+    // session's destructor send QUIT and wait another `timeout` for a reply that will not come.
+    try {
+      socket.close();
+    } catch (const Poco::Exception&) {
+    }
     throw MailError("cannot deliver through SMTP server " + where + ": " + e.displayText(), true, 0);
   }
   return id;

@@ -2,9 +2,11 @@
 // Poco's SMTP client, or printed by the console backend.
 //
 // SMTP as Django's smtp.EmailBackend does it: plain, STARTTLS (use_tls) or SSL from the first
-// byte (use_ssl); login when host_user is set; `timeout` seconds for connect and each reply;
-// the server's certificate is not verified (Django's default), ssl_certfile/ssl_keyfile give a
-// client certificate. Backends: smtp, console (the message on stdout), dummy (discarded).
+// byte (use_ssl); login when host_user is set; `timeout` seconds for connect, each reply and each
+// send (a timeout or a cut connection is a transient MailError, and the connection is dropped
+// without a QUIT); the server's certificate is not verified (Django's default),
+// ssl_certfile/ssl_keyfile give a client certificate. Backends: smtp, console (the message on
+// stdout), dummy (discarded).
 //
 // Headers never carry CR/LF or other control characters from their values (they are removed),
 // non-ASCII text is RFC 2047-encoded, and an address that is not a plain `local@domain` is
@@ -60,6 +62,8 @@ struct Mail {
   // remote images, data: URIs or inline SVG). Ignored without `html`.
   std::vector<Attachment> inline_images;
   std::vector<Attachment> attachments;
+  // The Message-ID to send ("<...@...>", see message_id_for()); empty: a fresh unique one.
+  std::string message_id;
 };
 
 // A failed delivery. `transient` (connection_lost()): a 4xx reply or no connection, worth a retry;
@@ -80,12 +84,17 @@ std::string encode_header(const std::string& value);
 std::string format_address(const std::string& address);
 // The bare address of "Name <addr>" / "addr", validated as format_address() does.
 std::string address_of(const std::string& address);
+// "<key@this-host>" with the key's characters outside [A-Za-z0-9.-] dropped; a fresh unique id
+// when none is left. The tasks pass their task id, so every retry of a mail carries the same
+// Message-ID and a copy delivered twice (the server kept it, its reply was lost) can be told
+// for a copy by mail stores and clients.
+std::string message_id_for(const std::string& key);
 
 class Mailer {
  public:
   explicit Mailer(MailSettings settings);
-  // Sends and returns the Message-ID. Throws MailError on delivery failure, TaskError(ValueError)
-  // for a bad address, ConfigError for an unknown backend.
+  // Sends and returns the Message-ID (mail.message_id when set). Throws MailError on delivery
+  // failure, TaskError(ValueError) for a bad address, ConfigError for an unknown backend.
   std::string send(const Mail& mail) const;
   // The message as it would go on the wire (for the console backend and tests).
   std::string render(const Mail& mail, const std::string& message_id) const;

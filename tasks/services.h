@@ -159,8 +159,9 @@ class DomainTask final : public Task {
 };
 
 // Sends `mail` and records it in email_log as `kind`; on failure records it (when final) and
-// fails or retries the task as tasks.email says (email.cpp). Returns {status, recipients,
-// subject, message_id}.
+// fails or retries the task as tasks.email says (email.cpp). The Message-ID is the task's
+// (message_id_for(task id)) unless `mail` has one. Returns {status, recipients, subject,
+// message_id}.
 json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, const Mail& mail,
              std::optional<int64_t> cv_id);
 

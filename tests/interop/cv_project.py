@@ -4,6 +4,7 @@ STARTTLS with a self-signed certificate made by openssl).
 
 Missing prerequisites skip locally and fail under CI=true (conftest.require).
 """
+import inspect
 import json
 import os
 import pwd
@@ -170,6 +171,11 @@ class SmtpServer:
     the first byte (Django's EMAIL_USE_SSL); both with a self-signed certificate. `logins`
     ({user: password}): AUTH required (over TLS) with `auth_mechanisms` offered, each attempt kept
     in `auth_attempts` as (mechanism, user, accepted).
+
+    `hook` (settable at any time): hook(command, envelope, address) is asked at each RCPT TO
+    (command 'RCPT', the recipient) and DATA (command 'DATA', address None, after the message
+    arrived) and may return an SMTP reply to give instead of accepting, or None to go on; it may
+    be a coroutine function (to stall the reply, say).
     """
 
     def __init__(self, workdir, starttls=False, implicit_tls=False, logins=None,
@@ -178,10 +184,21 @@ class SmtpServer:
         from aiosmtpd.controller import Controller
         self.messages = []
         self.replies = []
+        self.hook = None
         server = self
 
         class Handler:
+            async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+                reply = await server._ask_hook('RCPT', envelope, address)
+                if reply:
+                    return reply
+                envelope.rcpt_tos.append(address)  # what aiosmtpd does without a handler
+                return '250 OK'
+
             async def handle_DATA(self, smtp, session, envelope):
+                reply = await server._ask_hook('DATA', envelope, None)
+                if reply:
+                    return reply
                 if server.replies:
                     return server.replies.pop(0)
                 server.messages.append(envelope)
@@ -219,6 +236,12 @@ class SmtpServer:
         self.port = free_port()
         self.controller = Controller(Handler(), hostname='127.0.0.1', port=self.port, **kwargs)
         self.controller.start()
+
+    async def _ask_hook(self, command, envelope, address):
+        if self.hook is None:
+            return None
+        reply = self.hook(command, envelope, address)
+        return await reply if inspect.isawaitable(reply) else reply
 
     def wait_messages(self, n, timeout=30):
         deadline = time.time() + timeout

@@ -48,6 +48,55 @@ TEST(Mailer, MultipartWithTextHtmlAndThePdf) {
   EXPECT_EQ(wire.find("\nBcc:"), std::string::npos);
 }
 
+// Every line on the wire ends in CRLF, and none is longer than RFC 5321's 998 characters.
+void expect_crlf_lines(const std::string& wire) {
+  size_t line_start = 0;
+  for (size_t i = 0; i < wire.size(); ++i) {
+    if (wire[i] == '\n') {
+      ASSERT_TRUE(i > 0 && wire[i - 1] == '\r') << "bare LF at " << i << ": " << wire;
+      EXPECT_LE(i - 1 - line_start, 998u);
+      line_start = i + 1;
+    } else if (wire[i] == '\r') {
+      ASSERT_TRUE(i + 1 < wire.size() && wire[i + 1] == '\n') << "bare CR at " << i;
+    }
+  }
+}
+
+TEST(Mailer, TextLineBreaksGoOutAsCrlf) {
+  // Bare LFs would let "<LF>.<CR><LF>" end the data early on some servers (SMTP smuggling: the
+  // MAIL FROM below would run as a command), and a long LF-only text is one over-long line.
+  const Mailer m{MailSettings{}};
+  Mail mail;
+  mail.to = {"hr@example.com"};
+  mail.subject = "s";
+  mail.text = "one\n.\r\nMAIL FROM:<e@evil.example>\n.\nQUIT\r" + std::string(3000, 'y') + "\n" +
+              std::string(2000, '\n');
+  expect_crlf_lines(m.render(mail, "<id@test>"));  // quoted-printable text alone
+  EXPECT_NE(m.render(mail, "<id@test>").find("\r\n.\r\nMAIL FROM:<e@evil.example>\r\n.\r\n"),
+            std::string::npos);  // each a line of its own, which the SMTP stream dot-stuffs
+  mail.attachments.push_back({"cv.pdf", "application/pdf", "%PDF"});
+  expect_crlf_lines(m.render(mail, "<id@test>"));  // ... and as a part beside an attachment
+}
+
+TEST(Mailer, MessageIdOfATaskIsStable) {
+  const std::string a = message_id_for("3f2a9c1e-0b7d-4c55-9e1a-7d2f00c0ffee");
+  EXPECT_EQ(a.rfind("<3f2a9c1e-0b7d-4c55-9e1a-7d2f00c0ffee@", 0), 0u) << a;
+  EXPECT_EQ(a.back(), '>');
+  EXPECT_EQ(message_id_for("3f2a9c1e-0b7d-4c55-9e1a-7d2f00c0ffee"), a);  // every retry
+  EXPECT_EQ(message_id_for("a>\r\nBcc: x@y").rfind("<aBccxy@", 0), 0u);
+  EXPECT_NE(message_id_for("\r\n<>"), message_id_for("\r\n<>"));  // nothing left: fresh ids
+
+  MailSettings s;
+  s.backend = "django.core.mail.backends.dummy.EmailBackend";
+  const Mailer m(s);
+  Mail mail;
+  mail.to = {"hr@example.com"};
+  mail.message_id = a;
+  EXPECT_EQ(m.send(mail), a);
+  mail.message_id.clear();
+  EXPECT_NE(m.send(mail), m.send(mail));
+}
+
 TEST(MailSettings, FromTheDocument) {
   EXPECT_THROW(MailSettings::from_document({{"use_tls", true}, {"use_ssl", true}}), ConfigError);
   EXPECT_THROW(MailSettings::from_document({{"port", "x"}}), ConfigError);
