@@ -223,8 +223,9 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
   out.more = r[2].integer > 0;
   if (r[1].kind == Reply::Kind::Error && r[1].str.rfind("NOSCRIPT", 0) == 0) {
     // The script did not run (first use on this server): eval() loads and runs it.
+    // (LLEN counted the queue before this take: `more` may be true when it is empty now,
+    // which costs one fetch that finds nothing.)
     r[1] = guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); });
-    out.more = true;  // the LLEN above was before this take
   } else if (r[1].kind == Reply::Kind::Error) {
     throw BrokerError("Redis script error: " + r[1].str, false);
   }
