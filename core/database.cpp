@@ -273,6 +273,27 @@ class PocoDatabase final : public Database {
     return p.fd >= 0 && ::poll(&p, 1, 0) == 0;
   }
 
+  // Poco's PostgreSQL SessionHandle::connect never PQfinish()es a connection that failed, so
+  // each attempt against a server that is down leaked its PGconn (~17 KB; LeakSanitizer found
+  // it in the database-down test). PQping frees its own: a server that does not answer, or
+  // refuses connections while it starts or stops, is reported without asking Poco. (A server
+  // that answers and then refuses the login still goes through Poco, and still leaks.)
+  void refuse_if_unreachable() const {
+    switch (PQping(connection_string_.c_str())) {
+      case PQPING_NO_RESPONSE:
+        throw DatabaseError("cannot connect to the PostgreSQL database: the server does not "
+                            "answer", true);
+      case PQPING_REJECT:
+        throw DatabaseError("cannot connect to the PostgreSQL database: the server refuses "
+                            "connections (starting up or shutting down)", true);
+      case PQPING_NO_ATTEMPT:
+        throw DatabaseError("cannot connect to the PostgreSQL database: invalid connection "
+                            "settings", false);
+      default:
+        return;
+    }
+  }
+
   std::unique_ptr<Session> acquire() {
     std::vector<std::unique_ptr<Session>> closed;  // closed after the lock is released
     {
@@ -284,6 +305,7 @@ class PocoDatabase final : public Database {
         closed.push_back(std::move(s));
       }
     }
+    if (dialect_ == Dialect::PostgreSQL) refuse_if_unreachable();
     try {
       auto s = std::make_unique<Session>(connector_, connection_string_, 10);
       if (dialect_ == Dialect::SQLite) s->setConnectionTimeout(busy_timeout_s_);
