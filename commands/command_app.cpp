@@ -86,28 +86,33 @@ std::string CommandApp::value(const std::string& opt, const std::string& fallbac
   return it == opts_.end() ? fallback : it->second;
 }
 
-int CommandApp::int_option(const std::string& opt, int min) const {
-  const std::string& text = opts_.at(opt);
+namespace {
+
+// `text` parsed whole by `parse` (std::stoi, std::stod) and at least `min`; else ConfigError
+// naming the option and what it needs (`kind`).
+template <typename T, typename Parse>
+T bounded_option(const std::string& opt, const std::string& text, T min, const char* kind,
+                 Parse parse) {
   try {
     size_t used = 0;
-    const int v = std::stoi(text, &used);
+    const T v = parse(text, &used);
     if (used == text.size() && v >= min) return v;
   } catch (const std::exception&) {
   }
-  throw ConfigError("--" + opt + " needs a whole number of at least " + std::to_string(min) +
+  throw ConfigError("--" + opt + " needs " + kind + " of at least " + std::to_string(min) +
                     ", got '" + text + "'");
 }
 
+}  // namespace
+
+int CommandApp::int_option(const std::string& opt, int min) const {
+  return bounded_option(opt, opts_.at(opt), min, "a whole number",
+                        [](const std::string& t, size_t* used) { return std::stoi(t, used); });
+}
+
 double CommandApp::number_option(const std::string& opt, double min) const {
-  const std::string& text = opts_.at(opt);
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size() && v >= min) return v;
-  } catch (const std::exception&) {
-  }
-  throw ConfigError("--" + opt + " needs a number of at least " + std::to_string(min) +
-                    ", got '" + text + "'");
+  return bounded_option(opt, opts_.at(opt), min, "a number",
+                        [](const std::string& t, size_t* used) { return std::stod(t, used); });
 }
 
 Settings CommandApp::load_settings() const {

@@ -4,12 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "errors.h"
 #include "isotime.h"
@@ -174,7 +172,8 @@ void TaskServices::write_after_effect(TaskContext& ctx, const std::function<void
       [&ctx](const DatabaseError& e, double countdown) {
         spdlog::warn("{}[{}]: {}; writing again in {}s", ctx.request().task, ctx.request().id,
                      e.what(), countdown);
-        std::this_thread::sleep_for(std::chrono::duration<double>(countdown));
+        // The task's own sleep: a cold shutdown or soft time limit ends the wait.
+        ctx.sleep_for(countdown);
       });
 }
 

@@ -102,7 +102,8 @@ class TaskServices {
   // sent): retrying the task would repeat the effect, so a transient DatabaseError is retried
   // here instead, in place, after the countdowns with_database would use, up to
   // kWriteAfterEffectRetries times (with the default backoff this blocks the pool thread for at
-  // most 5 + 10 + 20 s). A permanent error, or the last transient one, propagates.
+  // most 5 + 10 + 20 s; the wait is the task's own sleep, so a soft time limit or cold shutdown
+  // ends it by throwing). A permanent error, or the last transient one, propagates.
   void write_after_effect(TaskContext& ctx, const std::function<void()>& write);
   static constexpr int kWriteAfterEffectRetries = 3;
 
