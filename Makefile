@@ -83,7 +83,7 @@ fuzz:
 sanitize:
 	cmake -S $(ROOT) -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
 	  -DCVTASKS_SANITIZE=$(SANITIZERS) $(CMAKE_ARGS)
-	cmake --build $(ASAN_DIR) -j$(JOBS) --target unit_tests integration_tests
+	cmake --build $(ASAN_DIR) -j$(JOBS) --target unit_tests integration_tests run_celery_worker run_celery_beat
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_DIR) --output-on-failure -j1

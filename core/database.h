@@ -43,7 +43,9 @@ class Database {
 
 // Connection settings from DATABASES['default'] (ENGINE, NAME, USER, PASSWORD, HOST, PORT,
 // OPTIONS). Nothing connects until the first call, so a database that is down at start-up only
-// fails the tasks that use it. Throws ConfigError for an unsupported ENGINE or a missing NAME.
+// fails the tasks that use it. The backend for ENGINE is a module loaded here (module.h,
+// core/db), so a process maps only the one client library it uses. Throws ConfigError for an
+// unsupported ENGINE, a missing NAME or a backend module that cannot be loaded.
 std::unique_ptr<Database> open_database(const json& config);
 
 // An aggregate's value (COUNT, SUM, AVG) as a number: SQLite gives an expression without a

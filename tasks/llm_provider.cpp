@@ -1,11 +1,9 @@
 #include "llm_provider.h"
 
 #include <Poco/Exception.h>
-#include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPClientSession.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPResponse.h>
-#include <Poco/Net/HTTPSClientSession.h>
 #include <Poco/Timespan.h>
 #include <Poco/URI.h>
 
@@ -15,6 +13,7 @@
 #include <sstream>
 
 #include "errors.h"
+#include "tls.h"
 
 namespace cvtasks {
 
@@ -84,10 +83,7 @@ json ask_llm(const LlmConfig& config, const json& cv, const json& builtin,
     path += "chat/completions";
     std::unique_ptr<Poco::Net::HTTPClientSession> session;
     if (uri.getScheme() == "https") {
-      auto context_ssl = Poco::Net::Context::Ptr(new Poco::Net::Context(
-          Poco::Net::Context::TLS_CLIENT_USE, "", Poco::Net::Context::VERIFY_RELAXED, 9, true));
-      session = std::make_unique<Poco::Net::HTTPSClientSession>(uri.getHost(), uri.getPort(),
-                                                                context_ssl);
+      session = tls().https_session(uri.getHost(), uri.getPort());
     } else if (uri.getScheme() == "http") {
       session = std::make_unique<Poco::Net::HTTPClientSession>(uri.getHost(), uri.getPort());
     } else {

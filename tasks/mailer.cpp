@@ -2,13 +2,9 @@
 
 #include <Poco/Base64Encoder.h>
 #include <Poco/Net/DNS.h>
-#include <Poco/Net/Context.h>
 #include <Poco/Net/MailMessage.h>
 #include <Poco/Net/MailRecipient.h>
 #include <Poco/Net/NetException.h>
-#include <Poco/Net/SSLManager.h>
-#include <Poco/Net/SecureSMTPClientSession.h>
-#include <Poco/Net/SecureStreamSocket.h>
 #include <Poco/Net/StringPartSource.h>
 #include <Poco/Random.h>
 #include <Poco/String.h>
@@ -22,6 +18,7 @@
 #include <sstream>
 
 #include "task_error.h"
+#include "tls.h"
 
 namespace cvtasks {
 namespace {
@@ -237,11 +234,6 @@ void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo
                     status / 100 == 4, status);
 }
 
-void init_ssl() {
-  static std::once_flag once;
-  std::call_once(once, [] { Poco::Net::initializeSSL(); });
-}
-
 }  // namespace
 
 MailSettings MailSettings::from_document(const json& section) {
@@ -342,32 +334,23 @@ std::string Mailer::send(const Mail& mail) const {
   Poco::Net::StreamSocket socket;
   std::unique_ptr<Poco::Net::SMTPClientSession> session;
   try {
-    Poco::Net::Context::Ptr tls;
-    if (settings_.use_tls || settings_.use_ssl) {
-      init_ssl();
-      tls = new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, settings_.ssl_keyfile,
-                                   settings_.ssl_certfile, "", Poco::Net::Context::VERIFY_NONE);
-    }
+    const SmtpTls client_cert{settings_.ssl_keyfile, settings_.ssl_certfile};
     const Poco::Net::SocketAddress address(settings_.host, static_cast<Poco::UInt16>(settings_.port));
-    if (settings_.use_ssl) {
-      Poco::Net::SecureStreamSocket secure(tls);
-      secure.connect(address, timeout);
-      socket = secure;
-    } else {
+    if (settings_.use_ssl)
+      socket = tls().connect(address, timeout, client_cert);
+    else
       socket.connect(address, timeout);
-    }
     // Poco's session timeout covers reads only. A server that stops reading in the middle of
     // DATA would block the send for ever once the socket buffers are full (Python's socket
     // timeout, which Django's EMAIL_TIMEOUT sets, covers both directions).
     socket.setSendTimeout(timeout);
-    session = settings_.use_tls ? std::make_unique<Poco::Net::SecureSMTPClientSession>(socket)
+    session = settings_.use_tls ? tls().smtp_session(socket)
                                 : std::make_unique<Poco::Net::SMTPClientSession>(socket);
     session->setTimeout(timeout);
     session->open();  // the greeting
     std::string extensions = ehlo(*session);
     if (settings_.use_tls) {
-      auto& secure = static_cast<Poco::Net::SecureSMTPClientSession&>(*session);
-      if (!secure.startTLS(tls))
+      if (!tls().start_tls(*session, client_cert))
         throw MailError("SMTP server " + where + " does not offer STARTTLS", false, 0);
       extensions = ehlo(*session);  // again, now encrypted: AUTH is often offered only now
     }

@@ -170,6 +170,20 @@ TEST_F(LlmProvider, EveryFailureIsAnLlmErrorWithAReason) {
   EXPECT_NE(refused.find("cannot reach the provider"), std::string::npos) << refused;
 }
 
+// https:// goes through the TLS module: against a server that speaks plain HTTP the handshake
+// fails, and that is an LlmError like any other (the provider is never asked in clear text).
+TEST_F(LlmProvider, HttpsToAPlainServerFailsTheHandshake) {
+  config_.base_url = "https://127.0.0.1:" + std::to_string(port_) + "/v1";
+  try {
+    ask_llm(config_, cv_, builtin_, std::nullopt);
+    FAIL() << "an https:// request to a plain HTTP server succeeded";
+  } catch (const LlmError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot reach the provider"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(script_.seen_path.empty()) << "the request went out in clear text";
+}
+
 TEST_F(LlmProvider, FallbackKeepsTheBuiltinAnalysisAndSaysWhy) {
   const json out = llm_fallback(builtin_, "cannot reach the provider: Connection refused");
   EXPECT_EQ(out["score"], 60);

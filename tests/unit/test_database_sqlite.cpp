@@ -7,6 +7,7 @@
 
 #include "database.h"
 #include "errors.h"
+#include "module.h"
 #include "schema_map.h"
 
 namespace cvtasks {
@@ -135,6 +136,21 @@ TEST_F(SqliteDatabase, DateTimeParameterOrdersExactlyAgainstDjangosStoredText) {
                                {s.datetime(cutoff)});
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0]["id"], 1);
+}
+
+// The backends are modules (core/db) found beside the binaries: a missing one, or one without
+// the entry point, is a ConfigError that says what was looked for.
+TEST(Modules, AMissingModuleIsAConfigErrorThatSaysWhereItLooked) {
+  try {
+    module_symbol("cvtasks_no_such_module", "cvtasks_open_database");
+    FAIL() << "a missing module loaded";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cvtasks_no_such_module.so is missing"), std::string::npos) << what;
+    EXPECT_NE(what.find("/lib/cvtasks_no_such_module.so"), std::string::npos) << what;
+  }
+  EXPECT_THROW(module_symbol("cvtasks_db_sqlite", "no_such_symbol"), ConfigError);
+  EXPECT_NE(module_symbol("cvtasks_db_sqlite", "cvtasks_open_database"), nullptr);
 }
 
 }  // namespace

@@ -1,0 +1,53 @@
+// The TLS module (cvtasks_tls): Tls (../tls.h) on Poco NetSSL and OpenSSL.
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Net/SecureSMTPClientSession.h>
+#include <Poco/Net/SecureStreamSocket.h>
+
+#include "tls.h"
+
+namespace cvtasks {
+namespace {
+
+using Poco::Net::Context;
+
+Context::Ptr smtp_context(const SmtpTls& tls) {
+  return new Context(Context::TLS_CLIENT_USE, tls.keyfile, tls.certfile, "", Context::VERIFY_NONE);
+}
+
+class OpenSslTls final : public Tls {
+ public:
+  OpenSslTls() { Poco::Net::initializeSSL(); }
+
+  Poco::Net::StreamSocket connect(const Poco::Net::SocketAddress& address,
+                                  const Poco::Timespan& timeout, const SmtpTls& tls) override {
+    Poco::Net::SecureStreamSocket secure(smtp_context(tls));
+    secure.connect(address, timeout);
+    return secure;
+  }
+
+  std::unique_ptr<Poco::Net::SMTPClientSession> smtp_session(
+      const Poco::Net::StreamSocket& socket) override {
+    return std::make_unique<Poco::Net::SecureSMTPClientSession>(socket);
+  }
+
+  bool start_tls(Poco::Net::SMTPClientSession& session, const SmtpTls& tls) override {
+    return dynamic_cast<Poco::Net::SecureSMTPClientSession&>(session).startTLS(smtp_context(tls));
+  }
+
+  std::unique_ptr<Poco::Net::HTTPClientSession> https_session(const std::string& host,
+                                                              Poco::UInt16 port) override {
+    const Context::Ptr context(
+        new Context(Context::TLS_CLIENT_USE, "", Context::VERIFY_RELAXED, 9, true));
+    return std::make_unique<Poco::Net::HTTPSClientSession>(host, port, context);
+  }
+};
+
+}  // namespace
+}  // namespace cvtasks
+
+extern "C" cvtasks::Tls& cvtasks_tls() {
+  static cvtasks::OpenSslTls tls;
+  return tls;
+}
