@@ -96,8 +96,8 @@ DjangoSource::DjangoSource(const Settings& settings)
   const json db = settings.document.value("databases", json::object()).value("default", json());
   if (!db.is_object())
     throw ConfigError("the DatabaseScheduler needs databases.default in the settings document");
+  db_ = open_database(db);  // ConfigError as it is: a bad ENGINE or a missing backend module
   try {
-    db_ = open_database(db);
     db_->query("SELECT count(*) AS n FROM django_celery_beat_periodictask");
   } catch (const Error& e) {
     throw ConfigError(std::string("cannot read django-celery-beat's tables (") + e.what() +

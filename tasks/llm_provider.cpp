@@ -112,6 +112,8 @@ json ask_llm(const LlmConfig& config, const json& cv, const json& builtin,
     } catch (const json::exception&) {
       throw LlmError("the provider's reply is not a chat completion");
     }
+  } catch (const ConfigError& e) {  // the TLS module is missing
+    throw LlmError("cannot reach the provider: " + std::string(e.what()));
   } catch (const Poco::TimeoutException&) {
     throw LlmError("the provider did not answer within " + std::to_string(config.timeout) + " s");
   } catch (const Poco::Exception& e) {

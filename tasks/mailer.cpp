@@ -300,7 +300,9 @@ std::string format_address(const std::string& address) {
   return (plain ? "\"" + name + "\"" : encode_header(name)) + " <" + addr + ">";
 }
 
-Mailer::Mailer(MailSettings settings) : settings_(std::move(settings)) {}
+Mailer::Mailer(MailSettings settings) : settings_(std::move(settings)) {
+  if (settings_.use_tls || settings_.use_ssl) tls_ = &tls();
+}
 
 std::string Mailer::render(const Mail& mail, const std::string& message_id) const {
   std::ostringstream out;
@@ -337,20 +339,20 @@ std::string Mailer::send(const Mail& mail) const {
     const SmtpTls client_cert{settings_.ssl_keyfile, settings_.ssl_certfile};
     const Poco::Net::SocketAddress address(settings_.host, static_cast<Poco::UInt16>(settings_.port));
     if (settings_.use_ssl)
-      socket = tls().connect(address, timeout, client_cert);
+      socket = tls_->connect(address, timeout, client_cert);
     else
       socket.connect(address, timeout);
     // Poco's session timeout covers reads only. A server that stops reading in the middle of
     // DATA would block the send for ever once the socket buffers are full (Python's socket
     // timeout, which Django's EMAIL_TIMEOUT sets, covers both directions).
     socket.setSendTimeout(timeout);
-    session = settings_.use_tls ? tls().smtp_session(socket)
+    session = settings_.use_tls ? tls_->smtp_session(socket)
                                 : std::make_unique<Poco::Net::SMTPClientSession>(socket);
     session->setTimeout(timeout);
     session->open();  // the greeting
     std::string extensions = ehlo(*session);
     if (settings_.use_tls) {
-      if (!tls().start_tls(*session, client_cert))
+      if (!tls_->start_tls(*session, client_cert))
         throw MailError("SMTP server " + where + " does not offer STARTTLS", false, 0);
       extensions = ehlo(*session);  // again, now encrypted: AUTH is often offered only now
     }

@@ -25,6 +25,8 @@
 
 namespace cvtasks {
 
+class Tls;
+
 using json = nlohmann::json;
 
 struct MailSettings {
@@ -92,6 +94,7 @@ std::string message_id_for(const std::string& key);
 
 class Mailer {
  public:
+  // With use_tls or use_ssl this loads the TLS module (tls.h): ConfigError when it is missing.
   explicit Mailer(MailSettings settings);
   // Sends and returns the Message-ID (mail.message_id when set). Throws MailError on delivery
   // failure, TaskError(ValueError) for a bad address, ConfigError for an unknown backend.
@@ -102,6 +105,7 @@ class Mailer {
 
  private:
   MailSettings settings_;
+  Tls* tls_ = nullptr;  // with use_tls or use_ssl
 };
 
 }  // namespace cvtasks
