@@ -60,8 +60,8 @@ class Broker {
                                      size_t max_bytes, TimePoint now) = 0;
   // Blocks up to `timeout_s` until `queue` (its plain list) holds a message, then does what
   // take(queues, max, max_bytes, now) does, in the same round trip: Redis runs the take as
-  // soon as the wait ends, timed out or not (max 0 takes nothing). `more`: whether `queue`
-  // still held messages right after the take.
+  // soon as the wait ends, timed out or not (max 0 takes nothing). `more`: whether any of
+  // `queues` still held a message right after the take (known from the take itself).
   struct WaitedTake {
     std::vector<Delivery> deliveries;
     bool more = false;

@@ -51,7 +51,7 @@ local function fields(m)
   end
   return p.delivery_tag, ex, rk
 end
-local out, n, taken = {}, 0, {}
+local out, n, taken, stop = {}, 0, {}, #KEYS + 1
 for i = 5, #KEYS do
   local base = ARGV[i + 2]
   while n < max do
@@ -72,8 +72,16 @@ for i = 5, #KEYS do
       out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = ''; out[#out + 1] = '1'
     end
   end
+  if n >= max then stop = i break end
 end
 if #taken > 0 then redis.call('HSET', KEYS[4], ARGV[5], ARGV[6] .. '\n' .. table.concat(taken, '\n')) end
+-- Last element: whether a message is left where the take stopped or after it (a burst behind
+-- the message an idle worker waited for), so the caller needs no LLEN round of its own.
+local more = '0'
+for i = stop, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then more = '1' break end
+end
+out[#out + 1] = more
 return out
 )lua");
 
@@ -156,6 +164,9 @@ void RedisBroker::declare(const std::vector<std::string>& queues) {
 
 namespace {
 
+// The take script's reply: four elements per message, then the `more` flag.
+bool more_left(const Reply& r) { return !r.elements.empty() && r.elements.back().str == "1"; }
+
 std::vector<Delivery> deliveries(const Reply& r) {
   std::vector<Delivery> out;
   for (size_t i = 0; i + 3 < r.elements.size(); i += 4) {
@@ -215,27 +226,22 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
   std::snprintf(block, sizeof block, "%.3f", timeout_s);
   std::vector<Reply> r = guarded_take(t, [&] {
     return conn_.pipeline({{"BLMOVE", queue, queue, "RIGHT", "RIGHT", block},
-                           RedisConnection::evalsha(kTakeScript, t.keys, t.args),
-                           {"LLEN", queue}},
+                           RedisConnection::evalsha(kTakeScript, t.keys, t.args)},
                           timeout_s);
   });
-  WaitedTake out;
-  out.more = r[2].integer > 0;
   if (r[1].kind == Reply::Kind::Error && r[1].str.rfind("NOSCRIPT", 0) == 0) {
     // The script did not run (first use on this server): eval() loads and runs it.
-    // (LLEN counted the queue before this take: `more` may be true when it is empty now,
-    // which costs one fetch that finds nothing.)
     r[1] = guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); });
   } else if (r[1].kind == Reply::Kind::Error) {
     throw BrokerError("Redis script error: " + r[1].str, false);
   }
+  WaitedTake out;
   out.deliveries = deliveries(r[1]);
+  out.more = more_left(r[1]);
   // Messages taken are handed over even if the wait failed (a key of the wrong type, say):
   // the error shows on the next call, which takes nothing more.
-  if (out.deliveries.empty())
-    for (const Reply* reply : {&r[0], &r[2]})
-      if (reply->kind == Reply::Kind::Error)
-        throw BrokerError("Redis error while waiting on " + queue + ": " + reply->str, false);
+  if (out.deliveries.empty() && r[0].kind == Reply::Kind::Error)
+    throw BrokerError("Redis error while waiting on " + queue + ": " + r[0].str, false);
   return out;
 }
 

@@ -471,6 +471,20 @@ TEST_F(RedisBrokerTest, WaitAndTakeTakesWhatArrivesDuringTheWait) {
   EXPECT_EQ(hlen("unacked"), 2);
 }
 
+// `more` comes from the take itself: it sees every queue taken from and every priority step.
+TEST_F(RedisBrokerTest, WaitAndTakeSaysWhenAnyQueueHoldsMore) {
+  broker->publish(envelope("a"), "", "celery", 0);
+  broker->publish(envelope("b-low"), "", "other", 9);
+  const auto got = broker->wait_and_take("celery", 5, {"celery", "other"}, 1, kMaxBytes, T0);
+  ASSERT_EQ(got.deliveries.size(), 1u);
+  EXPECT_EQ(id_of(got.deliveries[0].raw), "a");
+  EXPECT_TRUE(got.more) << "'other' still holds a message (at a lower priority step)";
+  // The wait watches the plain list only: it times out, and the take still runs.
+  const auto last = broker->wait_and_take("other", 0.2, {"celery", "other"}, 1, kMaxBytes, T0);
+  ASSERT_EQ(last.deliveries.size(), 1u);
+  EXPECT_FALSE(last.more);
+}
+
 TEST_F(RedisBrokerTest, NamedExchangeWithoutBindingDrops) {
   broker->publish(envelope("x"), "myex", "rk1", 0);
   EXPECT_EQ(cmd({"DBSIZE"}).integer, 0) << "nothing created";
