@@ -45,7 +45,6 @@ class PocoDatabase : public Database {
   // The statement in the connector's placeholder syntax (callers write `?`).
   virtual std::string native(const std::string& sql) const { return sql; }
 
-  const std::string& connector() const { return connector_; }
   const std::string& connection_string() const { return connection_string_; }
 
  private:
