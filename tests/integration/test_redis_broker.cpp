@@ -446,12 +446,11 @@ TEST_F(RedisBrokerTest, WaitAndTakeWithNoRoomOnlyWaits) {
 
 TEST_F(RedisBrokerTest, WaitAndTakeTakesWhatArrivesDuringTheWait) {
   cmd({"SCRIPT", "FLUSH"});  // the take's EVALSHA meets NOSCRIPT and falls back to EVAL
-  RedisBroker publisher(server().redis_url());
   const auto start = std::chrono::steady_clock::now();
   std::thread later([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    publisher.publish(envelope("first"), "", "celery", 0);
-    publisher.publish(envelope("second"), "", "celery", 0);
+    // Both in one LPUSH: two publishes could straddle the take and leave nothing `more`.
+    cmd({"LPUSH", "celery", envelope("first"), envelope("second")});
   });
   const auto got = broker->wait_and_take("celery", 5, {"celery"}, 1, kMaxBytes, T0);
   later.join();
