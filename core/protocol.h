@@ -19,9 +19,8 @@ namespace cvtasks {
 
 using json = nlohmann::json;
 
-// The decoded task message. `envelope` is the message as received, kept for restore and retry.
+// The decoded task message (the raw envelope stays with the broker's Delivery).
 struct TaskMessage {
-  json envelope;
   // headers
   std::string id;
   std::string task;
@@ -73,7 +72,8 @@ bool json_nesting_within(std::string_view text, size_t limit = kMaxJsonNesting);
 // stored as a result and published as an event); `partial_id` (if given) receives
 // the task id when the headers could be read, so the caller can still store a FAILURE for it.
 // Envelopes or bodies nested deeper than kMaxJsonNesting and times outside years 1-9999 are
-// rejected.
+// rejected, and so are envelopes holding a number beyond 64 bits or a double's range anywhere
+// (Python's json reads those, but no field of Celery's carries one).
 TaskMessage decode_task_message(std::string_view raw, std::string* partial_id = nullptr);
 
 // What a publisher needs to send one task (the apply_async options that matter on the wire).
