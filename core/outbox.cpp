@@ -43,8 +43,10 @@ void Outbox::post_ack(std::string tag) {
 void Outbox::flush_soon() {
   {
     std::lock_guard lock(mu_);
-    // A round in flight, or a wake-up already asked for, picks this up: no futex call.
-    if (urgent_ || sending_) return;
+    // A round in flight, or a wake-up already asked for, picks this up: no futex call. With
+    // nothing queued, waking the sender would only make it take the next thing posted (a
+    // task's early ack) mid-task, and the task's own flush_here would then wait on it.
+    if (urgent_ || sending_ || (writes_.empty() && acks_.empty())) return;
     urgent_ = true;
   }
   cv_.notify_one();

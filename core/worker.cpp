@@ -64,7 +64,7 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
 Worker::~Worker() {
   for (auto& t : threads_)
     if (t.joinable()) t.join();
-  for (auto& t : pool_threads_)
+  for (auto& t : task_threads_)
     if (t.joinable()) t.detach();
 }
 
@@ -185,13 +185,13 @@ void Worker::run() {
         io([&] { return broker->restore_visible(settings_.celery.visibility_timeout, clock_.now()); });
     if (restored) spdlog::info("Restored {} visibility-timed-out message(s)", restored);
   }
-  for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
   threads_.emplace_back([this] { timer_loop(); });
   {
     std::lock_guard lock(mu_);
+    for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
     for (const auto& q : config_.queues) {
       waiters_.insert(q);
-      threads_.emplace_back([this, q] { wait_loop(q); });
+      spawn_waiter(q);
     }
   }
   events_->start();
@@ -214,16 +214,33 @@ void Worker::stop(bool cold) {
       for (auto& job : running_) job->cancel.cancel(CancelReason::Abandon);
   }
   stop_cv_.notify_all();
-  ready_cv_.notify_all();
+  wake_pool();
   arm_cv_.notify_all();
   timer_cv_.notify_all();
   pool_done_cv_.notify_all();
 }
 
 void Worker::spawn_pool_thread() {
-  // Called with mu_ unlocked at start-up and with it locked by the timer.
   ++live_pool_threads_;
-  pool_threads_.emplace_back([this] { pool_loop(); });
+  task_threads_.emplace_back([this] { task_thread(std::nullopt); });
+}
+
+void Worker::spawn_waiter(const std::string& queue) {
+  ++live_waiters_;
+  task_threads_.emplace_back([this, queue] { task_thread(queue); });
+}
+
+void Worker::task_thread(std::optional<std::string> queue) {
+  auto broker = brokers_();
+  JobPtr job;
+  while (true) {
+    if (queue) {
+      job = wait_loop(*broker, *queue);
+      if (!job) return;
+    }
+    queue = pool_loop(*broker, std::move(job));
+    if (!queue) return;
+  }
 }
 
 // ---------------------------------------------------------------- taking messages
@@ -256,6 +273,7 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
     queues_drained_ = batch.size() < asked;
   }
   dispatch(broker, batch);
+  if (!batch.empty()) wake_pool();
   return {batch.size(), false};
 }
 
@@ -270,24 +288,26 @@ void Worker::dispatch(Broker& broker, std::vector<Delivery>& batch) {
       if (!d.malformed) io([&] { broker.dead_letter(d.tag); });
     }
   }
-  if (!batch.empty()) {
-    outbox_->flush_soon();
-    ready_cv_.notify_all();
-  }
+  if (!batch.empty()) outbox_->flush_soon();
 }
 
-void Worker::wait_loop(const std::string& queue) {
-  auto broker = brokers_();
+Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
+  auto leave = [&] {
+    // With mu_ held.
+    --live_waiters_;
+    pool_done_cv_.notify_all();
+    return nullptr;
+  };
   while (true) {
     size_t reserved = 0;
     std::vector<std::string> queues;
     {
       std::unique_lock lock(mu_);
       arm_cv_.wait(lock, [&] { return stopping_ || idle_pool_threads_ > 0; });
-      if (stopping_) return;
+      if (stopping_) return leave();
       if (std::find(queues_.begin(), queues_.end(), queue) == queues_.end()) {
         waiters_.erase(queue);  // cancel_consumer
-        return;
+        return leave();
       }
       queues = queues_;
       // The take that ends the wait gets one slot under the prefetch limit, reserved now so
@@ -301,22 +321,25 @@ void Worker::wait_loop(const std::string& queue) {
       return stopping_;
     };
     try {
-      // Take right here, in the wait's own round trip: handing the wake-up to another thread,
-      // or asking Redis again, would cost a thread switch or a round trip on every task that
-      // arrives at an idle worker.
-      Broker::WaitedTake got = broker->wait_and_take(
+      // Take right here, in the wait's own round trip: asking Redis again would cost a round
+      // trip on every task that arrives at an idle worker.
+      Broker::WaitedTake got = broker.wait_and_take(
           queue, 0.5, queues, reserved, settings_.worker.max_message_bytes, clock_.now());
       {
         std::lock_guard fetching(fetch_mu_);
         if (unreserve()) {
           // shutdown() has collected what it gives back already: these go back from here.
           for (const auto& d : got.deliveries)
-            if (!d.malformed) give_back(*broker, d.tag);
-          return;
+            if (!d.malformed) give_back(broker, d.tag);
+          std::lock_guard lock(mu_);
+          return leave();
         }
-        dispatch(*broker, got.deliveries);
+        dispatch(broker, got.deliveries);
       }
-      if (got.more && fetch(*broker).full) {
+      if (got.deliveries.empty()) continue;
+      if (JobPtr job = hand_over_wait(queue, got.more)) return job;
+      wake_pool();
+      if (got.more && fetch(broker).full) {
         std::unique_lock lock(mu_);
         wait_for_room(lock);  // do not spin on a queue we have no room to take from
       }
@@ -326,6 +349,31 @@ void Worker::wait_loop(const std::string& queue) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
+}
+
+Worker::JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {
+  JobPtr job;
+  bool more_ready;
+  {
+    std::lock_guard lock(mu_);
+    if (more) queues_drained_ = false;  // the pool takes the rest
+    // One idle pool thread per orphaned queue: each will take one over.
+    if (stopping_ || idle_pool_threads_ <= static_cast<int>(orphans_.size())) return nullptr;
+    job = start_next_locked();
+    if (!job) return nullptr;
+    orphans_.push_back(queue);
+    --live_waiters_;
+    ++live_pool_threads_;
+    more_ready = !ready_.empty();
+  }
+  // This thread runs the task, with no hand-off between taking it and running it. One idle
+  // pool thread takes over the wait: waking more would only take CPU from this task and from
+  // the client that waits for its result (on two cores, a few ms at the tail).
+  if (more_ready)
+    wake_pool();
+  else
+    idle_cv_.notify_one();
+  return job;
 }
 
 void Worker::handle_delivery(Broker& broker, Delivery& d) {
@@ -399,48 +447,62 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
 
 // ---------------------------------------------------------------- pool
 
-void Worker::pool_loop() {
-  auto broker = brokers_();
-  while (true) {
-    JobPtr job;
-    {
-      std::unique_lock lock(mu_);
-      if (stopping_) break;  // reserved messages are given back by shutdown()
-      if (!ready_.empty()) {
-        job = std::move(ready_.front());
-        ready_.pop_front();
-        const auto now = std::chrono::steady_clock::now();
-        if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
-          // Over its rate: held on the timer until a token is due, like an ETA task.
-          if (const double wait = limit->second.take(now); wait > 0) {
-            job->rate_limited = true;
-            held_.emplace(clock_.now() + seconds(wait), std::move(job));
-            timer_cv_.notify_all();
-            continue;
-          }
-        }
-        job->rate_limited = false;
-        job->time_start = to_epoch(clock_.now());
-        running_.push_back(job);
-        std::optional<double> soft = settings_.celery.task_soft_time_limit;
-        std::optional<double> hard = settings_.celery.task_time_limit;
-        if (auto it = time_limits_.find(job->msg.task); it != time_limits_.end()) {
-          soft = first_limit(it->second.first, soft);
-          hard = first_limit(it->second.second, hard);
-        }
-        if ((soft = first_limit(job->msg.soft_time_limit, soft)))
-          job->soft_deadline = now + seconds(*soft);
-        if ((hard = first_limit(job->msg.time_limit, hard)))
-          job->hard_deadline = now + seconds(*hard);
-        if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+Worker::JobPtr Worker::start_next_locked() {
+  while (!ready_.empty()) {
+    JobPtr job = std::move(ready_.front());
+    ready_.pop_front();
+    const auto now = std::chrono::steady_clock::now();
+    if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
+      // Over its rate: held on the timer until a token is due, like an ETA task.
+      if (const double wait = limit->second.take(now); wait > 0) {
+        job->rate_limited = true;
+        held_.emplace(clock_.now() + seconds(wait), std::move(job));
+        timer_cv_.notify_all();
+        continue;
       }
     }
+    job->rate_limited = false;
+    job->time_start = to_epoch(clock_.now());
+    running_.push_back(job);
+    std::optional<double> soft = settings_.celery.task_soft_time_limit;
+    std::optional<double> hard = settings_.celery.task_time_limit;
+    if (auto it = time_limits_.find(job->msg.task); it != time_limits_.end()) {
+      soft = first_limit(it->second.first, soft);
+      hard = first_limit(it->second.second, hard);
+    }
+    if ((soft = first_limit(job->msg.soft_time_limit, soft)))
+      job->soft_deadline = now + seconds(*soft);
+    if ((hard = first_limit(job->msg.time_limit, hard))) job->hard_deadline = now + seconds(*hard);
+    if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+    return job;
+  }
+  return nullptr;
+}
+
+std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
+  while (true) {
     if (!job) {
-      find_work(*broker);
+      std::unique_lock lock(mu_);
+      if (stopping_) break;  // reserved messages are given back by shutdown()
+      if (!orphans_.empty()) {
+        std::string queue = std::move(orphans_.front());
+        orphans_.pop_front();
+        if (std::find(queues_.begin(), queues_.end(), queue) != queues_.end()) {
+          --live_pool_threads_;
+          ++live_waiters_;
+          return queue;
+        }
+        waiters_.erase(queue);  // cancelled meanwhile: no one waits on it
+        continue;
+      }
+      job = start_next_locked();
+    }
+    if (!job) {
+      find_work(broker);
       continue;
     }
     try {
-      execute(*broker, job);
+      execute(broker, job);
     } catch (const std::exception& e) {
       // Redis refused the follow-ups or the result (not a lost connection: that is retried).
       // An unacked message stays in Redis's `unacked`: no longer refreshed, it is redelivered
@@ -458,13 +520,15 @@ void Worker::pool_loop() {
     if (retire) {
       // Counted out of the pool by the timer already; only the stray count is ours to fix.
       --stray_threads_;
-      return;
+      return std::nullopt;
     }
     finish(job);
+    job = nullptr;
   }
   std::lock_guard lock(mu_);
   --live_pool_threads_;
   pool_done_cv_.notify_all();
+  return std::nullopt;
 }
 
 void Worker::find_work(Broker& broker) {
@@ -475,7 +539,7 @@ void Worker::find_work(Broker& broker) {
   // turn comes.
   {
     std::unique_lock lock(mu_);
-    if (stopping_ || !ready_.empty()) return;
+    if (stopping_ || !ready_.empty() || !orphans_.empty()) return;
     if (queues_drained_ && !idle_wait(lock)) return;
   }
   FetchResult got;
@@ -498,14 +562,20 @@ bool Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
   // one thread polls (a take also covers the priority sub-lists the waiters do not watch).
   ++idle_pool_threads_;
   arm_cv_.notify_all();
-  const bool timed_out = !ready_cv_.wait_for(lock, std::chrono::milliseconds(100),
-                                             [&] { return stopping_ || !ready_.empty(); });
+  const bool timed_out = !idle_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+    return stopping_ || !ready_.empty() || !orphans_.empty();
+  });
   --idle_pool_threads_;
   if (!timed_out) return false;
   const auto now = std::chrono::steady_clock::now();
   if (now - last_idle_poll_ < std::chrono::milliseconds(100)) return false;
   last_idle_poll_ = now;  // one poll per interval for the whole pool
   return true;
+}
+
+void Worker::wake_pool() {
+  ready_cv_.notify_all();
+  idle_cv_.notify_all();
 }
 
 void Worker::wait_for_room(std::unique_lock<std::mutex>& lock) {
@@ -605,7 +675,7 @@ void Worker::release_due() {
     }
     std::lock_guard lock(mu_);
     ready_.push_back(job);
-    ready_cv_.notify_one();
+    wake_pool();
   }
 }
 
@@ -791,9 +861,14 @@ void Worker::shutdown() {
   timer_cv_.notify_all();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
-  if (stray_threads_ == 0)
-    for (auto& t : pool_threads_)
+  if (stray_threads_ == 0) {
+    for (auto& t : task_threads_)
       if (t.joinable()) t.join();
+  } else {
+    // The stray threads are left to the exit; the waiters end within their wait's timeout.
+    std::unique_lock lock(mu_);
+    pool_done_cv_.wait(lock, [&] { return live_waiters_ == 0; });
+  }
   events_->stop();  // worker-offline, after the last task event
   spdlog::info("{}: shutdown complete", config_.nodename);
 }

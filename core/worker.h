@@ -2,11 +2,14 @@
 //
 // Threads: `concurrency` pool threads (an idle one takes the next batch within the prefetch
 // limit, atomically recorded as unacked, then runs tasks to completion), one waiter per queue
-// (blocks until its queue has work and then takes it itself, so an idle worker neither polls
-// hard nor adds a thread hand-off), one timer (releases ETA tasks, enforces time limits,
-// refreshes held messages' visibility, restores timed-out ones), and the Outbox's sender
-// (results and acks, batched). Every Redis call is retried while the connection is lost: the
-// worker logs it and resumes, and never exits or stops consuming because Redis went away.
+// (blocks until its queue has work and then takes it itself, so an idle worker does not poll
+// hard), one timer (releases ETA tasks, enforces time limits, refreshes held messages'
+// visibility, restores timed-out ones), and the Outbox's sender (results and acks, batched).
+// Pool threads and waiters are one kind of thread in two roles: a waiter whose take finds a
+// pool thread idle runs the task itself and the idle thread takes over the wait, so a task that
+// arrives at an idle worker crosses no thread hand-off. At most `concurrency` tasks run at any
+// moment. Every Redis call is retried while the connection is lost: the worker logs it and
+// resumes, and never exits or stops consuming because Redis went away.
 //
 // Observability (SPEC 7, 8): a Pidbox thread answers remote control (worker_control.cpp), an
 // EventDispatcher thread sends worker heartbeats and, when enabled, task events; Metrics
@@ -89,20 +92,39 @@ class Worker {
     bool full = false;  // no room under the prefetch limit
   };
 
-  void wait_loop(const std::string& queue);
-  void pool_loop();
+  // A pool thread or waiter for its whole life: starts as the waiter of `queue` (or in the pool)
+  // and changes roles as wait_loop and pool_loop hand over.
+  void task_thread(std::optional<std::string> queue);
+  // Waits on `queue` and takes what arrives. Returns a job this thread has started, when it
+  // becomes a pool thread (an idle one took over the wait), or null when the thread should end.
+  JobPtr wait_loop(Broker& broker, const std::string& queue);
+  // Runs `first` (if any), then tasks as they come. Returns the queue whose wait this thread
+  // takes over, or nullopt when the thread should end.
+  std::optional<std::string> pool_loop(Broker& broker, JobPtr first);
+  // With mu_ held: the next ready job, started (counted as running, time limits armed); one
+  // over its rate limit goes to the timer instead. Null when there is none.
+  JobPtr start_next_locked();
+  // After a waiter's take (`more`: the queues hold more): with a pool thread idle, this thread
+  // starts the next job itself and leaves `queue` to the idle thread. Null when it stays the
+  // waiter. Why `concurrency` stays exact: a waiter takes only while a pool thread idles, a
+  // swap needs an idle thread no other orphan has claimed, and a pool thread adopts an orphan
+  // before it starts any job, so the threads in the pool role that may run tasks stay
+  // `concurrency`.
+  JobPtr hand_over_wait(const std::string& queue, bool more);
   // An idle pool thread: fetch a batch, or wait a little for one.
   void find_work(Broker& broker);
   // Idles up to 100 ms; returns true when this thread should poll the queues now.
   bool idle_wait(std::unique_lock<std::mutex>& lock);
   // Waits (up to 100 ms) until an ack frees room, work appears, or stop.
   void wait_for_room(std::unique_lock<std::mutex>& lock);
+  // New ready jobs (or stop): wakes the idle pool threads and those waiting for room.
+  void wake_pool();
   void timer_loop();
 
   // Takes what fits under the prefetch limit and dispatches it; one take at a time.
   FetchResult fetch(Broker& broker);
   // Hands taken messages to the pool (or the ETA timer); a message that cannot be handled
-  // goes to the dead letters. Called with fetch_mu_ held.
+  // goes to the dead letters. Called with fetch_mu_ held; the caller wakes the pool.
   void dispatch(Broker& broker, std::vector<Delivery>& batch);
   // With mu_ held: how many more messages fit under the prefetch limit.
   size_t room_locked() const;
@@ -118,7 +140,9 @@ class Worker {
   void post_ack(const JobPtr& job);
   // Records an outcome produced outside the task's own run (not registered, time limit).
   void record_outcome(Broker& broker, const Outcome& outcome, const Job& job);
+  // With mu_ held (or before the threads start).
   void spawn_pool_thread();
+  void spawn_waiter(const std::string& queue);
   void shutdown();
 
   // Runs `op` until it succeeds, backing off while the connection is lost. Gives up (throws)
@@ -170,7 +194,8 @@ class Worker {
 
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;   // run(): stop requested
-  std::condition_variable ready_cv_;  // pool threads: work, room under the prefetch, or stop
+  std::condition_variable ready_cv_;  // threads waiting for room under the prefetch
+  std::condition_variable idle_cv_;   // idle pool threads: work, a queue to wait on, or stop
   std::condition_variable timer_cv_;  // timer: new ETA / running task, or stop
   std::condition_variable arm_cv_;    // waiters: the pool is idle
   std::deque<JobPtr> ready_;
@@ -178,7 +203,9 @@ class Worker {
   std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
   std::list<JobPtr> running_;
   std::vector<std::string> queues_;  // consumed now (add_consumer/cancel_consumer change it)
-  std::set<std::string> waiters_;    // queues with a wait_loop thread
+  std::set<std::string> waiters_;    // queues with a waiter (or one in orphans_)
+  std::deque<std::string> orphans_;  // queues whose waiter went to the pool: the next idle
+                                     // pool thread becomes their waiter
   // Celery's revoked set: ids in arrival order, capped, honoured when their messages arrive.
   std::unordered_map<std::string, double> revoked_;  // id -> epoch revoked
   std::deque<std::string> revoked_order_;
@@ -194,11 +221,12 @@ class Worker {
   bool stopping_ = false;
   bool timer_stop_ = false;
   std::atomic<bool> cold_{false};
-  int live_pool_threads_ = 0;
+  int live_pool_threads_ = 0;  // threads in the pool role (counting those bound for orphans_)
+  int live_waiters_ = 0;
   std::condition_variable pool_done_cv_;
 
-  std::vector<std::thread> threads_;      // timer, waiters
-  std::vector<std::thread> pool_threads_;
+  std::vector<std::thread> threads_;       // timer
+  std::vector<std::thread> task_threads_;  // pool threads and waiters
   std::atomic<int> stray_threads_{0};
   std::atomic<bool> connection_lost_logged_{false};
 };

@@ -354,7 +354,7 @@ json Worker::add_consumer(const std::string& queue) {
   queues_.push_back(queue);
   // The waiter of a queue cancelled a moment ago may still be winding down: it sees the queue
   // back and stays.
-  if (waiters_.insert(queue).second) threads_.emplace_back([this, queue] { wait_loop(queue); });
+  if (waiters_.insert(queue).second) spawn_waiter(queue);
   spdlog::info("Started consuming from {}", queue);
   return ok_reply("add consumer " + queue);
 }

@@ -188,3 +188,25 @@ def test_sleep_within_limits_succeeds(worker_factory, celery_app):
     worker_factory()
     r = celery_app.diag.sleep.apply_async((0.5,), time_limit=5, soft_time_limit=3)
     assert r.get(timeout=GET) == 0.5
+
+
+# ---------------------------------------------------------------- concurrency
+
+@pytest.mark.parametrize('concurrency', [1, 2])
+def test_concurrency_is_exact(worker_factory, celery_app, redis_server, concurrency):
+    """Tasks that arrive one by one at an idle worker run on the waiter that took them (an idle
+    pool thread takes over the wait); still no more than -c run at once, and -c do."""
+    worker_factory(args=['-c', str(concurrency)])
+    seconds, n = 0.4, 8
+    rs = []
+    for _ in range(n):
+        rs.append(celery_app.diag.sleep.delay(seconds))
+        time.sleep(0.03)
+    for r in rs:
+        r.get(timeout=GET)
+    rc = redis_server.client(1)
+    # Each ran for `seconds` before its date_done; trimmed a little at both ends for clock slack.
+    spans = [(d - timedelta(seconds=seconds - 0.05), d - timedelta(seconds=0.05))
+             for d in (date_done(rc, r.id) for r in rs)]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == concurrency, 'at most %d ran at once with -c %d' % (most, concurrency)
