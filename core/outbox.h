@@ -37,8 +37,8 @@ class Outbox {
   // Sends what is queued on this thread if no round is in flight (no thread hand-off on the
   // latency path); otherwise the round in flight picks it up.
   void flush_here();
-  // Asks the background sender to send now (it otherwise leaves task threads half a
-  // millisecond to send their own posts inline).
+  // Asks the background sender to send what is queued now (it otherwise leaves task threads
+  // half a millisecond to send their own posts inline). With nothing queued it does nothing.
   void flush_soon();
   // Blocks until everything posted so far is confirmed; after `timeout_s` (if given) gives
   // up as abandon() does.
