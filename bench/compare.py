@@ -286,6 +286,7 @@ def main():
     verdict = (f"**{len(TARGETS) - failed}/{len(TARGETS)} targets pass.**")
     floor_text = ""
     floor = metrics(recs, "floor")[0].get("p50")
+    client_floor = metrics(recs, "client_floor")[0].get("p50")
     python_p50 = metrics(recs, a.python)[0].get("p50")
     if floor and python_p50:
         floor_text = (f"Latency floor: a Python responder that only BRPOPs and writes the result "
@@ -293,6 +294,10 @@ def main():
                       f"p50 of {fmt(floor)} ms with the same client; the target is "
                       f"{python_p50[0] / 2:.2f} ms (half of Python's p50). What a worker adds on "
                       f"top of that floor is all it can change.")
+        if client_floor:
+            floor_text += (f" With no worker at all and each result stored before its send "
+                           f"(bench/client_floor.py), the client alone takes {fmt(client_floor)} "
+                           f"ms.")
     text = "\n\n".join(x for x in (a.header.strip(), body, legend, floor_text, verdict) if x)
     print(text)
     if a.md:

@@ -152,8 +152,13 @@ suite() { # label worker-cmd task n-throughput
 [ $RUN_OURS = 1 ] && suite cvtasks "$OURS_CMD" "$OURS_TASK" "$N_OURS"
 [ $RUN_PY = 1 ] && suite python "$PY_CMD" "$PY_TASK" "$N_PY"
 # The latency floor: what the Python client costs by itself (see bench/floor_responder.py).
-[ $RUN_OURS = 1 ] && [ $RUN_PY = 1 ] && \
+if [ $RUN_OURS = 1 ] && [ $RUN_PY = 1 ]; then
   bench floor "exec $PY bench/floor_responder.py" "$OURS_TASK" "$REP_LAT" latency -m "$M_LAT"
+  # ... and below it, the client alone: results stored before each send, no worker.
+  "$PY" bench/client_floor.py --harness "$HARNESS" --broker "$BROKER" --backend "$BACKEND" \
+    -m "$M_LAT" --repeat "$REP_LAT" --out "$JSONL" | tail -n 1 | cut -c1-240 \
+    || echo "# (client floor failed)" >&2
+fi
 echo "# benchmarks took $SECONDS s" >&2
 
 HEADER="## cvtasks vs Python Celery — $TS$([ $QUICK = 1 ] && echo ' (quick)')
