@@ -16,6 +16,8 @@ import sys
 import time
 import uuid
 
+from probe import emit
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,7 +37,6 @@ def main():
     rr = redis.Redis.from_url(a.backend)
     client = cb.make_client_app(a.broker, a.backend)
     queue = "cvtasks.bench.client_floor"  # no consumer
-    recs = []
     for rep in range(a.repeat):
         lat = []
         for i in range(a.m + 20):  # the first 20 warm the connections up
@@ -53,12 +54,7 @@ def main():
                "ok": True, "mean_ms": cb.r3(statistics.mean(lat))}
         for p in (50, 95, 99):
             rec[f"p{p}_ms"] = cb.r3(cb.pct(lat, p))
-        recs.append(rec)
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if a.out:
-            with open(a.out, "a") as fh:
-                fh.write(line + "\n")
+        emit(rec, a.out)
 
 
 if __name__ == "__main__":

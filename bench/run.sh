@@ -151,10 +151,10 @@ suite() { # label worker-cmd task n-throughput
 
 [ $RUN_OURS = 1 ] && suite cvtasks "$OURS_CMD" "$OURS_TASK" "$N_OURS"
 [ $RUN_PY = 1 ] && suite python "$PY_CMD" "$PY_TASK" "$N_PY"
-# The latency floor: what the Python client costs by itself (see bench/floor_responder.py).
+# Two latency floors with the same client: a bare BRPOP responder (bench/floor_responder.py),
+# and the client alone (bench/client_floor.py: results stored before each send, no worker).
 if [ $RUN_OURS = 1 ] && [ $RUN_PY = 1 ]; then
   bench floor "exec $PY bench/floor_responder.py" "$OURS_TASK" "$REP_LAT" latency -m "$M_LAT"
-  # ... and below it, the client alone: results stored before each send, no worker.
   "$PY" bench/client_floor.py --harness "$HARNESS" --broker "$BROKER" --backend "$BACKEND" \
     -m "$M_LAT" --repeat "$REP_LAT" --out "$JSONL" | tail -n 1 | cut -c1-240 \
     || echo "# (client floor failed)" >&2
