@@ -68,31 +68,47 @@ Worker::~Worker() {
     if (t.joinable()) t.detach();
 }
 
-template <typename F>
-auto Worker::io(F&& op) -> decltype(op()) {
+template <typename F, typename G>
+auto Worker::io(F&& op, G&& give_up) -> decltype(op()) {
   auto backoff = std::chrono::milliseconds(100);
+  // Only a call that saw the connection go reports it back: some calls succeed without Redis
+  // (a result queued in the outbox), and would announce a recovery that has not happened.
+  bool lost = false;
+  auto recovered = [&] {
+    if (lost && connection_lost_logged_.exchange(false))
+      spdlog::info("Connection to Redis re-established; resuming.");
+  };
   for (;;) {
     try {
       if constexpr (std::is_void_v<decltype(op())>) {
         op();
-        if (connection_lost_logged_.exchange(false))
-          spdlog::info("Connection to Redis re-established; resuming.");
+        recovered();
         return;
       } else {
         auto r = op();
-        if (connection_lost_logged_.exchange(false))
-          spdlog::info("Connection to Redis re-established; resuming.");
+        recovered();
         return r;
       }
     } catch (const ServerError& e) {
-      if (!e.connection_lost() || cold_) throw;
+      if (!e.connection_lost()) throw;
+      {
+        std::lock_guard lock(mu_);
+        if (give_up()) throw;
+      }
+      lost = true;
       if (!connection_lost_logged_.exchange(true))
         spdlog::warn("Connection to Redis lost: {}. Trying to re-establish the connection...",
                      e.what());
     }
-    std::this_thread::sleep_for(backoff);
+    std::unique_lock lock(mu_);
+    stop_cv_.wait_for(lock, backoff, give_up);  // a stop ends the wait: one last attempt
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
+}
+
+template <typename F>
+auto Worker::io(F&& op) -> decltype(op()) {
+  return io(std::forward<F>(op), [this] { return cold_.load(); });
 }
 
 size_t Worker::prefetch_count() const {
@@ -178,12 +194,18 @@ void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& j
 
 void Worker::run() {
   spdlog::info("Connecting to {}", SafeUrl(settings_.celery.broker_url));
-  {
+  try {
     auto broker = brokers_();
-    io([&] { broker->declare(config_.queues); });
-    const size_t restored =
-        io([&] { return broker->restore_visible(settings_.celery.visibility_timeout, clock_.now()); });
+    io([&] { broker->declare(config_.queues); }, when_stopping());
+    const size_t restored = io(
+        [&] { return broker->restore_visible(settings_.celery.visibility_timeout, clock_.now()); },
+        when_stopping());
     if (restored) spdlog::info("Restored {} visibility-timed-out message(s)", restored);
+  } catch (const ServerError& e) {
+    if (!e.connection_lost()) throw;
+    // Stopped while Redis was still unreachable: nothing was started, nothing is held.
+    spdlog::info("{}: stopped before Redis could be reached", config_.nodename);
+    return;
   }
   threads_.emplace_back([this] { timer_loop(); });
   {
@@ -265,9 +287,9 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
   if (room == 0) return {0, true};
   if (queues.empty()) return {0, false};  // every queue cancelled (cancel_consumer)
   const size_t asked = std::min<size_t>(room, 64);
-  std::vector<Delivery> batch = io([&] {
-    return broker.take(queues, asked, settings_.worker.max_message_bytes, clock_.now());
-  });
+  std::vector<Delivery> batch = io(
+      [&] { return broker.take(queues, asked, settings_.worker.max_message_bytes, clock_.now()); },
+      when_stopping());
   {
     std::lock_guard lock(mu_);
     queues_drained_ = batch.size() < asked;
@@ -285,7 +307,7 @@ void Worker::dispatch(Broker& broker, std::vector<Delivery>& batch) {
       spdlog::error("Failed to handle message {} from {}: {}; moved to {}", d.tag, d.queue,
                     e.what(), kDeadLetterKey);
       // Not left in `unacked`, where restore_visible would bring it back to fail again.
-      if (!d.malformed) io([&] { broker.dead_letter(d.tag); });
+      if (!d.malformed) io([&] { broker.dead_letter(d.tag); }, when_stopping());
     }
   }
   if (!batch.empty()) outbox_->flush_soon();
@@ -329,8 +351,10 @@ Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
         std::lock_guard fetching(fetch_mu_);
         if (unreserve()) {
           // shutdown() has collected what it gives back already: these go back from here.
+          std::vector<std::string> tags;
           for (const auto& d : got.deliveries)
-            if (!d.malformed) give_back(broker, d.tag);
+            if (!d.malformed) tags.push_back(d.tag);
+          give_back(broker, tags);
           std::lock_guard lock(mu_);
           return leave();
         }
@@ -344,7 +368,7 @@ Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
         wait_for_room(lock);  // do not spin on a queue we have no room to take from
       }
     } catch (const Error&) {
-      unreserve();
+      if (unreserve()) continue;  // stopping: the loop's top leaves
       // The pool threads report connection problems; just do not spin.
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
@@ -394,7 +418,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
                   kDeadLetterKey);
     metrics_.count("unknown", TaskEvent::Rejected);
     if (!id.empty()) send_task_event("task-rejected", {{"uuid", id}, {"requeue", false}});
-    io([&] { broker.dead_letter(d.tag); });
+    io([&] { broker.dead_letter(d.tag); }, when_stopping());
     if (!id.empty() && backend_) {
       // The client is waiting on this id: tell it, rather than leave it PENDING forever.
       ResultContext rc{id, std::nullopt, std::nullopt, {}};
@@ -546,6 +570,10 @@ void Worker::find_work(Broker& broker) {
   try {
     got = fetch(broker);
   } catch (const Error& e) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;  // the take gave up: nothing is taken in a shutdown
+    }
     spdlog::error("Cannot take messages: {}", e.what());
     std::this_thread::sleep_for(std::chrono::seconds(1));
     return;
@@ -748,28 +776,45 @@ void Worker::timer_loop() {
   const auto restore_every = seconds(std::max(0.5, settings_.worker.restore_interval));
   auto next_touch = std::chrono::steady_clock::now() + touch_every;
   auto next_restore = std::chrono::steady_clock::now() + restore_every;
+  // The timer's Redis calls are tried once per turn, never retried in place: time limits and
+  // ETAs must keep firing while Redis is away, and a stop must not wait on it.
+  bool redis_lost = false;
+  auto redis_call = [&](auto&& op) {
+    try {
+      op();
+      if (std::exchange(redis_lost, false)) spdlog::info("Timer: Redis is back; resuming.");
+    } catch (const ServerError& e) {
+      if (!e.connection_lost()) throw;
+      if (!std::exchange(redis_lost, true))
+        spdlog::warn("Timer: {}; visibility refresh and restore wait for Redis", e.what());
+    }
+  };
   while (true) {
     timer_tick_ = std::chrono::steady_clock::now().time_since_epoch().count();
+    bool failed = false;
     try {
       release_due();
       enforce_time_limits(*broker);
       const auto now = std::chrono::steady_clock::now();
       if (now >= next_touch) {
+        next_touch = now + touch_every;
         std::vector<std::string> tags;
         {
           std::lock_guard lock(mu_);
           for (const auto& [tag, job] : unacked_) tags.push_back(tag);
         }
-        io([&] { broker->touch(tags, clock_.now()); });
-        next_touch = now + touch_every;
+        if (!tags.empty()) redis_call([&] { broker->touch(tags, clock_.now()); });
       }
       if (now >= next_restore) {
-        const size_t n = io([&] { return broker->restore_visible(vt, clock_.now()); });
-        if (n) spdlog::warn("Restored {} visibility-timed-out message(s)", n);
         next_restore = now + restore_every;
+        redis_call([&] {
+          const size_t n = broker->restore_visible(vt, clock_.now());
+          if (n) spdlog::warn("Restored {} visibility-timed-out message(s)", n);
+        });
       }
     } catch (const std::exception& e) {
       spdlog::error("Timer: {}", e.what());
+      failed = true;
     }
     std::unique_lock lock(mu_);
     if (timer_stop_) break;
@@ -784,6 +829,8 @@ void Worker::timer_loop() {
       if (job->soft_deadline && !job->soft_fired) wake = std::min(wake, *job->soft_deadline);
       if (job->hard_deadline) wake = std::min(wake, *job->hard_deadline);
     }
+    // After an error, a due deadline must not turn the loop into a busy one (or a log flood).
+    if (failed) wake = std::max(wake, std::chrono::steady_clock::now() + std::chrono::seconds(1));
     timer_cv_.wait_until(lock, wake);
     if (timer_stop_) break;
   }
@@ -791,12 +838,20 @@ void Worker::timer_loop() {
 
 // ---------------------------------------------------------------- shutdown
 
-void Worker::give_back(Broker& broker, const std::string& tag) {
-  try {
-    io([&] { broker.restore(tag); });
-  } catch (const std::exception& e) {
-    // Still in `unacked`: recovered by restore_visible after the visibility timeout.
-    spdlog::error("Could not restore {}: {}", tag, e.what());
+void Worker::give_back(Broker& broker, const std::vector<std::string>& tags) {
+  for (size_t i = 0; i < tags.size(); ++i) {
+    try {
+      broker.restore(tags[i]);
+    } catch (const ServerError& e) {
+      // No retry: the message is safe in `unacked`, and waiting for Redis to come back would
+      // hold up the exit for an early return to the queue.
+      spdlog::error("Could not give back message {}: {}", tags[i], e.what());
+      if (!e.connection_lost()) continue;
+      spdlog::warn("{} message(s) stay in unacked; they return to their queues after the "
+                   "visibility timeout ({} s), restored by any worker",
+                   tags.size() - i, settings_.celery.visibility_timeout);
+      return;
+    }
   }
 }
 
@@ -805,14 +860,14 @@ void Worker::shutdown() {
   // No control command runs past this point (add_consumer would start threads).
   if (pidbox_) pidbox_->stop();
   auto broker = brokers_();
-  auto give_back = [&](std::vector<JobPtr> jobs) {
+  auto give_back = [&](const std::vector<JobPtr>& jobs) {
     if (jobs.empty()) return;
     spdlog::info("Restoring {} unacknowledged message(s)", jobs.size());
-    for (auto& job : jobs) {
-      this->give_back(*broker, job->tag);
-      std::lock_guard lock(mu_);
-      unacked_.erase(job->tag);
-    }
+    std::vector<std::string> tags;
+    for (const auto& job : jobs) tags.push_back(job->tag);
+    this->give_back(*broker, tags);
+    std::lock_guard lock(mu_);
+    for (const auto& tag : tags) unacked_.erase(tag);
   };
   // Reserved and ETA-held messages go back to the head of their queues now, so other workers
   // can take them while running tasks finish.
@@ -826,7 +881,7 @@ void Worker::shutdown() {
     ready_.clear();
     held_.clear();
   }
-  give_back(std::move(not_started));
+  give_back(not_started);
 
   {
     std::unique_lock lock(mu_);
@@ -853,7 +908,7 @@ void Worker::shutdown() {
     for (auto& [tag, job] : unacked_)
       if (!job->acked) left.push_back(job);
   }
-  give_back(std::move(left));
+  give_back(left);
   {
     std::lock_guard lock(mu_);
     timer_stop_ = true;

@@ -128,9 +128,10 @@ class Worker {
   void dispatch(Broker& broker, std::vector<Delivery>& batch);
   // With mu_ held: how many more messages fit under the prefetch limit.
   size_t room_locked() const;
-  // Puts a taken message back at the head of its queue; logs (and leaves it to
-  // restore_visible) if Redis stays unreachable in a cold shutdown.
-  void give_back(Broker& broker, const std::string& tag);
+  // Shutdown: puts taken messages back at the head of their queues, one attempt each. One not
+  // given back is still in `unacked`, where restore_visible finds it after the visibility
+  // timeout; so a lost connection ends the attempts (logged) instead of holding up the exit.
+  void give_back(Broker& broker, const std::vector<std::string>& tags);
   size_t prefetch_count() const;
   void handle_delivery(Broker& broker, Delivery& d);
   void execute(Broker& broker, const JobPtr& job);
@@ -145,10 +146,17 @@ class Worker {
   void spawn_waiter(const std::string& queue);
   void shutdown();
 
-  // Runs `op` until it succeeds, backing off while the connection is lost. Gives up (throws)
-  // only in a cold shutdown.
+  // Runs `op` until it succeeds, backing off while the connection is lost; the back-off wait
+  // ends early at stop(). Gives up, rethrowing the connection error, once `give_up()` (called
+  // with mu_ held) is true. The one-argument form gives up only in a cold shutdown: for what
+  // must not be lost (results). Calls that only take new work give up at any stop.
+  template <typename F, typename G>
+  auto io(F&& op, G&& give_up) -> decltype(op());
   template <typename F>
   auto io(F&& op) -> decltype(op());
+  auto when_stopping() {
+    return [this] { return stopping_; };
+  }
 
   bool expired(const Job& job) const;
   bool stores_result(const Job& job) const;

@@ -238,6 +238,81 @@ def test_second_sigterm_is_cold(worker_factory, celery_app):
     assert time.time() - t0 < 5, 'second SIGTERM did not force a cold shutdown'
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_sigterm_while_redis_is_down(worker_factory, celery_app_factory, redis_server_aof):
+    """SIGTERM while Redis is down and nothing runs: the warm shutdown ends at once with exit 0
+    instead of waiting for Redis. What the worker held (an ETA task) is safe in `unacked`: once
+    Redis is back, the next worker restores it after the visibility timeout and runs it once."""
+    srv = redis_server_aof
+    transport = {'visibility_timeout': 2}
+    app = celery_app_factory({'broker_transport_options': transport}, redis=srv)
+    settings = {'broker_transport_options': transport}
+    w1 = worker_factory(redis=srv, settings=settings, args=['-c', '1'])
+    rc0 = srv.client(0)
+    r = app.diag.add.apply_async((2, 3), countdown=3)
+    wait_for(lambda: rc0.hlen('unacked') == 1, 10, message='the ETA task held by the worker')
+    srv._started_once = True  # start() again on the same port
+    srv.stop()
+    wait_for(lambda: 'Trying to re-establish' in w1.log or 'Timer: ' in w1.log, 10,
+             message='the worker noticed Redis was gone')
+    time.sleep(1)
+    t0 = time.time()
+    assert w1.stop(signal.SIGTERM, timeout=20) == 0, 'warm shutdown must exit 0'
+    elapsed = time.time() - t0
+    assert elapsed < 5, 'warm shutdown waited %.1f s on a dead Redis' % elapsed
+    assert 're-established' not in w1.log, 'announced a reconnection that did not happen'
+    assert w1.log.count('Timer: ') <= 2, 'timer log flood:\n' + w1.log[-2000:]
+    assert 'stay in unacked' in w1.log
+    srv.start()
+    assert rc0.hlen('unacked') == 1, 'the held message must still be in unacked'
+    time.sleep(2.5)  # past the visibility timeout: the next worker restores it at start
+    w2 = worker_factory(redis=srv, settings=settings, args=['-c', '1'])
+    assert r.get(timeout=20) == 5
+    assert w2.stop() == 0
+    assert executions([w1, w2], r.id) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_hard_time_limit_fires_while_redis_is_down(worker_factory, celery_app_factory,
+                                                   redis_server_aof):
+    """The timer's Redis calls (visibility refresh of held messages, restore) are tried once per
+    turn, so a Redis outage does not stop it enforcing time limits: the hard limit ends the
+    task while Redis is down, and its FAILURE is stored once Redis is back."""
+    srv = redis_server_aof
+    transport = {'visibility_timeout': 2}  # held messages are refreshed every 0.5 s
+    app = celery_app_factory({'broker_transport_options': transport}, redis=srv)
+    settings = {'broker_transport_options': transport, 'task_acks_late': True,
+                'task_track_started': True}
+    w = worker_factory(redis=srv, settings=settings, args=['-c', '1'])
+    r = app.diag.sleep.apply_async((30,), time_limit=3)
+    wait_for(lambda: r.state == 'STARTED', 10, message='task STARTED')
+    srv._started_once = True
+    srv.stop()
+    wait_for(lambda: 'Hard time limit (3s) exceeded' in w.log, 10,
+             message='the hard limit while Redis is down')
+    assert not srv.alive
+    srv.start()
+    with pytest.raises(Exception) as exc:
+        r.get(timeout=20)
+    assert type(exc.value).__name__ == 'TimeLimitExceeded'
+    assert w.alive
+    assert w.stop() == 0
+
+
+@pytest.mark.slow
+def test_sigterm_before_redis_was_reached(worker_factory, redis_server):
+    """A worker started while Redis is down retries; SIGTERM then ends it at once, exit 0."""
+    redis_server.stop()
+    w = worker_factory(wait=False, args=['-c', '1'])
+    wait_for(lambda: 'Trying to re-establish' in w.log, 10, message='the worker retrying')
+    t0 = time.time()
+    assert w.stop(signal.SIGTERM, timeout=20) == 0
+    assert time.time() - t0 < 5, 'the stop waited on a dead Redis'
+    assert 'stopped before Redis could be reached' in w.log
+
+
 # ---------------------------------------------------------------- redis restart
 
 @pytest.mark.slow
