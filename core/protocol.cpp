@@ -415,9 +415,10 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id) {
   if (const auto info = object_member(props, "delivery_info")) {
     m.exchange = string_or(info, "exchange", "");
     m.routing_key = string_or(info, "routing_key", "");
-    if (const auto v = member(info, "redelivered"); v && !v->is_bool())
-      throw ProtocolError("property 'redelivered' must be a boolean");
-    m.redelivered = opt_bool(info, "redelivered").value_or(false);
+    if (const auto v = member(info, "redelivered")) {
+      if (!v->is_bool()) throw ProtocolError("property 'redelivered' must be a boolean");
+      m.redelivered = v->get_bool().value_unsafe();
+    }
   }
 
   const auto body_value = member(env, "body");
