@@ -7,8 +7,8 @@
 
 #include <iostream>
 
-#include "errors.h"
-#include "logging.h"
+#include "core/base/errors.h"
+#include "core/base/logging.h"
 
 namespace cvtasks {
 

@@ -19,7 +19,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "settings.h"
+#include "core/base/settings.h"
 
 namespace cvtasks {
 

@@ -10,16 +10,16 @@
 #include <memory>
 #include <thread>
 
-#include "clock.h"
 #include "command_app.h"
+#include "core/base/clock.h"
+#include "core/base/errors.h"
+#include "core/base/logging.h"
+#include "core/base/settings.h"
+#include "core/broker/redis/redis_url.h"
+#include "core/protocol/protocol.h"
 #include "django_source.h"
-#include "errors.h"
 #include "leader.h"
-#include "logging.h"
-#include "protocol.h"
-#include "redis_url.h"
 #include "scheduler.h"
-#include "settings.h"
 #include "settings_source.h"
 #include "state_store.h"
 

@@ -11,19 +11,20 @@
 #include <sstream>
 #include <thread>
 
-#include "broker.h"
-#include "clock.h"
 #include "command_app.h"
-#include "diagnostics.h"
+#include "core/backend/result_backend.h"
+#include "core/base/clock.h"
+#include "core/base/errors.h"
+#include "core/base/logging.h"
+#include "core/base/settings.h"
+#include "core/broker/broker.h"
+#include "core/broker/redis/redis_store.h"
+#include "core/broker/redis/redis_url.h"
+#include "core/task/registry.h"
+#include "core/worker/http_status.h"
+#include "core/worker/worker.h"
 #include "domain_tasks.h"
-#include "errors.h"
-#include "http_status.h"
-#include "logging.h"
-#include "redis_url.h"
-#include "registry.h"
-#include "result_backend.h"
-#include "settings.h"
-#include "worker.h"
+#include "tasks/diagnostics.h"
 
 using Poco::Util::OptionSet;
 

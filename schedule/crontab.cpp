@@ -8,7 +8,7 @@
 #include <cctype>
 #include <set>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 namespace {

@@ -2,9 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
 #include "crontab.h"
-#include "errors.h"
-#include "isotime.h"
 
 namespace cvtasks {
 namespace {

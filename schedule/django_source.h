@@ -1,6 +1,6 @@
 // DjangoSource: django-celery-beat's DatabaseScheduler tables, read directly from the database
 // of the settings document's databases.default (SQLite, PostgreSQL or MySQL, through
-// core/database.h).
+// django/database.h).
 //
 // Reads every enabled PeriodicTask with its interval, crontab (with its timezone) or clocked
 // schedule, args/kwargs (JSON text), queue/exchange/routing_key/priority/headers, expires or
@@ -19,8 +19,8 @@
 #include <optional>
 #include <string>
 
-#include "database.h"
-#include "settings.h"
+#include "core/base/settings.h"
+#include "django/database.h"
 #include "source.h"
 
 namespace cvtasks {

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "clock.h"
+#include "core/base/clock.h"
 #include "schedule.h"
 
 namespace cvtasks {

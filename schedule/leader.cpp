@@ -1,8 +1,8 @@
 #include "leader.h"
 
-#include "broker.h"
-#include "errors.h"
-#include "protocol.h"
+#include "core/base/errors.h"
+#include "core/broker/broker.h"
+#include "core/protocol/protocol.h"
 
 namespace cvtasks {
 namespace {

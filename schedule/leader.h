@@ -20,8 +20,8 @@
 #include <optional>
 #include <string>
 
-#include "clock.h"
-#include "redis_connection.h"
+#include "core/base/clock.h"
+#include "core/broker/redis/redis_connection.h"
 
 namespace cvtasks {
 

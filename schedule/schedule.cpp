@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include "errors.h"
-#include "isotime.h"
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
 
 namespace cvtasks {
 

@@ -13,7 +13,7 @@
 #include <optional>
 #include <string>
 
-#include "clock.h"
+#include "core/base/clock.h"
 
 namespace cvtasks {
 

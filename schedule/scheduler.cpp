@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <set>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 namespace {

@@ -15,10 +15,10 @@
 #include <mutex>
 #include <string>
 
-#include "clock.h"
+#include "core/base/clock.h"
+#include "core/base/settings.h"
+#include "core/protocol/protocol.h"
 #include "leader.h"
-#include "protocol.h"
-#include "settings.h"
 #include "source.h"
 
 namespace cvtasks {

@@ -1,7 +1,7 @@
 #include "settings_source.h"
 
+#include "core/base/errors.h"
 #include "crontab.h"
-#include "errors.h"
 
 namespace cvtasks {
 namespace {

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "settings.h"
+#include "core/base/settings.h"
 #include "source.h"
 #include "state_store.h"
 

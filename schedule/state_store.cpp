@@ -3,7 +3,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 namespace {

@@ -12,7 +12,7 @@
 #include <optional>
 #include <string>
 
-#include "clock.h"
+#include "core/base/clock.h"
 
 namespace SQLite {
 class Database;

@@ -3,10 +3,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/base/isotime.h"
+#include "core/protocol/task_error.h"
 #include "cv_record.h"
-#include "isotime.h"
 #include "services.h"
-#include "task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -8,10 +8,10 @@
 #include <optional>
 #include <set>
 
-#include "isotime.h"
+#include "core/base/isotime.h"
+#include "core/protocol/task_error.h"
 #include "media_files.h"
 #include "services.h"
-#include "task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -6,7 +6,7 @@
 #include <set>
 #include <sstream>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 

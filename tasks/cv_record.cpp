@@ -1,6 +1,6 @@
 #include "cv_record.h"
 
-#include "task_error.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {

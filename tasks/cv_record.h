@@ -13,8 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "database.h"
-#include "schema_map.h"
+#include "django/database.h"
+#include "django/schema_map.h"
 
 namespace cvtasks {
 

@@ -8,8 +8,8 @@
 #include <set>
 #include <sstream>
 
-#include "errors.h"
-#include "task_error.h"
+#include "core/base/errors.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -1,8 +1,8 @@
 // The CV Project's domain tasks (cvtasks.tasks.*), registered by run_celery_worker.
 #pragma once
 
-#include "registry.h"
-#include "settings.h"
+#include "core/base/settings.h"
+#include "core/task/registry.h"
 
 namespace cvtasks {
 

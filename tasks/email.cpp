@@ -9,9 +9,9 @@
 
 #include <cmath>
 
+#include "core/protocol/task_error.h"
 #include "cv_record.h"
 #include "services.h"
-#include "task_error.h"
 
 namespace cvtasks {
 namespace {

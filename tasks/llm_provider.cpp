@@ -12,7 +12,7 @@
 #include <memory>
 #include <sstream>
 
-#include "errors.h"
+#include "core/base/errors.h"
 #include "tls.h"
 
 namespace cvtasks {

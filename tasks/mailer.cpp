@@ -17,7 +17,7 @@
 #include <mutex>
 #include <sstream>
 
-#include "task_error.h"
+#include "core/protocol/task_error.h"
 #include "tls.h"
 
 namespace cvtasks {

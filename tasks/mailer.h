@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 

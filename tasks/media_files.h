@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 

@@ -6,9 +6,9 @@
 #include <ctime>
 #include <random>
 
+#include "core/protocol/task_error.h"
 #include "cv_record.h"
 #include "services.h"
-#include "task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -9,9 +9,9 @@
 #include <set>
 #include <sstream>
 
-#include "errors.h"
-#include "isotime.h"
-#include "task_error.h"
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -25,18 +25,18 @@
 #include <optional>
 #include <string>
 
-#include "clock.h"
+#include "core/base/clock.h"
+#include "core/base/errors.h"
+#include "core/base/settings.h"
+#include "core/task/registry.h"
+#include "core/task/task.h"
 #include "cv_analyzer.h"
 #include "cv_renderer.h"
+#include "django/database.h"
+#include "django/schema_map.h"
 #include "llm_provider.h"
-#include "database.h"
-#include "errors.h"
 #include "mailer.h"
 #include "media_files.h"
-#include "registry.h"
-#include "schema_map.h"
-#include "settings.h"
-#include "task.h"
 #include "wkhtmltopdf.h"
 
 namespace cvtasks {

@@ -19,9 +19,9 @@
 #include <map>
 #include <sstream>
 
-#include "isotime.h"
+#include "core/base/isotime.h"
+#include "core/protocol/task_error.h"
 #include "services.h"
-#include "task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -1,6 +1,6 @@
 #include "tls.h"
 
-#include "module.h"
+#include "core/base/module.h"
 
 namespace cvtasks {
 

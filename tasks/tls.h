@@ -1,6 +1,6 @@
 // Tls: the TLS the mail and LLM clients need, from the module cvtasks_tls (tls/, Poco NetSSL on
 // OpenSSL). The module is loaded on the first call to tls(), so a worker that sends no mail over
-// TLS and asks no HTTPS provider never maps OpenSSL (core/module.h says why modules).
+// TLS and asks no HTTPS provider never maps OpenSSL (core/base/module.h says why modules).
 //
 // Failure: tls() throws ConfigError when the module cannot be loaded. The methods throw Poco's
 // exceptions (Poco::Net::SSLException and the like, all Poco::Exception), as the plain sockets

@@ -18,9 +18,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "errors.h"
-#include "task.h"
-#include "task_error.h"
+#include "core/base/errors.h"
+#include "core/protocol/task_error.h"
+#include "core/task/task.h"
 
 namespace cvtasks {
 namespace {

@@ -1,4 +1,4 @@
-// libFuzzer target for the task-message decoder (core/protocol.h), the first code that reads
+// libFuzzer target for the task-message decoder (core/protocol/protocol.h), the first code that reads
 // bytes a stranger pushed to Redis. The contract under test: decode_task_message either returns
 // a TaskMessage or throws ProtocolError. Any other exception, a crash or a sanitizer report is
 // a bug. A decoded message must also survive a round trip through encode_task_message, since
@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "errors.h"
-#include "protocol.h"
+#include "core/base/errors.h"
+#include "core/protocol/protocol.h"
 
 namespace {
 

@@ -24,7 +24,7 @@
 
 #include <gtest/gtest.h>
 
-#include "redis_url.h"
+#include "core/broker/redis/redis_url.h"
 #include "resp_client.h"
 
 namespace cvtasks::testing {

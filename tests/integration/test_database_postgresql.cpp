@@ -1,9 +1,9 @@
-// Database (core/database.h) against a real PostgreSQL restarted under it: the pool must not
+// Database (django/database.h) against a real PostgreSQL restarted under it: the pool must not
 // hand out a session the server closed, and a server that is down is a transient error.
 #include <gtest/gtest.h>
 
-#include "database.h"
-#include "errors.h"
+#include "core/base/errors.h"
+#include "django/database.h"
 #include "pg_server.h"
 
 namespace cvtasks {

@@ -16,7 +16,7 @@
 #include <mutex>
 #include <thread>
 
-#include "errors.h"
+#include "core/base/errors.h"
 #include "llm_provider.h"
 
 namespace cvtasks {

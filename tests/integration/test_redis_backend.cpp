@@ -3,10 +3,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "clock.h"
-#include "errors.h"
+#include "core/backend/result_backend.h"
+#include "core/base/clock.h"
+#include "core/base/errors.h"
+#include "core/broker/redis/redis_store.h"
 #include "redis_server.h"
-#include "result_backend.h"
 
 namespace cvtasks {
 namespace {

@@ -1,4 +1,4 @@
-// RedisBroker (core/redis_broker.h) against a real redis-server: kombu's keys (SPEC 1.5, 2).
+// RedisBroker (core/broker/redis/redis_broker.h) against a real redis-server: kombu's keys (SPEC 1.5, 2).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -7,10 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "broker.h"
-#include "errors.h"
-#include "protocol.h"
-#include "redis_broker.h"
+#include "core/base/errors.h"
+#include "core/broker/broker.h"
+#include "core/broker/redis/redis_broker.h"
+#include "core/protocol/protocol.h"
 #include "redis_server.h"
 
 namespace cvtasks {

@@ -1,8 +1,8 @@
 // RedisConnection's pub/sub (send + receive), as the pidbox uses it, against a real redis-server.
 #include <gtest/gtest.h>
 
-#include "errors.h"
-#include "redis_connection.h"
+#include "core/base/errors.h"
+#include "core/broker/redis/redis_connection.h"
 #include "redis_server.h"
 
 namespace cvtasks {

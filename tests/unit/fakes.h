@@ -9,13 +9,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "broker.h"
-#include "clock.h"
-#include "errors.h"
-#include "protocol.h"
-#include "result_backend.h"
-#include "settings.h"
-#include "task.h"
+#include "core/backend/result_backend.h"
+#include "core/base/clock.h"
+#include "core/base/errors.h"
+#include "core/base/settings.h"
+#include "core/broker/broker.h"
+#include "core/protocol/protocol.h"
+#include "core/task/task.h"
 
 namespace cvtasks::testing {
 

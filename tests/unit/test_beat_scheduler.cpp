@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <map>
 
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
+#include "core/protocol/protocol.h"
 #include "crontab.h"
-#include "errors.h"
-#include "isotime.h"
-#include "protocol.h"
 #include "scheduler.h"
 #include "settings_source.h"
 

@@ -1,7 +1,7 @@
-// kombu's binding helpers (core/broker.h): key and member shapes, direct-exchange lookup.
+// kombu's binding helpers (core/broker/broker.h): key and member shapes, direct-exchange lookup.
 #include <gtest/gtest.h>
 
-#include "broker.h"
+#include "core/broker/broker.h"
 
 namespace cvtasks {
 namespace {

@@ -2,9 +2,9 @@
 // ends, leap days and daylight-saving changes in Europe/Berlin and America/New_York.
 #include <gtest/gtest.h>
 
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
 #include "crontab.h"
-#include "errors.h"
-#include "isotime.h"
 
 namespace cvtasks {
 namespace {

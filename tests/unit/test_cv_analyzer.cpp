@@ -1,8 +1,8 @@
 // The built-in CV analyzer (tasks/cv_analyzer.h) on the shipped skills taxonomy.
 #include <gtest/gtest.h>
 
+#include "core/base/errors.h"
 #include "cv_analyzer.h"
-#include "errors.h"
 
 namespace cvtasks {
 namespace {

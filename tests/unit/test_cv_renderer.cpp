@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "task_error.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {

@@ -5,10 +5,10 @@
 
 #include <filesystem>
 
-#include "database.h"
-#include "errors.h"
-#include "module.h"
-#include "schema_map.h"
+#include "core/base/errors.h"
+#include "core/base/module.h"
+#include "django/database.h"
+#include "django/schema_map.h"
 
 namespace cvtasks {
 namespace {
@@ -138,7 +138,7 @@ TEST_F(SqliteDatabase, DateTimeParameterOrdersExactlyAgainstDjangosStoredText) {
   EXPECT_EQ(rows[0]["id"], 1);
 }
 
-// The backends are modules (core/db) found beside the binaries: a missing one, or one without
+// The backends are modules (django/db) found beside the binaries: a missing one, or one without
 // the entry point, is a ConfigError that says what was looked for.
 TEST(Modules, AMissingModuleIsAConfigErrorThatSaysWhereItLooked) {
   try {

@@ -5,9 +5,9 @@
 
 #include <cerrno>
 
-#include "errors.h"
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
 #include "fakes.h"
-#include "isotime.h"
 #include "services.h"
 
 namespace cvtasks {

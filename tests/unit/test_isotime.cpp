@@ -1,9 +1,9 @@
-// ISO-8601 parsing and formatting (core/isotime.h), SPEC 1.2 and 3.1.
+// ISO-8601 parsing and formatting (core/base/isotime.h), SPEC 1.2 and 3.1.
 #include <gtest/gtest.h>
 
 #include <chrono>
 
-#include "isotime.h"
+#include "core/base/isotime.h"
 
 namespace cvtasks {
 namespace {

@@ -1,15 +1,15 @@
-// Encoders and small parts of remote control, events and metrics (core/control.h, events.h,
+// Encoders and small parts of remote control, events and metrics (core/broker/redis/control.h, events.h,
 // metrics.h, rate_limit.h), checked against the shapes in SPEC 7 and 8.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "control.h"
-#include "errors.h"
-#include "events.h"
-#include "metrics.h"
-#include "protocol.h"
-#include "rate_limit.h"
+#include "core/base/errors.h"
+#include "core/broker/redis/control.h"
+#include "core/broker/redis/events.h"
+#include "core/protocol/protocol.h"
+#include "core/worker/metrics.h"
+#include "core/worker/rate_limit.h"
 
 namespace cvtasks {
 namespace {

@@ -1,14 +1,14 @@
-// Protocol v2 codec (core/protocol.h) against SPEC sections 1 and 4 and real captured envelopes.
+// Protocol v2 codec (core/protocol/protocol.h) against SPEC sections 1 and 4 and real captured envelopes.
 #include <gtest/gtest.h>
 
 #include <regex>
 #include <set>
 
 #include "captured_envelopes.h"
-#include "errors.h"
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
+#include "core/protocol/protocol.h"
 #include "fakes.h"
-#include "isotime.h"
-#include "protocol.h"
 
 namespace cvtasks {
 namespace {

@@ -1,8 +1,8 @@
-// Redis URLs (core/redis_url.h).
+// Redis URLs (core/broker/redis/redis_url.h).
 #include <gtest/gtest.h>
 
-#include "errors.h"
-#include "redis_url.h"
+#include "core/base/errors.h"
+#include "core/broker/redis/redis_url.h"
 
 namespace cvtasks {
 namespace {

@@ -1,13 +1,13 @@
-// TaskRegistry (core/registry.h) and the diagnostic tasks (core/diagnostics.h) run through trace().
+// TaskRegistry (core/task/registry.h) and the diagnostic tasks (tasks/diagnostics.h) run through trace().
 #include <gtest/gtest.h>
 
 #include <thread>
 
-#include "diagnostics.h"
-#include "errors.h"
+#include "core/base/errors.h"
+#include "core/task/registry.h"
+#include "core/task/tracer.h"
 #include "fakes.h"
-#include "registry.h"
-#include "tracer.h"
+#include "tasks/diagnostics.h"
 
 namespace cvtasks {
 namespace {

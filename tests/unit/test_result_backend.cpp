@@ -1,10 +1,10 @@
-// ResultBackend over MemoryStore (core/result_backend.h), SPEC 3.
+// ResultBackend over MemoryStore (core/backend/result_backend.h), SPEC 3.
 #include <gtest/gtest.h>
 
-#include "clock.h"
+#include "core/backend/result_backend.h"
+#include "core/base/clock.h"
+#include "core/base/isotime.h"
 #include "fakes.h"
-#include "isotime.h"
-#include "result_backend.h"
 
 namespace cvtasks {
 namespace {

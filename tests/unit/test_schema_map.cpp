@@ -1,8 +1,8 @@
-#include "schema_map.h"
+#include "django/schema_map.h"
 
 #include <gtest/gtest.h>
 
-#include "errors.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 namespace {

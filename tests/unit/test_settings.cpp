@@ -1,4 +1,4 @@
-// Settings (core/settings.h): the settings document, environment overrides and task routes.
+// Settings (core/base/settings.h): the settings document, environment overrides and task routes.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -6,8 +6,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "errors.h"
-#include "settings.h"
+#include "core/base/errors.h"
+#include "core/base/settings.h"
 
 namespace cvtasks {
 namespace {

@@ -1,8 +1,8 @@
-// Arguments (core/task.h): Python's argument binding and its exact TypeError messages.
+// Arguments (core/task/task.h): Python's argument binding and its exact TypeError messages.
 #include <gtest/gtest.h>
 
-#include "task.h"
-#include "task_error.h"
+#include "core/protocol/task_error.h"
+#include "core/task/task.h"
 
 namespace cvtasks {
 namespace {

@@ -1,14 +1,14 @@
-// The tracer (core/tracer.h): trace() turns what a task did into a state; record() publishes
+// The tracer (core/task/tracer.h): trace() turns what a task did into a state; record() publishes
 // and stores in Celery's order (SPEC 4, 6).
 #include <gtest/gtest.h>
 
 #include <regex>
 #include <set>
 
-#include "errors.h"
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
+#include "core/task/tracer.h"
 #include "fakes.h"
-#include "isotime.h"
-#include "tracer.h"
 
 namespace cvtasks {
 namespace {

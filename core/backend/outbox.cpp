@@ -1,0 +1,166 @@
+#include "outbox.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/base/errors.h"
+
+namespace cvtasks {
+
+Outbox::Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> store)
+    : broker_(std::move(broker)), store_(std::move(store)) {
+  sender_ = std::thread([this] { sender_loop(); });
+}
+
+Outbox::~Outbox() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  sender_.join();
+}
+
+void Outbox::post_write(std::string key, std::string value, std::optional<double> ttl_s) {
+  bool first;
+  {
+    std::lock_guard lock(mu_);
+    first = writes_.empty() && acks_.empty();
+    writes_.push_back(Write{std::move(key), std::move(value), ttl_s});
+  }
+  if (first) cv_.notify_one();
+}
+
+void Outbox::post_ack(std::string tag) {
+  bool first;
+  {
+    std::lock_guard lock(mu_);
+    first = writes_.empty() && acks_.empty();
+    acks_.push_back(std::move(tag));
+  }
+  if (first) cv_.notify_one();
+}
+
+void Outbox::flush_soon() {
+  {
+    std::lock_guard lock(mu_);
+    // A round in flight, or a wake-up already asked for, picks this up: no futex call. With
+    // nothing queued, waking the sender would only make it take the next thing posted (a
+    // task's early ack) mid-task, and the task's own flush_here would then wait on it.
+    if (urgent_ || sending_ || (writes_.empty() && acks_.empty())) return;
+    urgent_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Outbox::flush_here() {
+  std::unique_lock lock(mu_);
+  if (sending_) return;
+  // A couple of rounds at most: a task thread must not become the sender for good.
+  run_rounds(lock, 2);
+  if (!writes_.empty() || !acks_.empty()) cv_.notify_one();
+}
+
+void Outbox::drain(std::optional<double> timeout_s) {
+  cv_.notify_one();
+  std::unique_lock lock(mu_);
+  auto done = [&] { return abandoned_ || (!sending_ && writes_.empty() && acks_.empty()); };
+  if (!timeout_s) {
+    idle_cv_.wait(lock, done);
+    return;
+  }
+  if (idle_cv_.wait_for(lock, std::chrono::duration<double>(*timeout_s), done)) return;
+  lock.unlock();
+  spdlog::warn("Giving up on unsent results/acks: their messages stay unacked in Redis");
+  abandon();
+}
+
+void Outbox::abandon() {
+  {
+    std::lock_guard lock(mu_);
+    abandoned_ = true;
+  }
+  idle_cv_.notify_all();
+  cv_.notify_all();
+}
+
+void Outbox::sender_loop() {
+  std::unique_lock lock(mu_);
+  auto pending = [&] { return !writes_.empty() || !acks_.empty(); };
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || (!sending_ && pending()); });
+    if (stop_ && (!pending() || abandoned_)) break;
+    // Grace period: a short task's own thread sends its ack together with its result
+    // (flush_here), with no thread switch; whatever is still waiting after it goes from here,
+    // so an early ack of a long task leaves within half a millisecond of its start.
+    if (!urgent_)
+      cv_.wait_for(lock, std::chrono::microseconds(500),
+                   [&] { return stop_ || urgent_ || !pending(); });
+    urgent_ = false;
+    if (!sending_) run_rounds(lock, 1000000);
+  }
+}
+
+void Outbox::run_rounds(std::unique_lock<std::mutex>& lock, int max_rounds) {
+  while (!abandoned_ && (!writes_.empty() || !acks_.empty()) && max_rounds-- > 0) {
+    sending_ = true;
+    std::vector<Write> writes;
+    std::vector<std::string> acks;
+    writes.swap(writes_);
+    acks.swap(acks_);
+    lock.unlock();
+    send_round(writes, acks);
+    lock.lock();
+    sending_ = false;
+  }
+  if (abandoned_) {
+    writes_.clear();
+    acks_.clear();
+  }
+  idle_cv_.notify_all();
+}
+
+void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& acks) {
+  auto backoff = std::chrono::milliseconds(100);
+  bool logged = false;
+  auto retry = [&](auto&& op) {
+    while (true) {
+      try {
+        op();
+        if (logged) spdlog::info("Result/ack sender reconnected; resuming.");
+        return true;
+      } catch (const ServerError& e) {
+        if (!e.connection_lost()) {
+          spdlog::error("Redis rejected a batch of results/acks: {}", e.what());
+          return false;
+        }
+        if (!logged) spdlog::warn("Cannot send results/acks: {}. Retrying...", e.what());
+        logged = true;
+      }
+      {
+        std::unique_lock lock(mu_);
+        if (abandoned_) return false;
+      }
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  };
+  if (!writes.empty() && store_) {
+    std::vector<KeyValueStore::Entry> entries;
+    entries.reserve(writes.size());
+    for (auto& w : writes) entries.push_back({std::move(w.key), std::move(w.value), w.ttl});
+    retry([&] { store_->set_many_unless_success(entries); });
+  }
+  if (!acks.empty()) retry([&] { broker_->ack_many(acks); });
+}
+
+std::optional<std::string> OutboxStore::get(const std::string&) {
+  throw BackendError("reading results through the outbox is not supported", false);
+}
+
+bool OutboxStore::set_unless_success(const std::string& key, const std::string& value,
+                                     std::optional<double> ttl_s) {
+  outbox_.post_write(key, value, ttl_s);
+  return true;
+}
+
+}  // namespace cvtasks

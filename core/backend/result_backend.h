@@ -1,0 +1,101 @@
+// ResultBackend: Celery's result meta (SPEC 3) written once over a tiny key-value store, as
+// celery's BaseKeyValueStoreBackend does. Redis underneath; an in-memory store for unit tests.
+//
+// Failure: store methods throw BackendError (connection_lost() = retry later). Not thread-safe:
+// each pool thread owns one backend.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/clock.h"
+
+namespace cvtasks {
+
+using json = nlohmann::json;
+
+namespace states {
+inline constexpr const char* PENDING = "PENDING";
+inline constexpr const char* RECEIVED = "RECEIVED";
+inline constexpr const char* STARTED = "STARTED";
+inline constexpr const char* SUCCESS = "SUCCESS";
+inline constexpr const char* FAILURE = "FAILURE";
+inline constexpr const char* REVOKED = "REVOKED";
+inline constexpr const char* RETRY = "RETRY";
+}  // namespace states
+
+// The minimal store the meta logic needs.
+class KeyValueStore {
+ public:
+  struct Entry {
+    std::string key, value;
+    std::optional<double> ttl_s;
+  };
+  virtual ~KeyValueStore() = default;
+  virtual std::optional<std::string> get(const std::string& key) = 0;
+  // Writes `value` under `key` with `ttl_s` (none = no expiry) and publishes it on the channel
+  // named like the key, unless the key already holds a SUCCESS meta. Returns false when it
+  // skipped. Atomic: no reader sees the SUCCESS overwritten in between.
+  virtual bool set_unless_success(const std::string& key, const std::string& value,
+                                  std::optional<double> ttl_s) = 0;
+  // The same for several entries, in order (one round trip where the store allows it).
+  virtual void set_many_unless_success(const std::vector<Entry>& entries) {
+    for (const auto& e : entries) set_unless_success(e.key, e.value, e.ttl_s);
+  }
+};
+
+// What the meta records about the task besides its state.
+struct ResultContext {
+  std::string task_id;
+  std::optional<std::string> group_id;
+  std::optional<std::string> parent_id;
+  std::vector<std::string> children;  // ids of tasks this one sent (callbacks, chain, retry)
+};
+
+class ResultBackend {
+ public:
+  ResultBackend(std::unique_ptr<KeyValueStore> store, std::optional<double> result_expires,
+                const Clock& clock);
+
+  // Stores `state` with `result` (a value, a state's meta, or an exception dict) and an
+  // optional traceback. date_done is set for ready states. Returns false if the task had
+  // already succeeded (a SUCCESS is never overwritten).
+  bool store(const ResultContext& ctx, const std::string& state, const json& result,
+             const std::optional<std::string>& traceback = std::nullopt);
+  // The stored meta, if any.
+  std::optional<json> get_meta(const std::string& task_id);
+
+  static std::string key_for(const std::string& task_id) { return "celery-task-meta-" + task_id; }
+  static bool is_ready(const std::string& state);
+
+ private:
+  std::unique_ptr<KeyValueStore> store_;
+  std::optional<double> expires_;
+  const Clock& clock_;
+};
+
+// In-memory store for unit tests; `published` records every publish as (channel, value).
+class MemoryStore final : public KeyValueStore {
+ public:
+  std::optional<std::string> get(const std::string& key) override;
+  bool set_unless_success(const std::string& key, const std::string& value,
+                          std::optional<double> ttl_s) override;
+
+  std::map<std::string, std::string> data;
+  std::map<std::string, std::optional<double>> ttls;
+  std::vector<std::pair<std::string, std::string>> published;
+
+ private:
+  std::mutex mu_;
+};
+
+using BackendFactory = std::function<std::unique_ptr<ResultBackend>()>;
+
+}  // namespace cvtasks

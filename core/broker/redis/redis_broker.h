@@ -1,0 +1,56 @@
+// RedisBroker: the Broker over kombu's Redis keys (SPEC 0-2). One connection; not thread-safe.
+#pragma once
+
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/broker/broker.h"
+#include "redis_connection.h"
+
+namespace cvtasks {
+
+class RedisBroker final : public Broker {
+ public:
+  explicit RedisBroker(const RedisUrl& url);
+  ~RedisBroker() override;
+
+  void declare(const std::vector<std::string>& queues) override;
+  std::vector<Delivery> take(const std::vector<std::string>& queues, size_t max,
+                             size_t max_bytes, TimePoint now) override;
+  WaitedTake wait_and_take(const std::string& queue, double timeout_s,
+                           const std::vector<std::string>& queues, size_t max, size_t max_bytes,
+                           TimePoint now) override;
+  void ack_many(const std::vector<std::string>& tags) override;
+  void requeue(const std::string& tag) override;
+  void restore(const std::string& tag) override;
+  void dead_letter(const std::string& tag) override;
+  void publish(const std::string& envelope, const std::string& exchange,
+               const std::string& routing_key, int priority) override;
+  void touch(const std::vector<std::string>& tags, TimePoint now) override;
+  size_t restore_visible(double visibility_timeout_s, TimePoint now) override;
+
+ private:
+  // Puts back the messages of a take whose reply never arrived.
+  void recover_lost_take();
+  // The take script's keys and arguments for a take identified by `call`.
+  struct TakeCall {
+    std::string call;
+    std::vector<std::string> keys, args;
+  };
+  TakeCall take_call(const std::vector<std::string>& queues, size_t max, size_t max_bytes,
+                     TimePoint now);
+  // Runs the take script's part of a call; a lost connection leaves the call to recover.
+  template <typename F>
+  auto guarded_take(const TakeCall& take, F&& run) -> decltype(run());
+  // Moves an unacked message back to its queue: at the head (RPUSH) or the tail (LPUSH).
+  void put_back(const std::string& tag, bool at_head);
+  std::vector<std::string> resolve(const std::string& exchange, const std::string& routing_key);
+
+  RedisConnection conn_;
+  std::string receipt_field_;  // this connection's field in cvtasks.take_receipts
+  std::string lost_take_;      // id of a take whose reply was lost, until recovered
+  std::unordered_set<std::string> declared_;
+};
+
+}  // namespace cvtasks

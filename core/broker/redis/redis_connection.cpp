@@ -1,0 +1,262 @@
+#include "redis_connection.h"
+
+#include <Poco/DigestEngine.h>
+#include <Poco/Exception.h>
+#include <Poco/Net/NetException.h>
+#include <Poco/Net/SocketAddress.h>
+#include <Poco/SHA1Engine.h>
+
+#include "core/base/errors.h"
+
+namespace cvtasks {
+
+RedisScript::RedisScript(std::string source) : source_(std::move(source)) {
+  Poco::SHA1Engine sha;
+  sha.update(source_);
+  sha_ = Poco::DigestEngine::digestToHex(sha.digest());
+}
+
+RedisConnection::RedisConnection(RedisUrl url, double receive_timeout_s)
+    : url_(std::move(url)), receive_timeout_s_(receive_timeout_s) {}
+
+RedisConnection::~RedisConnection() = default;
+
+bool RedisConnection::connected() const { return socket_ != nullptr; }
+
+void RedisConnection::disconnect() {
+  if (socket_) {
+    try {
+      socket_->close();
+    } catch (...) {
+    }
+  }
+  socket_.reset();
+  in_.clear();
+  in_pos_ = 0;
+}
+
+void RedisConnection::fail(const std::string& what) {
+  disconnect();
+  throw BrokerError("Redis " + url_.host + ":" + std::to_string(url_.port) + ": " + what, true);
+}
+
+void RedisConnection::set_timeout(double seconds) {
+  socket_->setReceiveTimeout(
+      Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(seconds * 1e6)));
+}
+
+void RedisConnection::ensure_connected() {
+  if (socket_) return;
+  try {
+    auto s = std::make_unique<Poco::Net::StreamSocket>();
+    s->connect(Poco::Net::SocketAddress(url_.host, static_cast<Poco::UInt16>(url_.port)),
+               Poco::Timespan(5, 0));
+    s->setNoDelay(true);
+    socket_ = std::move(s);
+    set_timeout(receive_timeout_s_);
+  } catch (const Poco::Exception& e) {
+    fail("cannot connect: " + e.displayText());
+  }
+  if (!url_.password.empty()) {
+    Command auth{"AUTH"};
+    if (!url_.username.empty()) auth.push_back(url_.username);
+    auth.push_back(url_.password);
+    const Reply r = roundtrip(auth);
+    if (r.kind == Reply::Kind::Error) {
+      disconnect();
+      throw BrokerError("Redis authentication failed: " + r.str, false);
+    }
+  }
+  if (url_.db != 0) {
+    const Reply r = roundtrip({"SELECT", std::to_string(url_.db)});
+    if (r.kind == Reply::Kind::Error) {
+      disconnect();
+      throw BrokerError("Redis SELECT " + std::to_string(url_.db) + " failed: " + r.str, false);
+    }
+  }
+}
+
+void RedisConnection::write(const std::vector<Command>& cmds) {
+  std::string out;
+  size_t size = 0;
+  for (const auto& c : cmds)
+    for (const auto& part : c) size += part.size() + 16;
+  out.reserve(size);
+  for (const auto& c : cmds) {
+    out += '*';
+    out += std::to_string(c.size());
+    out += "\r\n";
+    for (const auto& part : c) {
+      out += '$';
+      out += std::to_string(part.size());
+      out += "\r\n";
+      out += part;
+      out += "\r\n";
+    }
+  }
+  try {
+    size_t sent = 0;
+    while (sent < out.size()) {
+      const int n = socket_->sendBytes(out.data() + sent, static_cast<int>(out.size() - sent));
+      if (n <= 0) fail("connection closed while sending");
+      sent += static_cast<size_t>(n);
+    }
+  } catch (const Poco::Exception& e) {
+    fail(e.displayText());
+  }
+}
+
+void RedisConnection::fill() {
+  if (in_pos_ > 0 && in_pos_ == in_.size()) {
+    in_.clear();
+    in_pos_ = 0;
+  }
+  char buf[16384];
+  int n = 0;
+  try {
+    n = socket_->receiveBytes(buf, sizeof buf);
+  } catch (const Poco::TimeoutException&) {
+    fail("timed out waiting for a reply");
+  } catch (const Poco::Exception& e) {
+    fail(e.displayText());
+  }
+  if (n <= 0) fail("connection closed by the server");
+  in_.append(buf, static_cast<size_t>(n));
+}
+
+std::string RedisConnection::read_line() {
+  while (true) {
+    const auto end = in_.find("\r\n", in_pos_);
+    if (end != std::string::npos) {
+      std::string line = in_.substr(in_pos_, end - in_pos_);
+      in_pos_ = end + 2;
+      return line;
+    }
+    fill();
+  }
+}
+
+Reply RedisConnection::read_reply() {
+  const std::string line = read_line();
+  if (line.empty()) fail("malformed reply");
+  Reply r;
+  const std::string rest = line.substr(1);
+  auto number = [&]() -> int64_t {
+    try {
+      return std::stoll(rest);
+    } catch (const std::exception&) {
+      fail("malformed reply: " + line);
+    }
+  };
+  switch (line[0]) {
+    case '+':
+      r.kind = Reply::Kind::String;
+      r.str = rest;
+      return r;
+    case '-':
+      r.kind = Reply::Kind::Error;
+      r.str = rest;
+      return r;
+    case ':':
+      r.kind = Reply::Kind::Integer;
+      r.integer = number();
+      return r;
+    case '$': {
+      const int64_t len = number();
+      if (len < 0) return r;  // nil
+      while (in_.size() - in_pos_ < static_cast<size_t>(len) + 2) fill();
+      r.kind = Reply::Kind::String;
+      r.str = in_.substr(in_pos_, static_cast<size_t>(len));
+      in_pos_ += static_cast<size_t>(len) + 2;
+      return r;
+    }
+    case '*': {
+      const int64_t n = number();
+      if (n < 0) return r;  // nil array
+      r.kind = Reply::Kind::Array;
+      r.elements.reserve(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) r.elements.push_back(read_reply());
+      return r;
+    }
+    default:
+      fail("malformed reply: " + line.substr(0, 40));
+  }
+}
+
+Reply RedisConnection::roundtrip(const Command& cmd) {
+  write({cmd});
+  return read_reply();
+}
+
+Reply RedisConnection::command(const Command& cmd) {
+  ensure_connected();
+  Reply r = roundtrip(cmd);
+  if (r.kind == Reply::Kind::Error)
+    throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
+  return r;
+}
+
+std::vector<Reply> RedisConnection::pipeline(const std::vector<Command>& cmds, double block_s) {
+  ensure_connected();
+  if (block_s > 0) set_timeout(receive_timeout_s_ + block_s);
+  write(cmds);
+  std::vector<Reply> out;
+  out.reserve(cmds.size());
+  for (size_t i = 0; i < cmds.size(); ++i) out.push_back(read_reply());
+  if (block_s > 0 && socket_) set_timeout(receive_timeout_s_);
+  return out;
+}
+
+Command RedisConnection::evalsha(const RedisScript& script, const std::vector<std::string>& keys,
+                                 const std::vector<std::string>& args) {
+  Command cmd{"EVALSHA", script.sha(), std::to_string(keys.size())};
+  cmd.insert(cmd.end(), keys.begin(), keys.end());
+  cmd.insert(cmd.end(), args.begin(), args.end());
+  return cmd;
+}
+
+Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::string>& keys,
+                            const std::vector<std::string>& args) {
+  Command cmd = evalsha(script, keys, args);
+  ensure_connected();
+  Reply r = roundtrip(cmd);
+  if (r.kind == Reply::Kind::Error && r.str.rfind("NOSCRIPT", 0) == 0) {
+    cmd[0] = "EVAL";
+    cmd[1] = script.source();
+    r = roundtrip(cmd);
+  }
+  if (r.kind == Reply::Kind::Error) throw BrokerError("Redis script error: " + r.str, false);
+  return r;
+}
+
+Reply RedisConnection::blocking(const Command& cmd, double block_s) {
+  Reply r = std::move(pipeline({cmd}, block_s).front());
+  if (r.kind == Reply::Kind::Error)
+    throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
+  return r;
+}
+
+void RedisConnection::send(const Command& cmd) {
+  ensure_connected();
+  write({cmd});
+}
+
+std::optional<Reply> RedisConnection::receive(double timeout_s) {
+  if (!socket_) fail("not connected (subscriptions lost)");
+  if (in_pos_ == in_.size()) {
+    // Wait for the first byte without a receive timeout, which would count as a lost
+    // connection; once data is there, the rest of the reply follows promptly.
+    bool readable = false;
+    try {
+      readable = socket_->poll(
+          Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(timeout_s * 1e6)),
+          Poco::Net::Socket::SELECT_READ | Poco::Net::Socket::SELECT_ERROR);
+    } catch (const Poco::Exception& e) {
+      fail(e.displayText());
+    }
+    if (!readable) return std::nullopt;
+  }
+  return read_reply();
+}
+
+}  // namespace cvtasks

@@ -1,0 +1,550 @@
+#include "protocol.h"
+
+#include <array>
+#include <cstdio>
+#include <random>
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
+
+namespace cvtasks {
+namespace {
+
+const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::optional<std::string> opt_string(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) throw ProtocolError(std::string("header '") + key + "' must be a string");
+  return it->get<std::string>();
+}
+
+// A time given in seconds since the epoch, or in ISO 8601.
+TimePoint header_time(std::string_view key, double epoch_s) {
+  // Python's datetime spans years 1-9999; beyond that the conversion to the clock's integer
+  // microseconds would overflow: undefined behaviour, which UBSan reports.
+  if (!(epoch_s >= -62135596800.0 && epoch_s <= 253402300799.0))
+    throw ProtocolError(fmt::format("header '{}' is out of range: {}", key, epoch_s));
+  return from_epoch(epoch_s);
+}
+
+TimePoint header_time(std::string_view key, std::string_view iso) {
+  auto t = parse_iso8601(iso);
+  if (!t) throw ProtocolError(fmt::format("header '{}' is not an ISO-8601 time: {}", key, iso));
+  return *t;
+}
+
+std::optional<TimePoint> opt_time(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  if (it->is_number()) return header_time(key, it->get<double>());
+  if (!it->is_string()) throw ProtocolError(std::string("header '") + key + "' must be a time");
+  return header_time(key, it->get_ref<const std::string&>());
+}
+
+std::optional<double> opt_number(const json& v) {
+  if (v.is_number()) return v.get<double>();
+  return std::nullopt;
+}
+
+std::string repr_string(const std::string& s) {
+  // Python prefers single quotes, switching to double quotes when the text has a ' and no ".
+  const bool has_single = s.find('\'') != std::string::npos;
+  const bool has_double = s.find('"') != std::string::npos;
+  const char q = (has_single && !has_double) ? '"' : '\'';
+  std::string out(1, q);
+  for (unsigned char c : s) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c == static_cast<unsigned char>(q)) {
+          out += '\\';
+          out += static_cast<char>(c);
+        } else if (c < 0x20 || c == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\x%02x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += q;
+  return out;
+}
+
+// Length of the well-formed UTF-8 sequence at s[i], 0 if it is not one (overlong forms and
+// surrogates included, which nlohmann's dump() rejects too).
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = byte(0);
+  if (c < 0x80) return 1;
+  size_t len;
+  uint32_t cp;
+  if ((c >> 5) == 0x6) {
+    len = 2, cp = c & 0x1f;
+  } else if ((c >> 4) == 0xe) {
+    len = 3, cp = c & 0x0f;
+  } else if ((c >> 3) == 0x1e) {
+    len = 4, cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((byte(k) >> 6) != 0x2) return 0;
+    cp = (cp << 6) | (byte(k) & 0x3f);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+// Invalid UTF-8 bytes as \xNN. nlohmann's parse errors quote the bytes they stopped at, and a
+// reason that is not valid UTF-8 could not be dumped into the FAILURE result or the event.
+std::string valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (const size_t len = utf8_sequence_length(s, i)) {
+      out.append(s.substr(i, len));
+      i += len;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i++]));
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool json_nesting_within(std::string_view text, size_t limit) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
+std::string base64_encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += kB64[(n >> 18) & 63];
+    out += kB64[(n >> 12) & 63];
+    out += kB64[(n >> 6) & 63];
+    out += kB64[n & 63];
+  }
+  if (i < in.size()) {
+    uint32_t n = uint8_t(in[i]) << 16;
+    if (i + 1 < in.size()) n |= uint8_t(in[i + 1]) << 8;
+    out += kB64[(n >> 18) & 63];
+    out += kB64[(n >> 12) & 63];
+    out += (i + 1 < in.size()) ? kB64[(n >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+  static const std::array<int8_t, 256> table = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(-1);
+    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(kB64[i])] = int8_t(i);
+    t['-'] = 62;  // tolerate the URL-safe alphabet
+    t['_'] = 63;
+    return t;
+  }();
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t pad = 0;
+  for (unsigned char c : in) {
+    if (c == '=') {
+      ++pad;
+      continue;
+    }
+    if (c == '\n' || c == '\r') continue;
+    if (pad) return std::nullopt;  // data after padding
+    const int8_t v = table[c];
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | uint32_t(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  // A lone 6-bit group cannot encode a byte: the input was truncated.
+  if (pad > 2 || bits >= 6) return std::nullopt;
+  return out;
+}
+
+std::string new_uuid() {
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   (uint64_t(std::random_device{}()) << 32)};
+  uint64_t a = rng(), b = rng();
+  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
+  char buf[37];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", uint32_t(a >> 32),
+                uint32_t((a >> 16) & 0xffff), uint32_t(a & 0xffff), uint32_t(b >> 48),
+                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  return buf;
+}
+
+std::string python_repr(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "None";
+    case json::value_t::boolean: return v.get<bool>() ? "True" : "False";
+    case json::value_t::string: return repr_string(v.get_ref<const std::string&>());
+    case json::value_t::array: {
+      std::string out = "[";
+      for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + python_repr(v[i]);
+      return out + "]";
+    }
+    case json::value_t::object: {
+      std::string out = "{";
+      bool first = true;
+      for (const auto& [k, val] : v.items()) {
+        out += (first ? "" : ", ") + repr_string(k) + ": " + python_repr(val);
+        first = false;
+      }
+      return out + "}";
+    }
+    default: return v.dump();
+  }
+}
+
+std::string python_args_repr(const json& args) {
+  if (!args.is_array()) return python_repr(args);
+  std::string out = "(";
+  for (size_t i = 0; i < args.size(); ++i) out += (i ? ", " : "") + python_repr(args[i]);
+  if (args.size() == 1) out += ",";
+  return out + ")";
+}
+
+static TaskMessage decode(std::string_view raw, std::string* partial_id);
+
+TaskMessage decode_task_message(std::string_view raw, std::string* partial_id) {
+  try {
+    return decode(raw, partial_id);
+  } catch (const ProtocolError& e) {
+    throw ProtocolError(valid_utf8(e.what()));
+  } catch (const json::exception& e) {
+    // A field of the wrong type (null content-type, numeric routing key, ...).
+    throw ProtocolError(valid_utf8(std::string("malformed message: ") + e.what()));
+  }
+}
+
+namespace {
+
+using Element = simdjson::dom::element;
+
+// An object of the envelope; absent when the envelope has none (e.g. no properties).
+using Object = std::optional<simdjson::dom::object>;
+
+// The value of `key` in `obj`, if present. The last of duplicate keys wins, as in Python's json.
+std::optional<Element> member(const Object& obj, std::string_view key) {
+  std::optional<Element> found;
+  if (!obj) return found;
+  for (const auto field : *obj)
+    if (field.key == key) found = field.value;
+  return found;
+}
+
+Object object_member(const Object& obj, std::string_view key) {
+  const auto v = member(obj, key);
+  if (v && v->is_object()) return v->get_object().value_unsafe();
+  return std::nullopt;
+}
+
+std::string quoted(std::string_view key) { return "'" + std::string(key) + "'"; }
+
+// A header that may be absent or null; any other type is an error.
+std::optional<std::string> opt_string(const Object& obj, std::string_view key) {
+  const auto v = member(obj, key);
+  if (!v || v->is_null()) return std::nullopt;
+  if (!v->is_string()) throw ProtocolError("header " + quoted(key) + " must be a string");
+  return std::string(v->get_string().value_unsafe());
+}
+
+// A property that may be absent (then `fallback`); null or any other type is an error.
+std::string string_or(const Object& obj, std::string_view key, std::string fallback) {
+  const auto v = member(obj, key);
+  if (!v) return fallback;
+  if (!v->is_string()) throw ProtocolError("property " + quoted(key) + " must be a string");
+  return std::string(v->get_string().value_unsafe());
+}
+
+std::optional<TimePoint> opt_time(const Object& obj, std::string_view key) {
+  const auto v = member(obj, key);
+  if (!v || v->is_null()) return std::nullopt;
+  if (v->is_number()) return header_time(key, v->get_double().value_unsafe());
+  if (!v->is_string()) throw ProtocolError("header " + quoted(key) + " must be a time");
+  return header_time(key, v->get_string().value_unsafe());
+}
+
+std::optional<double> opt_number(Element v) {
+  if (v.is_number()) return v.get_double().value_unsafe();
+  return std::nullopt;
+}
+
+std::optional<int> opt_int(const Object& obj, std::string_view key) {
+  const auto v = member(obj, key);
+  if (v && v->is_int64()) return static_cast<int>(v->get_int64().value_unsafe());
+  return std::nullopt;
+}
+
+std::optional<bool> opt_bool(const Object& obj, std::string_view key) {
+  const auto v = member(obj, key);
+  if (v && v->is_bool()) return v->get_bool().value_unsafe();
+  return std::nullopt;
+}
+
+// Envelopes up to this size are parsed by the thread's own parser, whose buffers grow to the
+// largest envelope it has read; a larger one gets a parser of its own, freed with it.
+constexpr size_t kKeptParserBytes = 64 * 1024;
+
+simdjson::dom::parser new_parser() {
+  simdjson::dom::parser p;
+  if (p.allocate(4096, kMaxJsonNesting)) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace
+
+static TaskMessage decode(std::string_view raw, std::string* partial_id) {
+  // simdjson reads the envelope: with nlohmann's DOM the envelope's parse was a third of the
+  // worker's CPU per task. Message bodies stay nlohmann values (the tasks take those).
+  thread_local simdjson::dom::parser kept = new_parser();
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser& parser = raw.size() <= kKeptParserBytes ? kept : own.emplace(new_parser());
+  Element root;
+  if (const auto err = parser.parse(raw.data(), raw.size()).get(root)) {
+    // simdjson refuses some JSON that Python's json reads: nesting deeper than kMaxJsonNesting
+    // (which no Celery producer can send) and numbers beyond 64 bits. Such a message is still
+    // rejected, but with its id when it has one, so the client gets its FAILURE.
+    const json loose = json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (loose.is_discarded())
+      throw ProtocolError(std::string("envelope is not valid JSON: ") +
+                          simdjson::error_message(err));
+    if (const auto h = loose.find("headers"); loose.is_object() && h != loose.end() &&
+                                              h->is_object() && h->contains("id") &&
+                                              (*h)["id"].is_string())
+      if (partial_id) *partial_id = (*h)["id"].get<std::string>();
+    if (err == simdjson::DEPTH_ERROR)
+      throw ProtocolError("envelope nests deeper than " + std::to_string(kMaxJsonNesting) +
+                          " levels");
+    throw ProtocolError(std::string("envelope is not accepted: ") + simdjson::error_message(err));
+  }
+  if (!root.is_object()) throw ProtocolError("envelope is not a JSON object");
+  const Object env = root.get_object().value_unsafe();
+  const Object h = object_member(env, "headers");
+  if (!h) throw ProtocolError("envelope has no headers (protocol v1 messages are not supported)");
+  TaskMessage m;
+  if (auto id = opt_string(h, "id")) {
+    m.id = *id;
+    if (partial_id) *partial_id = m.id;
+  } else {
+    throw ProtocolError("message has no task id (headers.id)");
+  }
+  if (auto t = opt_string(h, "task")) {
+    m.task = *t;
+  } else {
+    throw ProtocolError("message has no task name (headers.task)");
+  }
+
+  if (const auto ct = member(env, "content-type")) {
+    if (!ct->is_string() || ct->get_string().value_unsafe() != "application/json")
+      throw ProtocolError("refusing content type " + simdjson::to_string(*ct) +
+                          ": only application/json is accepted");
+  }
+  const Object props = object_member(env, "properties");
+
+  m.shadow = opt_string(h, "shadow");
+  m.eta = opt_time(h, "eta");
+  m.expires = opt_time(h, "expires");
+  m.group = opt_string(h, "group");
+  m.group_index = opt_int(h, "group_index");
+  m.retries = opt_int(h, "retries").value_or(0);
+  if (const auto tl = member(h, "timelimit"); tl && tl->is_array()) {
+    const simdjson::dom::array limits = tl->get_array().value_unsafe();
+    if (limits.size() == 2) {
+      m.time_limit = opt_number(limits.at(0).value_unsafe());
+      m.soft_time_limit = opt_number(limits.at(1).value_unsafe());
+    }
+  }
+  m.root_id = opt_string(h, "root_id").value_or(m.id);
+  m.parent_id = opt_string(h, "parent_id");
+  m.argsrepr = opt_string(h, "argsrepr").value_or("");
+  m.kwargsrepr = opt_string(h, "kwargsrepr").value_or("");
+  m.origin = opt_string(h, "origin").value_or("");
+  m.ignore_result = opt_bool(h, "ignore_result").value_or(false);
+  for (const Object* src : {&h, &props})
+    if (const auto late = opt_bool(*src, "acks_late")) m.acks_late = late;
+
+  m.correlation_id = string_or(props, "correlation_id", m.id);
+  if (const auto v = member(props, "reply_to"); v && v->is_string())
+    m.reply_to = v->get_string().value_unsafe();
+  if (const auto v = member(props, "delivery_tag"); v && v->is_string())
+    m.delivery_tag = v->get_string().value_unsafe();
+  m.priority = opt_int(props, "priority").value_or(0);
+  if (const auto info = object_member(props, "delivery_info")) {
+    m.exchange = string_or(info, "exchange", "");
+    m.routing_key = string_or(info, "routing_key", "");
+    if (const auto v = member(info, "redelivered")) {
+      if (!v->is_bool()) throw ProtocolError("property 'redelivered' must be a boolean");
+      m.redelivered = v->get_bool().value_unsafe();
+    }
+  }
+
+  const auto body_value = member(env, "body");
+  if (!body_value || !body_value->is_string()) throw ProtocolError("message body is missing");
+  const std::string_view body_field = body_value->get_string().value_unsafe();
+  std::string body_text;
+  if (string_or(props, "body_encoding", "base64") == "base64") {
+    auto decoded = base64_decode(body_field);
+    if (!decoded) throw ProtocolError("message body is not valid base64");
+    body_text = std::move(*decoded);
+  } else {
+    body_text = body_field;
+  }
+  if (!json_nesting_within(body_text))
+    throw ProtocolError("message body nests deeper than " + std::to_string(kMaxJsonNesting) +
+                        " levels");
+  json body;
+  try {
+    body = json::parse(body_text);
+  } catch (const json::parse_error& e) {
+    throw ProtocolError(std::string("message body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_array() || body.size() != 3 || !body[0].is_array() || !body[1].is_object())
+    throw ProtocolError("message body must be [args, kwargs, embed] (protocol v2)");
+  m.args = std::move(body[0]);
+  m.kwargs = std::move(body[1]);
+  if (body[2].is_object()) {
+    const json& embed = body[2];
+    m.callbacks = embed.value("callbacks", json(nullptr));
+    m.errbacks = embed.value("errbacks", json(nullptr));
+    m.chain = embed.value("chain", json(nullptr));
+    m.chord = embed.value("chord", json(nullptr));
+  }
+  return m;
+}
+
+std::string encode_task_message(const PublishOptions& o) {
+  const std::string id = o.id.empty() ? new_uuid() : o.id;
+  const json embed = {{"callbacks", o.callbacks},
+                      {"errbacks", o.errbacks},
+                      {"chain", o.chain},
+                      {"chord", o.chord}};
+  const json body = json::array({o.args, o.kwargs, embed});
+  auto opt_json = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+  auto time_json = [](const std::optional<TimePoint>& t) {
+    return t ? json(format_iso8601_utc(*t)) : json(nullptr);
+  };
+  json headers = {
+      {"lang", "py"},
+      {"task", o.task},
+      {"id", id},
+      {"shadow", opt_json(o.shadow)},
+      {"eta", time_json(o.eta)},
+      {"expires", time_json(o.expires)},
+      {"group", opt_json(o.group)},
+      {"group_index", opt_json(o.group_index)},
+      {"retries", o.retries},
+      {"timelimit", json::array({opt_json(o.time_limit), opt_json(o.soft_time_limit)})},
+      {"root_id", o.root_id.empty() ? id : o.root_id},
+      {"parent_id", opt_json(o.parent_id)},
+      {"argsrepr", o.argsrepr.value_or(python_args_repr(o.args)).substr(0, 1024)},
+      {"kwargsrepr", python_repr(o.kwargs).substr(0, 1024)},
+      {"origin", o.origin},
+      {"ignore_result", o.ignore_result},
+  };
+  for (const auto& [k, v] : o.extra_headers.items()) headers[k] = v;
+  json properties = {
+      {"correlation_id", id},
+      {"reply_to", o.reply_to},
+      {"delivery_mode", 2},
+      {"delivery_info", {{"exchange", o.exchange}, {"routing_key", o.routing_key}}},
+      {"priority", o.priority},
+      {"body_encoding", "base64"},
+      {"delivery_tag", new_uuid()},
+  };
+  for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
+  const json envelope = {{"body", base64_encode(body.dump())},
+                         {"content-encoding", "utf-8"},
+                         {"content-type", "application/json"},
+                         {"headers", std::move(headers)},
+                         {"properties", std::move(properties)}};
+  return envelope.dump();
+}
+
+PublishOptions options_from_signature(const json& sig, TimePoint now) {
+  if (!sig.is_object() || !sig.contains("task") || !sig["task"].is_string())
+    throw ProtocolError("not a task signature: " + sig.dump().substr(0, 200));
+  PublishOptions o;
+  o.task = sig["task"];
+  if (auto it = sig.find("args"); it != sig.end() && it->is_array()) o.args = *it;
+  if (auto it = sig.find("kwargs"); it != sig.end() && it->is_object()) o.kwargs = *it;
+  const json opts = sig.value("options", json::object());
+  if (!opts.is_object()) return o;
+  if (auto v = opt_string(opts, "task_id")) o.id = *v;
+  if (auto v = opt_string(opts, "reply_to")) o.reply_to = *v;
+  if (auto v = opt_string(opts, "shadow")) o.shadow = *v;
+  if (auto v = opt_string(opts, "group_id")) o.group = *v;
+  if (auto it = opts.find("group_index"); it != opts.end() && it->is_number_integer())
+    o.group_index = it->get<int>();
+  if (auto it = opts.find("priority"); it != opts.end() && it->is_number_integer())
+    o.priority = it->get<int>();
+  if (auto it = opts.find("time_limit"); it != opts.end()) o.time_limit = opt_number(*it);
+  if (auto it = opts.find("soft_time_limit"); it != opts.end())
+    o.soft_time_limit = opt_number(*it);
+  auto relative = [&](const char* key) -> std::optional<TimePoint> {
+    auto it = opts.find(key);
+    if (it == opts.end() || !it->is_number()) return std::nullopt;
+    return now + std::chrono::duration_cast<TimePoint::duration>(
+                     std::chrono::duration<double>(it->get<double>()));
+  };
+  if (auto it = opts.find("expires"); it != opts.end() && it->is_number())
+    o.expires = relative("expires");
+  else
+    o.expires = opt_time(opts, "expires");
+  o.eta = opts.contains("countdown") ? relative("countdown") : opt_time(opts, "eta");
+  if (auto v = opt_string(opts, "queue")) o.routing_key = *v;
+  if (auto v = opt_string(opts, "routing_key")) o.routing_key = *v;
+  if (auto v = opt_string(opts, "exchange")) o.exchange = *v;
+  if (auto it = opts.find("link"); it != opts.end() && !it->is_null())
+    o.callbacks = it->is_array() ? *it : json::array({*it});
+  if (auto it = opts.find("link_error"); it != opts.end() && !it->is_null())
+    o.errbacks = it->is_array() ? *it : json::array({*it});
+  if (auto it = opts.find("chord"); it != opts.end() && !it->is_null()) o.chord = *it;
+  if (auto it = opts.find("ignore_result"); it != opts.end() && it->is_boolean())
+    o.ignore_result = it->get<bool>();
+  return o;
+}
+
+}  // namespace cvtasks

@@ -1,0 +1,242 @@
+// Worker: the engine behind run_celery_worker (Celery's Consumer + pool + timer).
+//
+// Threads: `concurrency` pool threads (an idle one takes the next batch within the prefetch
+// limit, atomically recorded as unacked, then runs tasks to completion), one waiter per queue
+// (blocks until its queue has work and then takes it itself, so an idle worker does not poll
+// hard), one timer (releases ETA tasks, enforces time limits, refreshes held messages'
+// visibility, restores timed-out ones), and the Outbox's sender (results and acks, batched).
+// Pool threads and waiters are one kind of thread in two roles: a waiter whose take finds a
+// pool thread idle runs the task itself and the idle thread takes over the wait, so a task that
+// arrives at an idle worker crosses no thread hand-off. At most `concurrency` tasks run at any
+// moment. Every Redis call is retried while the connection is lost: the worker logs it and
+// resumes, and never exits or stops consuming because Redis went away.
+//
+// Observability (SPEC 7, 8): a Pidbox thread answers remote control (worker_control.cpp), an
+// EventDispatcher thread sends worker heartbeats and, when enabled, task events; Metrics
+// counts tasks for /metrics; healthz()/metrics_page() serve the optional HTTP port.
+//
+// Shutdown: stop(false) is warm (stop taking, give back reserved and ETA-held messages,
+// finish running tasks); stop(true) is cold (running tasks are abandoned: acks_late ones are
+// given back, early-acked ones are lost, as with Celery). stop() is thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/backend/outbox.h"
+#include "core/backend/result_backend.h"
+#include "core/base/clock.h"
+#include "core/base/settings.h"
+#include "core/broker/broker.h"
+#include "core/broker/redis/control.h"
+#include "core/broker/redis/events.h"
+#include "core/task/registry.h"
+#include "core/task/tracer.h"
+#include "http_status.h"
+#include "metrics.h"
+#include "rate_limit.h"
+
+namespace cvtasks {
+
+struct WorkerConfig {
+  std::vector<std::string> queues;
+  int concurrency = 1;
+  int prefetch_multiplier = 4;
+  std::string nodename = "celery@localhost";
+  bool task_events = false;     // -E / worker_send_task_events: send task-* events
+  bool heartbeat = true;        // worker-online/-heartbeat/-offline (--without-heartbeat)
+  bool remote_control = true;   // answer celery inspect/control (--without-control)
+};
+
+class Worker {
+ public:
+  using StoreFactory = std::function<std::unique_ptr<KeyValueStore>()>;
+  // `stores` may be empty (no result backend configured: nothing is stored).
+  Worker(const Settings& settings, WorkerConfig config, const TaskRegistry& registry,
+         BrokerFactory brokers, StoreFactory stores, const Clock& clock);
+  ~Worker();
+
+  // Starts all threads, then blocks until stop() and the shutdown are done.
+  void run();
+  void stop(bool cold);
+  // True when a task thread could not be stopped and was left behind (exit with _exit).
+  bool has_stray_threads() const { return stray_threads_ > 0; }
+
+  // A remote control command (SPEC 7.3): the reply value, or nullopt when none is sent
+  // (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
+  // the pidbox thread.
+  std::optional<json> control(const std::string& method, const json& arguments);
+  // GET /healthz: 200 when the broker answers, the consumer threads tick and the pool makes
+  // progress; else 503. JSON body with each check. Thread-safe.
+  StatusPage healthz();
+  // GET /metrics (Prometheus text). Thread-safe.
+  StatusPage metrics_page();
+
+ private:
+  struct Job;
+  using JobPtr = std::shared_ptr<Job>;
+
+  struct FetchResult {
+    size_t taken = 0;
+    bool full = false;  // no room under the prefetch limit
+  };
+
+  // A pool thread or waiter for its whole life: starts as the waiter of `queue` (or in the pool)
+  // and changes roles as wait_loop and pool_loop hand over.
+  void task_thread(std::optional<std::string> queue);
+  // Waits on `queue` and takes what arrives. Returns a job this thread has started, when it
+  // becomes a pool thread (an idle one took over the wait), or null when the thread should end.
+  JobPtr wait_loop(Broker& broker, const std::string& queue);
+  // Runs `first` (if any), then tasks as they come. Returns the queue whose wait this thread
+  // takes over, or nullopt when the thread should end.
+  std::optional<std::string> pool_loop(Broker& broker, JobPtr first);
+  // With mu_ held: the next ready job, started (counted as running, time limits armed); one
+  // over its rate limit goes to the timer instead. Null when there is none.
+  JobPtr start_next_locked();
+  // After a waiter's take (`more`: the queues hold more): with a pool thread idle, this thread
+  // starts the next job itself and leaves `queue` to the idle thread. Null when it stays the
+  // waiter. Why `concurrency` stays exact: a waiter takes only while a pool thread idles, a
+  // swap needs an idle thread no other orphan has claimed, and a pool thread adopts an orphan
+  // before it starts any job, so the threads in the pool role that may run tasks stay
+  // `concurrency`.
+  JobPtr hand_over_wait(const std::string& queue, bool more);
+  // An idle pool thread: fetch a batch, or wait a little for one.
+  void find_work(Broker& broker);
+  // Idles up to 100 ms; returns true when this thread should poll the queues now.
+  bool idle_wait(std::unique_lock<std::mutex>& lock);
+  // Waits (up to 100 ms) until an ack frees room, work appears, or stop.
+  void wait_for_room(std::unique_lock<std::mutex>& lock);
+  // New ready jobs (or stop): wakes the idle pool threads and those waiting for room.
+  void wake_pool();
+  void timer_loop();
+
+  // Takes what fits under the prefetch limit and dispatches it; one take at a time.
+  FetchResult fetch(Broker& broker);
+  // Hands taken messages to the pool (or the ETA timer); a message that cannot be handled
+  // goes to the dead letters. Called with fetch_mu_ held; the caller wakes the pool.
+  void dispatch(Broker& broker, std::vector<Delivery>& batch);
+  // With mu_ held: how many more messages fit under the prefetch limit.
+  size_t room_locked() const;
+  // Shutdown: puts taken messages back at the head of their queues, one attempt each. One not
+  // given back is still in `unacked`, where restore_visible finds it after the visibility
+  // timeout; so a lost connection ends the attempts (logged) instead of holding up the exit.
+  void give_back(Broker& broker, const std::vector<std::string>& tags);
+  size_t prefetch_count() const;
+  void handle_delivery(Broker& broker, Delivery& d);
+  void execute(Broker& broker, const JobPtr& job);
+  void release_due();
+  void enforce_time_limits(Broker& broker);
+  void finish(const JobPtr& job);
+  void post_ack(const JobPtr& job);
+  // Records an outcome produced outside the task's own run (not registered, time limit).
+  void record_outcome(Broker& broker, const Outcome& outcome, const Job& job);
+  // With mu_ held (or before the threads start).
+  void spawn_pool_thread();
+  void spawn_waiter(const std::string& queue);
+  void shutdown();
+
+  // Runs `op` until it succeeds, backing off while the connection is lost; the back-off wait
+  // ends early at stop(). Gives up, rethrowing the connection error, once `give_up()` (called
+  // with mu_ held) is true. The one-argument form gives up only in a cold shutdown: for what
+  // must not be lost (results). Calls that only take new work give up at any stop.
+  template <typename F, typename G>
+  auto io(F&& op, G&& give_up) -> decltype(op());
+  template <typename F>
+  auto io(F&& op) -> decltype(op());
+  auto when_stopping() {
+    return [this] { return stopping_; };
+  }
+
+  bool expired(const Job& job) const;
+  bool stores_result(const Job& job) const;
+  // Stores REVOKED (`why`: "revoked", "expired", "terminated") and sends task-revoked.
+  void store_revoked(const Job& job, const std::string& why, std::optional<int> signum = {});
+  // Metrics, `processed` and the task-succeeded/-failed/-retried event of an outcome.
+  void on_outcome(const TaskMessage& msg, const Outcome& outcome);
+  void send_task_event(const std::string& type, json fields);
+  // Takes a running task away from its thread (hard time limit, revoke with terminate): kills
+  // its subprocesses with `signum` and cancels it. False if it is completing already.
+  bool claim_running(const JobPtr& job, int signum);
+  // After claim_running() and recording the outcome: acks it and replaces the pool thread.
+  void replace_thread(const JobPtr& job);
+
+  // Remote control commands (worker_control.cpp).
+  json request_info(const Job& job) const;
+  json revoke(const json& ids, bool terminate, const json& signal);
+  json stats();
+  json add_consumer(const std::string& queue);
+  json cancel_consumer(const std::string& queue);
+  std::map<std::string, int64_t> queue_lengths();  // throws when Redis is unreachable
+
+  const Settings& settings_;
+  WorkerConfig config_;
+  const TaskRegistry& registry_;
+  BrokerFactory brokers_;
+  const Clock& clock_;
+  std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<ResultBackend> backend_;  // writes through outbox_; null: no backend
+  std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
+
+  LamportClock lamport_;
+  Metrics metrics_;
+  std::unique_ptr<EventDispatcher> events_;  // null: no heartbeat and no task events
+  std::unique_ptr<Pidbox> pidbox_;           // null: remote control off
+  std::unique_ptr<Broker> control_broker_;   // the pidbox thread's, made on first use
+  std::mutex status_mu_;                     // guards status_conn_
+  std::unique_ptr<class RedisConnection> status_conn_;  // /healthz and queue lengths
+  std::atomic<uint64_t> processed_{0};
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::atomic<std::chrono::steady_clock::rep> timer_tick_{0};    // last timer loop pass
+  std::atomic<std::chrono::steady_clock::rep> last_progress_{0};  // last task start or end
+
+  mutable std::mutex mu_;
+  std::condition_variable stop_cv_;   // run(): stop requested
+  std::condition_variable ready_cv_;  // threads waiting for room under the prefetch
+  std::condition_variable idle_cv_;   // idle pool threads: work, a queue to wait on, or stop
+  std::condition_variable timer_cv_;  // timer: new ETA / running task, or stop
+  std::condition_variable arm_cv_;    // waiters: the pool is idle
+  std::deque<JobPtr> ready_;
+  std::multimap<TimePoint, JobPtr> held_;
+  std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
+  std::list<JobPtr> running_;
+  std::vector<std::string> queues_;  // consumed now (add_consumer/cancel_consumer change it)
+  std::set<std::string> waiters_;    // queues with a waiter (or one in orphans_)
+  std::deque<std::string> orphans_;  // queues whose waiter went to the pool: the next idle
+                                     // pool thread becomes their waiter
+  // Celery's revoked set: ids in arrival order, capped, honoured when their messages arrive.
+  std::unordered_map<std::string, double> revoked_;  // id -> epoch revoked
+  std::deque<std::string> revoked_order_;
+  std::map<std::string, RateLimit> rate_limits_;      // by task name (rate_limit command)
+  std::map<std::string, std::pair<std::optional<double>, std::optional<double>>>
+      time_limits_;  // by task name: soft, hard (time_limit command)
+  int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
+  bool queues_drained_ = false;  // the last take got less than it asked for
+  size_t reserved_ = 0;  // prefetch slots held by waiters for the take that ends their wait
+  std::chrono::steady_clock::time_point last_idle_poll_;
+  size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
+  int waiting_for_room_ = 0;
+  bool stopping_ = false;
+  bool timer_stop_ = false;
+  std::atomic<bool> cold_{false};
+  int live_pool_threads_ = 0;  // threads in the pool role (counting those bound for orphans_)
+  int live_waiters_ = 0;
+  std::condition_variable pool_done_cv_;
+
+  std::vector<std::thread> threads_;       // timer
+  std::vector<std::thread> task_threads_;  // pool threads and waiters
+  std::atomic<int> stray_threads_{0};
+  std::atomic<bool> connection_lost_logged_{false};
+};
+
+}  // namespace cvtasks
