@@ -18,7 +18,7 @@
 #include "core/broker/redis/redis_url.h"
 #include "core/protocol/protocol.h"
 #include "django_source.h"
-#include "leader.h"
+#include "core/broker/redis/redis_leader.h"
 #include "scheduler.h"
 #include "settings_source.h"
 #include "state_store.h"
