@@ -1,6 +1,6 @@
 // run_celery_worker: a Celery worker on Redis, in C++. Parses options, loads settings, wires
 // the parts, runs the Worker; signals: SIGTERM/SIGINT warm shutdown, SIGQUIT or a second
-// signal cold shutdown.
+// signal cold shutdown (the others: SignalThread in command_app.h).
 #include <Poco/Util/OptionSet.h>
 #include <signal.h>
 #include <unistd.h>
@@ -148,7 +148,7 @@ class WorkerApp final : public cvtasks::CommandApp {
     register_domain_tasks(registry, settings);
     if (has("diagnostics")) register_diagnostics(registry);
 
-    setup_logging(level, value("logfile", ""));
+    start_process(level);
     for (const auto& k : settings.unknown_celery_keys)
       spdlog::debug("Celery setting {} is not used by this worker", k);
     std::string queue_list;
@@ -178,7 +178,7 @@ class WorkerApp final : public cvtasks::CommandApp {
       bool stopping = false;
       SignalThread signals([&worker, &stopping](int sig) {
         const bool cold = stopping || sig == SIGQUIT;
-        spdlog::warn("Received {}: {} shutdown", strsignal(sig), cold ? "cold" : "warm");
+        spdlog::warn("Received {}: {} shutdown", signal_name(sig), cold ? "cold" : "warm");
         worker.stop(cold);
         stopping = true;
       });
@@ -187,7 +187,10 @@ class WorkerApp final : public cvtasks::CommandApp {
     }
     spdlog::default_logger()->flush();
     // A task that ignored cancellation still runs on a thread we cannot join.
-    if (worker.has_stray_threads()) ::_exit(0);
+    if (worker.has_stray_threads()) {
+      release_pidfile();
+      ::_exit(0);
+    }
     return EXIT_OK;
   }
 };

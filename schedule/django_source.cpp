@@ -160,8 +160,7 @@ std::vector<ScheduleEntry> DjangoSource::load() {
         throw ConfigError("no interval, crontab or clocked schedule (solar is not supported)");
       }
       if (default_deadline_)
-        e.starting_deadline = std::chrono::round<std::chrono::microseconds>(
-            std::chrono::duration<double>(*default_deadline_));
+        e.starting_deadline = span<std::chrono::microseconds>(*default_deadline_);
       out.push_back(std::move(e));
     } catch (const ConfigError& err) {
       spdlog::error("DatabaseScheduler: periodic task '{}' left out: {}", name, err.what());

@@ -11,8 +11,7 @@ IntervalSchedule::IntervalSchedule(double every_seconds) {
   // NaN fails this test too.
   if (!(every_seconds > 0))
     throw ConfigError(fmt::format("an interval must be positive, got {}", every_seconds));
-  every_ = std::chrono::round<std::chrono::microseconds>(
-      std::chrono::duration<double>(every_seconds));
+  every_ = span<std::chrono::microseconds>(every_seconds);  // at most 100 years: no overflow
 }
 
 std::optional<TimePoint> IntervalSchedule::next_after(TimePoint last_run_at) const {

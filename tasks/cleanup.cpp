@@ -151,8 +151,8 @@ json cleanup_orphaned_files(TaskServices& services, TaskContext& ctx, const json
   const CleanupArgs args =
       cleanup_args(Arguments("cleanup_orphaned_files", a, k, {"dry_run"}, 0), std::nullopt);
   const std::string root = services.media_root();
-  const auto grace = std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::duration<double, std::ratio<60>>(services.cleanup_options().orphan_grace_minutes));
+  const auto grace =
+      span<TimePoint::duration>(services.cleanup_options().orphan_grace_minutes * 60.0);
   const TimePoint settled = services.clock().now() - grace;
   return services.with_database(ctx, [&] {
     const SchemaMap& s = services.schema();

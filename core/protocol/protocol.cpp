@@ -24,8 +24,8 @@ std::optional<std::string> opt_string(const json& obj, const char* key) {
 
 // A time given in seconds since the epoch, or in ISO 8601.
 TimePoint header_time(std::string_view key, double epoch_s) {
-  // Python's datetime spans years 1-9999; beyond that the conversion to the clock's integer
-  // microseconds would overflow: undefined behaviour, which UBSan reports.
+  // Python's datetime spans years 1-9999: anything else is no time a client could have meant.
+  // Within it, from_epoch saturates past TimePoint's end in 2262 ("never").
   if (!(epoch_s >= -62135596800.0 && epoch_s <= 253402300799.0))
     throw ProtocolError(fmt::format("header '{}' is out of range: {}", key, epoch_s));
   return from_epoch(epoch_s);
@@ -526,8 +526,7 @@ PublishOptions options_from_signature(const json& sig, TimePoint now) {
   auto relative = [&](const char* key) -> std::optional<TimePoint> {
     auto it = opts.find(key);
     if (it == opts.end() || !it->is_number()) return std::nullopt;
-    return now + std::chrono::duration_cast<TimePoint::duration>(
-                     std::chrono::duration<double>(it->get<double>()));
+    return later(now, it->get<double>());  // saturating: countdown=1e300 is "never"
   };
   if (auto it = opts.find("expires"); it != opts.end() && it->is_number())
     o.expires = relative("expires");

@@ -27,8 +27,7 @@ void CancelToken::check() {
 void CancelToken::sleep_for(double seconds) {
   check();
   const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                         std::chrono::duration<double>(seconds));
+                     span<std::chrono::steady_clock::duration>(seconds);
   {
     std::unique_lock lock(mu_);
     cv_.wait_until(lock, until, [&] {

@@ -141,8 +141,7 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
     po.root_id = m.root_id;
     po.shadow = m.shadow;
     po.retries = m.retries + 1;
-    po.eta = env.clock.now() + std::chrono::duration_cast<TimePoint::duration>(
-                                   std::chrono::duration<double>(o.retry_countdown));
+    po.eta = later(env.clock.now(), o.retry_countdown);  // saturating: see clock.h
     po.parent_id = m.id;
     po.ignore_result = m.ignore_result;
     po.origin = env.origin;

@@ -378,8 +378,7 @@ size_t RedisBroker::restore_visible(double visibility_timeout_s, TimePoint now) 
   if (lock.is_nil()) return 0;
   size_t restored = 0;
   try {
-    const auto ceiling = now - std::chrono::duration_cast<TimePoint::duration>(
-                                   std::chrono::duration<double>(visibility_timeout_s));
+    const auto ceiling = now - span<TimePoint::duration>(visibility_timeout_s);
     const Reply due = conn_.command(
         {"ZREVRANGEBYSCORE", kUnackedIndex, fmt_score(ceiling), "0", "WITHSCORES"});
     for (size_t i = 0; i + 1 < due.elements.size(); i += 2) {
