@@ -9,6 +9,7 @@
 
 #include "errors.h"
 #include "isotime.h"
+#include "utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -495,12 +496,12 @@ std::string encode_task_message(const PublishOptions& o) {
       {"delivery_tag", new_uuid()},
   };
   for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
-  const json envelope = {{"body", base64_encode(body.dump())},
+  const json envelope = {{"body", base64_encode(dump_json(body))},
                          {"content-encoding", "utf-8"},
                          {"content-type", "application/json"},
                          {"headers", std::move(headers)},
                          {"properties", std::move(properties)}};
-  return envelope.dump();
+  return dump_json(envelope);
 }
 
 PublishOptions options_from_signature(const json& sig, TimePoint now) {

@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "isotime.h"
 #include "redis_connection.h"
+#include "utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -111,7 +112,7 @@ bool ResultBackend::store(const ResultContext& ctx, const std::string& state, co
   if (ctx.group_id) meta["group_id"] = *ctx.group_id;
   if (ctx.parent_id) meta["parent_id"] = *ctx.parent_id;
   meta["task_id"] = ctx.task_id;
-  return store_->set_unless_success(key_for(ctx.task_id), meta.dump(), expires_);
+  return store_->set_unless_success(key_for(ctx.task_id), dump_json(meta), expires_);
 }
 
 std::optional<json> ResultBackend::get_meta(const std::string& task_id) {

@@ -10,6 +10,7 @@
 
 #include "errors.h"
 #include "task_error.h"
+#include "utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -44,7 +45,7 @@ std::optional<data> to_data(const json& v) {
     case json::value_t::discarded:
       return std::nullopt;
     default:
-      return data(v.dump());
+      return data(dump_json(v));
   }
 }
 

@@ -12,7 +12,7 @@ TEST(MailHeaders, ControlCharactersAreRemoved) {
   EXPECT_EQ(sanitize_header("a\tb\x01\x7f" "c"), "a bc");
   EXPECT_EQ(encode_header("plain ascii"), "plain ascii");
   const std::string encoded = encode_header("张伟\r\nX-Evil: 1");
-  EXPECT_EQ(encoded.rfind("=?UTF-8?", 0), 0u);
+  EXPECT_EQ(encoded.rfind("=?utf-8?b?", 0), 0u);
   EXPECT_EQ(encoded.find('\n'), std::string::npos);
 }
 
@@ -20,7 +20,7 @@ TEST(MailHeaders, AddressesMustBePlain) {
   EXPECT_EQ(address_of("CV Project <noreply@cvproject.local>"), "noreply@cvproject.local");
   EXPECT_EQ(format_address("CV Project <noreply@cvproject.local>"),
             "\"CV Project\" <noreply@cvproject.local>");
-  EXPECT_EQ(format_address("张伟 <w@example.com>").rfind("=?UTF-8?", 0), 0u);
+  EXPECT_EQ(format_address("张伟 <w@example.com>").rfind("=?utf-8?b?", 0), 0u);
   for (const char* bad : {"mallory@example.com\r\nBcc: v@example.com", "a@b@c", "no-at",
                           "x@y>, z@w", "\"q\"@x"})
     EXPECT_THROW(address_of(bad), TaskError) << bad;
