@@ -299,7 +299,12 @@ std::string encoded_words(const std::string& text, size_t used) {
   std::string out;
   size_t i = 0, width = used;
   while (i < text.size()) {
-    // Whole base64 quanta: 3 bytes give 4 characters. Never fewer than one 4-byte character.
+    if (!out.empty()) {  // each word after the first on a line of its own
+      out += "\r\n ";
+      width = 1;
+    }
+    // Whole base64 quanta: 3 bytes give 4 characters. Never less than one 4-byte character, so
+    // each word takes at least one (after a very long header name, the first line runs over).
     const size_t room = kEncodedLine > width + kWordOverhead ? kEncodedLine - width - kWordOverhead : 0;
     const size_t budget = std::max<size_t>(room / 4 * 3, 4);
     size_t end = i;
@@ -309,18 +314,7 @@ std::string encoded_words(const std::string& text, size_t used) {
       if (next - i > budget) break;
       end = next;
     }
-    if (end == i) {  // not even one character fits after a long prefix: start a new line
-      out += "\r\n ";
-      width = 1;
-      continue;
-    }
-    if (!out.empty()) {
-      out += "\r\n ";
-      width = 1;
-    }
-    std::string word = std::string(kWordStart) + base64_line(text.substr(i, end - i)) + "?=";
-    width += word.size();
-    out += word;
+    out += std::string(kWordStart) + base64_line(text.substr(i, end - i)) + "?=";
     i = end;
   }
   return out;
