@@ -27,7 +27,8 @@ std::vector<std::string> header_lines(const std::string& name, const std::string
   }
 }
 
-// Issue 19 (D6): a 1500-character subject went out on one line ("500 Line too long").
+// Issue 19 (D6): a 1500-character subject went out on one line ("500 Line too long");
+// tests/interop/test_hostile_values.py saw that fail on the worker before the fix.
 TEST(MailHeaders, LongSubjectsAreFolded) {
   std::string words;
   for (int i = 0; i < 200; ++i) words += (i ? " " : "") + std::string("word") + std::to_string(i);

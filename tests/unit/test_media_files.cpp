@@ -122,7 +122,7 @@ TEST_F(MediaFiles, AWriteThatCannotHappenThrowsAndLeavesNothing) {
 
 // Issue 19 (D17): with MEDIA_ROOT/cv_pdfs a symlink to a folder elsewhere, the PDF was written
 // there while its path read as inside MEDIA_ROOT (and the cleanups then refused to delete it).
-// Failed before the fix: the write succeeded into outside_.
+// tests/faults/test_hostile_data.py saw that on the worker before the fix (the task succeeded).
 TEST_F(MediaFiles, AWriteThroughASymlinkedFolderIsRefused) {
   for (const char* name : {"cv_pdfs/linkdir/x.pdf", "cv_pdfs/linkdir/new/x.pdf"}) {
     try {
