@@ -32,8 +32,8 @@ struct CleanupArgs {
 CleanupArgs cleanup_args(const Arguments& args, std::optional<int64_t> default_days) {
   CleanupArgs out{default_days.value_or(0), false};
   if (const auto d = default_days ? args.get("days") : std::nullopt; d && !d->is_null()) {
-    if (!d->is_number_integer()) throw type_error("days must be an int");
-    out.days = d->get<int64_t>();
+    if (!d->is_number()) throw type_error("days must be an int");
+    out.days = integer_argument(*d, "days");
     if (out.days < 0 || out.days > 100000)
       throw TaskError("ValueError", "days must be between 0 and 100000");
   }

@@ -14,6 +14,7 @@
 
 #include "core/base/errors.h"
 #include "tls.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 
@@ -73,8 +74,8 @@ json ask_llm(const LlmConfig& config, const json& cv, const json& builtin,
       {"messages",
        {{{"role", "system"}, {"content", kInstructions}},
         {{"role", "user"},
-         {"content", context.dump(-1, ' ', false, json::error_handler_t::replace)}}}}};
-  const std::string payload = body.dump(-1, ' ', false, json::error_handler_t::replace);
+         {"content", dump_json(context)}}}}};
+  const std::string payload = dump_json(body);
 
   try {
     Poco::URI uri(config.base_url);

@@ -19,6 +19,7 @@
 
 #include "core/protocol/task_error.h"
 #include "tls.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -53,7 +54,7 @@ std::pair<std::string, std::string> split_address(const std::string& raw) {
   }
   const auto b = addr.find_first_not_of(' ');
   addr = b == std::string::npos ? "" : addr.substr(b, addr.find_last_not_of(' ') - b + 1);
-  if (!valid_address(addr)) throw TaskError("ValueError", "invalid email address: " + json(raw).dump());
+  if (!valid_address(addr)) throw TaskError("ValueError", "invalid email address: " + dump_json(json(raw)));
   return {name, addr};
 }
 
@@ -117,16 +118,17 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
   for (const auto& to : mail.to)
     msg.addRecipient(Poco::Net::MailRecipient(Poco::Net::MailRecipient::PRIMARY_RECIPIENT,
                                               address_of(to)));
-  msg.setSubject(encode_header(mail.subject));
+  msg.setSubject(fold_header("Subject", mail.subject));
   msg.set("Message-ID", sanitize_header(message_id));
   const std::string text_type = "text/plain; charset=utf-8";
-  const std::string text = crlf_lines(mail.text);
+  const std::string text = crlf_lines(valid_utf8(mail.text));
   if (!mail.html && mail.attachments.empty()) {
     msg.setContentType(text_type);
     msg.setContent(text, MailMessage::ENCODING_QUOTED_PRINTABLE);
     return;
   }
   if (mail.html) {
+    const std::string html = valid_utf8(*mail.html);
     // Poco's messages are one level deep: the text/HTML alternative is written here as one
     // multipart/alternative part of the multipart/mixed message.
     const std::string boundary = "alt-" + std::to_string(Poco::Random().next()) +
@@ -139,11 +141,11 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     std::string body = part(boundary, "Content-Type: " + text_type + "\r\n", text);
     const std::string html_type = "Content-Type: text/html; charset=utf-8\r\n";
     if (mail.inline_images.empty()) {
-      body += part(boundary, html_type, *mail.html);
+      body += part(boundary, html_type, html);
     } else {
       // The HTML and its images as one multipart/related alternative.
       const std::string related = "rel-" + boundary.substr(4);
-      std::string inner = part(related, html_type, *mail.html);
+      std::string inner = part(related, html_type, html);
       for (const auto& image : mail.inline_images) {
         const std::string name = sanitize_header(image.filename);
         inner += part(related,
@@ -229,7 +231,7 @@ void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo
                     false, 0);
   }
   if (status / 100 != 2)
-    throw MailError("SMTP server " + where + " refused the login of " + json(user).dump() + ": " +
+    throw MailError("SMTP server " + where + " refused the login of " + dump_json(json(user)) + ": " +
                         sanitize_header(reply),
                     status / 100 == 4, status);
 }
@@ -265,7 +267,8 @@ MailSettings MailSettings::from_document(const json& section) {
   return s;
 }
 
-std::string sanitize_header(const std::string& value) {
+std::string sanitize_header(const std::string& raw) {
+  const std::string value = valid_utf8(raw);
   std::string out;
   out.reserve(value.size());
   for (unsigned char c : value) {
@@ -277,8 +280,80 @@ std::string sanitize_header(const std::string& value) {
   return out;
 }
 
+namespace {
+
+constexpr size_t kFoldAt = 78;          // RFC 5322's recommended line length
+constexpr size_t kEncodedLine = 76;     // RFC 2047's limit for a line with encoded-words
+constexpr std::string_view kWordStart = "=?utf-8?b?";
+constexpr size_t kWordOverhead = 12;    // "=?utf-8?b?" and "?="
+
+bool is_ascii(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+// Encoded-words for `text` (valid UTF-8), the first on a line that has `used` characters
+// already, the others each on a continuation line (CRLF SP). Whole characters per word: a
+// decoder decodes each word on its own (RFC 2047 section 5).
+std::string encoded_words(const std::string& text, size_t used) {
+  std::string out;
+  size_t i = 0, width = used;
+  while (i < text.size()) {
+    if (!out.empty()) {  // each word after the first on a line of its own
+      out += "\r\n ";
+      width = 1;
+    }
+    // Whole base64 quanta: 3 bytes give 4 characters. Never less than one 4-byte character, so
+    // each word takes at least one (after a very long header name, the first line runs over).
+    const size_t room = kEncodedLine > width + kWordOverhead ? kEncodedLine - width - kWordOverhead : 0;
+    const size_t budget = std::max<size_t>(room / 4 * 3, 4);
+    size_t end = i;
+    while (end < text.size()) {
+      size_t next = end + 1;
+      while (next < text.size() && (static_cast<unsigned char>(text[next]) & 0xC0) == 0x80) ++next;
+      if (next - i > budget) break;
+      end = next;
+    }
+    out += std::string(kWordStart) + base64_line(text.substr(i, end - i)) + "?=";
+    i = end;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string encode_header(const std::string& value) {
-  return MailMessage::encodeWord(sanitize_header(value), "UTF-8");
+  const std::string text = sanitize_header(value);
+  return is_ascii(text) ? text : encoded_words(text, 0);
+}
+
+std::string fold_header(const std::string& name, const std::string& value) {
+  const std::string text = sanitize_header(value);
+  const size_t prefix = name.size() + 2;  // "Name: "
+  if (!is_ascii(text)) return encoded_words(text, prefix);
+  // ASCII: break at spaces only, so unfolding (removing each CRLF) gives the text back. A word
+  // that cannot fit on a line of its own is encoded instead, as no space may be added to it.
+  std::string out;
+  size_t width = prefix, start = 0;
+  bool first = true;
+  while (start <= text.size()) {
+    size_t end = text.find(' ', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string word = text.substr(start, end - start);
+    if ((first ? prefix : 1) + word.size() > kFoldAt) return encoded_words(text, prefix);
+    if (first) {
+      out += word;
+      width += word.size();
+      first = false;
+    } else if (!word.empty() && width + 1 + word.size() > kFoldAt) {
+      out += "\r\n " + word;  // the folding space is the one that separated the words
+      width = 1 + word.size();
+    } else {
+      out += " " + word;
+      width += 1 + word.size();
+    }
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string address_of(const std::string& address) { return split_address(address).second; }

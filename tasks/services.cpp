@@ -203,7 +203,7 @@ std::string TaskServices::save_media_file(TaskContext& ctx, const std::string& r
 void TaskServices::media_write_failed(TaskContext& ctx, const MediaWriteError& e) const {
   const int error = e.error_number();
   const ExceptionInfo exc{"OSError", "builtins",
-                          json::array({error, std::strerror(error), e.path()})};
+                          json::array({error, e.reason(), e.path()})};
   const TaskMessage& m = ctx.request();
   // An error, not a warning, even when retried: a full disk needs someone to free space, and
   // the retries only give them time to.

@@ -22,6 +22,8 @@
 #include "core/base/isotime.h"
 #include "core/protocol/task_error.h"
 #include "services.h"
+#include "core/base/utf8.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {
@@ -47,7 +49,17 @@ const date::time_zone* project_zone(TaskServices& services) {
   }
 }
 
+// Python's datetime.date holds years 1 to 9999 only: a row dated outside them makes Django's
+// DateField raise on every read of the table ("year 0 is out of range").
+bool in_python_range(local_days d) {
+  const date::year y = year_month_day(d).year();
+  return y >= date::year(1) && y <= date::year(9999);
+}
+
+// "YYYY-MM-DD"; OverflowError, as Python's date arithmetic raises, for a day outside years 1 to
+// 9999 (a week before 0001-01-01, say): every date the tasks store or compare goes through here.
 std::string iso_date(local_days d) {
+  if (!in_python_range(d)) throw TaskError("OverflowError", "date value out of range");
   return date::format("%F", d);
 }
 
@@ -68,6 +80,8 @@ std::optional<local_days> date_argument(const Arguments& args, const char* name)
   if (!shaped || !d.ok())
     throw TaskError("ValueError", std::string(name) + " must be a date (YYYY-MM-DD), not '" +
                                       v->get<std::string>() + "'");
+  if (!in_python_range(local_days(d)))  // as date.fromisoformat("0000-01-01") says it
+    throw TaskError("ValueError", "year " + std::to_string(y) + " is out of range");
   return local_days(d);
 }
 
@@ -419,7 +433,7 @@ json generate_weekly_report(TaskServices& services, TaskContext& ctx, const json
     json params = json::array();
     services.database().execute(
         s.upsert("weekly_report", "week_start",
-                 {{"week_start", data["week_start"]}, {"data", data.dump()}}, params),
+                 {{"week_start", data["week_start"]}, {"data", dump_json(data)}}, params),
         params);
     json result = data;
     result["emailed_to"] = admins;

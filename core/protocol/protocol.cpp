@@ -9,6 +9,7 @@
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -76,51 +77,6 @@ std::string repr_string(const std::string& s) {
     }
   }
   out += q;
-  return out;
-}
-
-// Length of the well-formed UTF-8 sequence at s[i], 0 if it is not one (overlong forms and
-// surrogates included, which nlohmann's dump() rejects too).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = byte(0);
-  if (c < 0x80) return 1;
-  size_t len;
-  uint32_t cp;
-  if ((c >> 5) == 0x6) {
-    len = 2, cp = c & 0x1f;
-  } else if ((c >> 4) == 0xe) {
-    len = 3, cp = c & 0x0f;
-  } else if ((c >> 3) == 0x1e) {
-    len = 4, cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    if ((byte(k) >> 6) != 0x2) return 0;
-    cp = (cp << 6) | (byte(k) & 0x3f);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
-// Invalid UTF-8 bytes as \xNN. nlohmann's parse errors quote the bytes they stopped at, and a
-// reason that is not valid UTF-8 could not be dumped into the FAILURE result or the event.
-std::string valid_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    if (const size_t len = utf8_sequence_length(s, i)) {
-      out.append(s.substr(i, len));
-      i += len;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i++]));
-      out += buf;
-    }
-  }
   return out;
 }
 
@@ -252,6 +208,7 @@ TaskMessage decode_task_message(std::string_view raw, std::string* partial_id) {
   try {
     return decode(raw, partial_id);
   } catch (const ProtocolError& e) {
+    // nlohmann quotes the bytes it stopped at: a reason in invalid UTF-8 could not be stored.
     throw ProtocolError(valid_utf8(e.what()));
   } catch (const json::exception& e) {
     // A field of the wrong type (null content-type, numeric routing key, ...).
@@ -495,12 +452,12 @@ std::string encode_task_message(const PublishOptions& o) {
       {"delivery_tag", new_uuid()},
   };
   for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
-  const json envelope = {{"body", base64_encode(body.dump())},
+  const json envelope = {{"body", base64_encode(dump_json(body))},
                          {"content-encoding", "utf-8"},
                          {"content-type", "application/json"},
                          {"headers", std::move(headers)},
                          {"properties", std::move(properties)}};
-  return envelope.dump();
+  return dump_json(envelope);
 }
 
 PublishOptions options_from_signature(const json& sig, TimePoint now) {

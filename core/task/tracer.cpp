@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "core/base/errors.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -80,7 +81,7 @@ Outcome trace(Task* task, const TaskMessage& m, TaskContext& ctx) {
     } catch (const TaskAbandoned&) {
       out = Outcome{};
     } catch (const std::exception& e) {
-      out = failure(ExceptionInfo{"RuntimeError", "builtins", json::array({e.what()})});
+      out = failure(ExceptionInfo{"RuntimeError", "builtins", json::array({valid_utf8(e.what())})});
     } catch (...) {
       out = failure(ExceptionInfo{"RuntimeError", "builtins", json::array({"unknown error"})});
     }
