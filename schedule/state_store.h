@@ -1,7 +1,7 @@
 // StateStore: the local state file of beat (-s/--schedule, default celerybeat-schedule.db):
 // last_run_at and total_run_count per entry name, in SQLite. Plays the part of Celery's shelve
-// file (which a C++ process cannot share, SPEC 9.3). Like Celery's, the file is reset when the
-// timezone it was written under changes.
+// file (which a C++ process cannot share, docs/protocol.md §9.3). Like Celery's, the file is
+// reset when the timezone it was written under changes.
 //
 // A file at the path that is not a readable SQLite database (Celery's own `celerybeat-schedule`
 // shelve, which Debian's dbm.ndbm writes as `celerybeat-schedule.db`, or a damaged file) is

@@ -1,6 +1,5 @@
 #include "mailer.h"
 
-#include <Poco/Base64Encoder.h>
 #include <Poco/Net/DNS.h>
 #include <Poco/Net/MailMessage.h>
 #include <Poco/Net/MailRecipient.h>
@@ -17,6 +16,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "core/base/codecs.h"
 #include "core/protocol/task_error.h"
 #include "tls.h"
 #include "core/base/utf8.h"
@@ -56,20 +56,6 @@ std::pair<std::string, std::string> split_address(const std::string& raw) {
   addr = b == std::string::npos ? "" : addr.substr(b, addr.find_last_not_of(' ') - b + 1);
   if (!valid_address(addr)) throw TaskError("ValueError", "invalid email address: " + dump_json(json(raw)));
   return {name, addr};
-}
-
-std::string base64(const std::string& data) {
-  std::ostringstream out;
-  Poco::Base64Encoder enc(out);
-  enc.rdbuf()->setLineLength(76);
-  enc << data;
-  enc.close();
-  std::string s = out.str(), crlf;
-  for (char c : s) {  // Poco ends lines with \r\n already; make sure of it
-    if (c == '\n' && (crlf.empty() || crlf.back() != '\r')) crlf += '\r';
-    crlf += c;
-  }
-  return crlf;
 }
 
 // The right-hand side of our Message-IDs: the host name, when it is a valid domain.
@@ -136,7 +122,7 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     auto part = [](const std::string& boundary, const std::string& headers,
                    const std::string& content) {
       return "--" + boundary + "\r\n" + headers + "Content-Transfer-Encoding: base64\r\n\r\n" +
-             base64(content) + "\r\n";
+             base64_encode_mime(content) + "\r\n";
     };
     std::string body = part(boundary, "Content-Type: " + text_type + "\r\n", text);
     const std::string html_type = "Content-Type: text/html; charset=utf-8\r\n";
@@ -169,15 +155,6 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     msg.addAttachment(encode_header(a.filename),
                       new Poco::Net::StringPartSource(a.data, a.content_type, a.filename),
                       MailMessage::ENCODING_BASE64);
-}
-
-std::string base64_line(const std::string& data) {
-  std::ostringstream out;
-  Poco::Base64Encoder enc(out);
-  enc.rdbuf()->setLineLength(0);  // one line: an SMTP command must not break
-  enc << data;
-  enc.close();
-  return out.str();
 }
 
 // EHLO (HELO when refused) and the reply, which lists the extensions ("250-AUTH PLAIN LOGIN").
@@ -219,13 +196,13 @@ void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo
   std::string reply;
   int status;
   if (offered("PLAIN")) {
-    status = session.sendCommand("AUTH PLAIN", base64_line(std::string(1, '\0') + user +
-                                                           std::string(1, '\0') + password),
+    status = session.sendCommand("AUTH PLAIN", base64_encode(std::string(1, '\0') + user +
+                                                             std::string(1, '\0') + password),
                                  reply);
   } else if (offered("LOGIN")) {
     status = session.sendCommand("AUTH LOGIN", reply);
-    if (status == 334) status = session.sendCommand(base64_line(user), reply);
-    if (status == 334) status = session.sendCommand(base64_line(password), reply);
+    if (status == 334) status = session.sendCommand(base64_encode(user), reply);
+    if (status == 334) status = session.sendCommand(base64_encode(password), reply);
   } else {
     throw MailError("SMTP server " + where + " offers no AUTH PLAIN or LOGIN (host_user is set)",
                     false, 0);

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <random>
 
+#include "core/base/codecs.h"
 #include "core/protocol/task_error.h"
 #include "cv_record.h"
 #include "services.h"
@@ -44,8 +45,8 @@ json generate_cv_pdf(TaskServices& services, TaskContext& ctx, const json& a, co
   const auto template_name = optional_string_argument(args, "template");
   return services.with_database(ctx, [&] {
     const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 3);
-    return json{{"pdf_base64", base64(r.pdf)}, {"size", r.pdf.size()}, {"filename", r.filename},
-                {"cv_id", cv_id}, {"template", r.template_name}};
+    return json{{"pdf_base64", base64_encode(r.pdf)}, {"size", r.pdf.size()},
+                {"filename", r.filename}, {"cv_id", cv_id}, {"template", r.template_name}};
   });
 }
 

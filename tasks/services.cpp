@@ -1,13 +1,11 @@
 #include "services.h"
 
-#include <Poco/Base64Encoder.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
-#include <sstream>
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
@@ -221,15 +219,6 @@ void TaskServices::media_write_failed(TaskContext& ctx, const MediaWriteError& e
 
 double backoff_countdown(double first, int retries) {
   return std::min(300.0, first * std::pow(2.0, retries));
-}
-
-std::string base64(const std::string& data) {
-  std::ostringstream out;
-  Poco::Base64Encoder enc(out);
-  enc.rdbuf()->setLineLength(0);  // one line, as Python's base64.b64encode
-  enc << data;
-  enc.close();
-  return out.str();
 }
 
 std::string slugify(const std::string& text) {

@@ -178,9 +178,6 @@ void retry_database_write(const std::function<void()>& write, int retries,
                           const std::function<double(int)>& countdown,
                           const std::function<void(const DatabaseError&, double)>& wait);
 
-// `data` in base64 on one line, as Python's base64.b64encode.
-std::string base64(const std::string& data);
-
 // A `str | None` task argument: nullopt when absent or None, TypeError (Python's words) when it
 // is not a string.
 std::optional<std::string> optional_string_argument(const Arguments& args, const char* name);

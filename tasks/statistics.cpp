@@ -19,6 +19,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/base/codecs.h"
 #include "core/base/isotime.h"
 #include "core/protocol/task_error.h"
 #include "services.h"
@@ -455,7 +456,8 @@ json generate_weekly_report(TaskServices& services, TaskContext& ctx, const json
     mail.inline_images.push_back({"chart.png", "image/png", png});
     mail.attachments.push_back(
         {"weekly-report-" + data["week_start"].get<std::string>() + ".pdf", "application/pdf",
-         report_pdf(services, ctx, report_html(data, "data:image/png;base64," + base64(png)))});
+         report_pdf(services, ctx,
+                    report_html(data, "data:image/png;base64," + base64_encode(png)))});
     deliver(services, ctx, "weekly_report", mail, std::nullopt);
 
     // The mail is out: a database outage now is waited for here, since retrying the task

@@ -1,11 +1,15 @@
-// ResultBackend: Celery's result meta (SPEC 3) written once over a tiny key-value store, as
-// celery's BaseKeyValueStoreBackend does. Redis underneath; an in-memory store for unit tests.
+// ResultBackend: Celery's result meta (docs/protocol.md §3) written once over a tiny key-value
+// store, as celery's BaseKeyValueStoreBackend does. The worker writes through the outbox
+// (OutboxStore, outbox.h), which sends to Redis in batches; make_redis_store()
+// (core/broker/redis/redis_store.h) writes directly; MemoryStore serves unit tests.
 //
-// Failure: store methods throw BackendError (connection_lost() = retry later). Not thread-safe:
-// each pool thread owns one backend.
+// Failure: the store's BackendError passes through (connection_lost() = retry later).
+// Thread-safety: a ResultBackend holds no state of its own beyond its store, so it is as
+// thread-safe as its store: the worker shares one, over an OutboxStore, between all its pool
+// threads; MemoryStore's get/set take its lock (its public maps are for a test to read
+// afterwards); a Redis store (one connection) is not thread-safe.
 #pragma once
 
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,11 +69,14 @@ class ResultBackend {
                 const Clock& clock);
 
   // Stores `state` with `result` (a value, a state's meta, or an exception dict) and an
-  // optional traceback. date_done is set for ready states. Returns false if the task had
-  // already succeeded (a SUCCESS is never overwritten).
+  // optional traceback. date_done is set for ready states. A stored SUCCESS is never
+  // overwritten; the return value is the store's: false when it knew at once that SUCCESS was
+  // already there (MemoryStore, a Redis store). OutboxStore applies the guard only when its
+  // round is sent and always returns true.
   bool store(const ResultContext& ctx, const std::string& state, const json& result,
              const std::optional<std::string>& traceback = std::nullopt);
-  // The stored meta, if any.
+  // The stored meta, if any. Throws BackendError when it is not JSON, and whatever the store's
+  // get() throws (OutboxStore cannot read: the worker never reads results back).
   std::optional<json> get_meta(const std::string& task_id);
 
   static std::string key_for(const std::string& task_id) { return "celery-task-meta-" + task_id; }
@@ -95,7 +102,5 @@ class MemoryStore final : public KeyValueStore {
  private:
   std::mutex mu_;
 };
-
-using BackendFactory = std::function<std::unique_ptr<ResultBackend>()>;
 
 }  // namespace cvtasks

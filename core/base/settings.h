@@ -3,10 +3,11 @@
 //
 // Document layout:
 //   {"celery":  {<Celery's lower-case setting names: broker_url, task_acks_late, ...>},
-//    "cvtasks": {<our own options, see WorkerOptions>},
+//    "cvtasks": {<our own options, see WorkerOptions and BeatOptions>},
 //    ...sections used by the domain tasks (databases, email, media, schema)}
-// Unknown keys in "cvtasks" are a ConfigError; unknown Celery settings are only reported by
-// unknown_celery_keys(), since Django projects carry many Celery settings a worker ignores.
+// Unknown keys in "cvtasks" are a ConfigError; unknown Celery settings are only listed in
+// Settings::unknown_celery_keys (the worker logs them at debug level), since Django projects
+// carry many Celery settings a worker ignores.
 #pragma once
 
 #include <map>

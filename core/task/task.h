@@ -1,5 +1,6 @@
 // Task: what a registered task implements, and TaskContext: what it gets while it runs.
-// Adding a task is one class with kName and run(), and one registration line.
+// Adding a task is a Task with name() and run() (or a DomainTask, tasks/services.h, made from a
+// function) and one TaskRegistry::add() line (registry.h).
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>

@@ -107,7 +107,8 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
   if (o.exception) traceback = o.exception->traceback_text();
 
   if (o.state == states::SUCCESS) {
-    // Next chain step and callbacks go out before the result is stored (SPEC 6.1, 6.2).
+    // Next chain step and callbacks go out before the result is stored
+    // (docs/protocol.md §6.1, §6.2).
     if (m.chain.is_array() && !m.chain.empty()) {
       json rest = m.chain;
       const json next = rest.back();
@@ -153,7 +154,8 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
     po.extra_properties = {{"replaced_task_nesting", 0}, {"origin", m.origin}};
     publish_child(std::move(po));
   } else if (o.state == states::FAILURE) {
-    // The remaining chain steps can never run: they fail with the same error (SPEC 6.2).
+    // The remaining chain steps can never run: they fail with the same error
+    // (docs/protocol.md §6.2).
     if (store_result && env.backend && m.chain.is_array()) {
       for (const auto& sig : m.chain) {
         const json opts = sig.value("options", json::object());
@@ -163,7 +165,7 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
         }
       }
     }
-    // Old-style errbacks: a message with the failed task's id first (SPEC 6.1).
+    // Old-style errbacks: a message with the failed task's id first (docs/protocol.md §6.1).
     if (m.errbacks.is_array()) {
       if (progress.errback_group.empty()) progress.errback_group = new_uuid();
       const std::string group = progress.errback_group;

@@ -11,9 +11,10 @@
 // moment. Every Redis call is retried while the connection is lost: the worker logs it and
 // resumes, and never exits or stops consuming because Redis went away.
 //
-// Observability (SPEC 7, 8): a Pidbox thread answers remote control (worker_control.cpp), an
-// EventDispatcher thread sends worker heartbeats and, when enabled, task events; Metrics
-// counts tasks for /metrics; healthz()/metrics_page() serve the optional HTTP port.
+// Observability (docs/protocol.md §7, §8): a Pidbox thread answers remote control
+// (worker_control.cpp), an EventDispatcher thread sends worker heartbeats and, when enabled,
+// task events; Metrics counts tasks for /metrics; healthz()/metrics_page() serve the optional
+// HTTP port.
 //
 // Shutdown: stop(false) is warm (stop taking, give back reserved and ETA-held messages,
 // finish running tasks); stop(true) is cold (running tasks are abandoned: acks_late ones are
@@ -73,8 +74,8 @@ class Worker {
   // True when a task thread could not be stopped and was left behind (exit with _exit).
   bool has_stray_threads() const { return stray_threads_ > 0; }
 
-  // A remote control command (SPEC 7.3): the reply value, or nullopt when none is sent
-  // (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
+  // A remote control command (docs/protocol.md §7.3): the reply value, or nullopt when none is
+  // sent (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
   // the pidbox thread.
   std::optional<json> control(const std::string& method, const json& arguments);
   // GET /healthz: 200 when the broker answers, the consumer threads tick and the pool makes

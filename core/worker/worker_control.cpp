@@ -53,7 +53,7 @@ std::string join(const std::vector<std::string>& v) {
   return out;
 }
 
-// kombu's Queue.as_dict() for a queue bound to its own direct exchange (SPEC 7.3).
+// kombu's Queue.as_dict() for a queue bound to its own direct exchange (docs/protocol.md §7.3).
 json queue_dict(const std::string& name) {
   return {{"name", name},
           {"exchange",
@@ -129,7 +129,7 @@ std::optional<json> Worker::control(const std::string& method, const json& a) {
   if (method == "shutdown") {
     spdlog::warn("Got shutdown from remote");
     stop(false);
-    return std::nullopt;  // Celery never answers shutdown (SPEC 7.3)
+    return std::nullopt;  // Celery never answers shutdown (docs/protocol.md §7.3)
   }
   if (method == "enable_events" || method == "disable_events") {
     const bool on = method == "enable_events";

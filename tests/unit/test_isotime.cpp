@@ -1,4 +1,4 @@
-// ISO-8601 parsing and formatting (core/base/isotime.h), SPEC 1.2 and 3.1.
+// ISO-8601 parsing and formatting (core/base/isotime.h), docs/protocol.md §1.2 and §3.1.
 #include <gtest/gtest.h>
 
 #include <chrono>

@@ -1,4 +1,5 @@
-// Remote control (SPEC 7): the pidbox that answers `celery inspect` / `celery control`.
+// Remote control (docs/protocol.md §7): the pidbox that answers `celery inspect` and
+// `celery control`.
 //
 // Glossary (kombu/Celery -> ours): kombu.pidbox.Mailbox/Node -> Pidbox; the broadcast
 // `celery.pidbox` fanout exchange -> a PSUBSCRIBE on `/<db>.celery.pidbox`; the reply exchange

@@ -1,4 +1,5 @@
-// RedisBroker: the Broker over kombu's Redis keys (SPEC 0-2). One connection; not thread-safe.
+// RedisBroker: the Broker over kombu's Redis keys (docs/protocol.md §0–2). One connection; not
+// thread-safe.
 #pragma once
 
 #include <string>

@@ -2,7 +2,7 @@
 
 #include "core/base/errors.h"
 #include "core/broker/broker.h"
-#include "core/protocol/protocol.h"
+#include "core/base/codecs.h"
 
 namespace cvtasks {
 namespace {
