@@ -4,18 +4,11 @@
 #include <Poco/URI.h>
 
 #include "core/base/errors.h"
+#include "core/base/secrets.h"
 
 namespace cvtasks {
 
-std::string SafeUrl(const std::string& url) {
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return url;
-  const auto at = url.find('@', scheme_end + 3);
-  if (at == std::string::npos) return url;
-  const auto colon = url.find(':', scheme_end + 3);
-  if (colon == std::string::npos || colon > at) return url;  // user only, no password
-  return url.substr(0, colon + 1) + "**" + url.substr(at);
-}
+std::string SafeUrl(const std::string& url) { return masked_url(url); }
 
 RedisUrl RedisUrl::parse(const std::string& url) {
   Poco::URI uri;
