@@ -19,7 +19,7 @@
 #include "core/protocol/protocol.h"
 #include "django/django_settings.h"
 #include "django_source.h"
-#include "leader.h"
+#include "core/broker/redis/redis_leader.h"
 #include "scheduler.h"
 #include "settings_source.h"
 #include "state_store.h"

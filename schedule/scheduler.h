@@ -18,7 +18,7 @@
 #include "core/base/clock.h"
 #include "core/base/settings.h"
 #include "core/protocol/protocol.h"
-#include "leader.h"
+#include "core/broker/leader.h"
 #include "source.h"
 
 namespace cvtasks {

@@ -1,4 +1,4 @@
-#include "leader.h"
+#include "redis_leader.h"
 
 #include "core/base/errors.h"
 #include "core/broker/broker.h"
