@@ -40,8 +40,7 @@ const std::array<const char*, 11> kCounters = {
     "requests_5xx"};
 
 const date::time_zone* project_zone(TaskServices& services) {
-  const json& tz = services.settings().document.value("time_zone", json("UTC"));
-  const std::string name = tz.is_string() ? tz.get<std::string>() : "UTC";
+  const std::string& name = services.task_settings().time_zone;
   try {
     return date::locate_zone(name);
   } catch (const std::exception&) {
@@ -415,10 +414,7 @@ json generate_weekly_report(TaskServices& services, TaskContext& ctx, const json
   Arguments args("generate_weekly_report", a, k, {"week_start"}, 0);
   const auto given = date_argument(args, "week_start");
   const date::time_zone* zone = project_zone(services);
-  std::vector<std::string> admins;
-  for (const auto& admin : services.settings().document.value("admins", json::array()))
-    if (admin.is_object() && admin.value("email", "") != "")
-      admins.push_back(admin["email"].get<std::string>());
+  const std::vector<std::string>& admins = services.task_settings().admin_emails;
   return services.with_database(ctx, [&] {
     const local_days t = today(services, zone);
     const local_days start =
