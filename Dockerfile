@@ -62,7 +62,7 @@ COPY --from=build /opt/cvtasks/build/bin /opt/cvtasks/build/bin
 COPY --from=build /opt/cvtasks/build/lib /opt/cvtasks/build/lib
 COPY templates /opt/cvtasks/templates
 COPY tasks/data /opt/cvtasks/tasks/data
-COPY deploy/entrypoint.sh /opt/cvtasks/deploy/entrypoint.sh
+COPY deploy/entrypoint.sh deploy/probe.py /opt/cvtasks/deploy/
 COPY manage_bridge /opt/cvtasks/manage_bridge
 # Fails the build when a binary or module misses a library. MEDIA_ROOT and the SQLite default
 # live under CVPROJECT_DATA_DIR, the one directory www-data writes.
@@ -80,7 +80,7 @@ EXPOSE 8000
 # The worker's /healthz (run it with --http-port $WORKER_HTTP_PORT); other services of this image
 # set their own check or none.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['WORKER_HTTP_PORT'], timeout=4)"]
+  CMD ["python3", "/opt/cvtasks/deploy/probe.py"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/opt/cvtasks/deploy/entrypoint.sh"]
 CMD ["sh", "-c", "exec python3 manage.py run_celery_worker --worker-type all --http-port \"$WORKER_HTTP_PORT\""]
