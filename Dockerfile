@@ -73,7 +73,8 @@ ENV CVPROJECT_DATA_DIR=/var/lib/cvproject \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKER_HTTP_PORT=8001
-VOLUME /var/lib/cvproject/media
+# No VOLUME: compose.yaml mounts the media volume where it is shared; a VOLUME here would give
+# every other container of the image (migrate, beat, mail) an anonymous volume left behind.
 WORKDIR /opt/cvtasks/manage_bridge/example
 USER www-data
 EXPOSE 8000
