@@ -101,6 +101,20 @@ std::optional<Element> member(const Object& obj, std::string_view key) {
   return found;
 }
 
+// The values of two keys, found in one pass: how the decoder reads `compression` beside `task`
+// without a scan of its own, so a message without compression pays nothing for it.
+std::pair<std::optional<Element>, std::optional<Element>> members(const Object& obj,
+                                                                  std::string_view a,
+                                                                  std::string_view b) {
+  std::pair<std::optional<Element>, std::optional<Element>> found;
+  if (!obj) return found;
+  for (const auto field : *obj) {
+    if (field.key == a) found.first = field.value;
+    else if (field.key == b) found.second = field.value;
+  }
+  return found;
+}
+
 Object object_member(const Object& obj, std::string_view key) {
   const auto v = member(obj, key);
   if (v && v->is_object()) return v->get_object().value_unsafe();
@@ -110,11 +124,14 @@ Object object_member(const Object& obj, std::string_view key) {
 std::string quoted(std::string_view key) { return "'" + std::string(key) + "'"; }
 
 // A header that may be absent or null; any other type is an error.
-std::optional<std::string> opt_string(const Object& obj, std::string_view key) {
-  const auto v = member(obj, key);
+std::optional<std::string> opt_string(const std::optional<Element>& v, std::string_view key) {
   if (!v || v->is_null()) return std::nullopt;
   if (!v->is_string()) throw ProtocolError("header " + quoted(key) + " must be a string");
   return std::string(v->get_string().value_unsafe());
+}
+
+std::optional<std::string> opt_string(const Object& obj, std::string_view key) {
+  return opt_string(member(obj, key), key);
 }
 
 // A property that may be absent (then `fallback`); null or any other type is an error.
@@ -172,7 +189,8 @@ simdjson::dom::parser new_parser() {
 // The message body as JSON: base64-decoded unless body_encoding says otherwise, then
 // decompressed when the headers name kombu's compression (§1.6), which only compressed
 // messages pay for.
-json body_json(const Object& env, const Object& h, const Object& props, size_t max_body_bytes) {
+json body_json(const Object& env, const std::optional<Element>& compression, const Object& props,
+               size_t max_body_bytes) {
   const auto body_value = member(env, "body");
   if (!body_value || !body_value->is_string()) throw ProtocolError("message body is missing");
   const std::string_view body_field = body_value->get_string().value_unsafe();
@@ -184,7 +202,7 @@ json body_json(const Object& env, const Object& h, const Object& props, size_t m
   } else {
     body_text = body_field;
   }
-  if (const auto method = opt_string(h, "compression"))
+  if (const auto method = opt_string(compression, "compression"))
     body_text = decompress(*method, body_text, max_body_bytes);
   if (!json_nesting_within(body_text))
     throw ProtocolError("message body nests deeper than " + std::to_string(kMaxJsonNesting) +
@@ -234,48 +252,13 @@ json v1_as_v2_envelope(const Element& env, const Object& h, json body) {
 
 }  // namespace
 
-static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t max_body_bytes) {
-  // simdjson reads the envelope: with nlohmann's DOM the envelope's parse was a third of the
-  // worker's CPU per task. Message bodies stay nlohmann values (the tasks take those).
-  thread_local simdjson::dom::parser kept = new_parser();
-  std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = raw.size() <= kKeptParserBytes ? kept : own.emplace(new_parser());
-  Element root;
-  if (const auto err = parser.parse(raw.data(), raw.size()).get(root)) {
-    // simdjson refuses some JSON that Python's json reads: nesting deeper than kMaxJsonNesting
-    // (which no Celery producer can send) and numbers beyond 64 bits. Such a message is still
-    // rejected, but with its id when it has one, so the client gets its FAILURE.
-    const json loose = json::parse(raw, nullptr, /*allow_exceptions=*/false);
-    if (loose.is_discarded())
-      throw ProtocolError(std::string("envelope is not valid JSON: ") +
-                          simdjson::error_message(err));
-    if (const auto h = loose.find("headers"); loose.is_object() && h != loose.end() &&
-                                              h->is_object() && h->contains("id") &&
-                                              (*h)["id"].is_string())
-      if (partial_id) *partial_id = (*h)["id"].get<std::string>();
-    if (err == simdjson::DEPTH_ERROR)
-      throw ProtocolError("envelope nests deeper than " + std::to_string(kMaxJsonNesting) +
-                          " levels");
-    throw ProtocolError(std::string("envelope is not accepted: ") + simdjson::error_message(err));
-  }
-  if (!root.is_object()) throw ProtocolError("envelope is not a JSON object");
-  const Object env = root.get_object().value_unsafe();
-  const Object h = object_member(env, "headers");
-  // Celery tells the protocols apart as its consumer does: a message without headers.task is
-  // protocol 1, whose task fields are in the body.
-  if (!member(h, "task")) {
-    if (const auto id = opt_string(h, "id"); id && partial_id) *partial_id = *id;
-    check_content_type(env);
-    json body = body_json(env, h, object_member(env, "properties"), max_body_bytes);
-    if (body.is_object())
-      if (const auto id = body.find("id"); id != body.end() && id->is_string() && partial_id &&
-                                           partial_id->empty())
-        *partial_id = id->get<std::string>();
-    // Built before the recursive call, which reuses this thread's parser and so invalidates
-    // `root` and everything read from it; nothing of them is touched afterwards.
-    const std::string v2 = dump_json(v1_as_v2_envelope(root, h, std::move(body)));
-    return decode(v2, partial_id, max_body_bytes);
-  }
+// The protocol 2 message of `env` (headers `h`, whose task and compression are given), in its
+// own function so that `m` is constructed in place: with the protocol 1 return beside it, the
+// compiler moved the whole TaskMessage out.
+static TaskMessage decode_v2(const Object& env, const Object& h,
+                             const std::optional<Element>& task,
+                             const std::optional<Element>& compression, std::string* partial_id,
+                             size_t max_body_bytes) {
   TaskMessage m;
   if (auto id = opt_string(h, "id")) {
     m.id = *id;
@@ -283,7 +266,7 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t 
   } else {
     throw ProtocolError("message has no task id (headers.id)");
   }
-  if (auto t = opt_string(h, "task")) {
+  if (auto t = opt_string(task, "task")) {
     m.task = *t;
   } else {
     throw ProtocolError("message has no task name (headers.task)");
@@ -329,7 +312,7 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t 
     }
   }
 
-  json body = body_json(env, h, props, max_body_bytes);
+  json body = body_json(env, compression, props, max_body_bytes);
   if (!body.is_array() || body.size() != 3 || !body[0].is_array() || !body[1].is_object())
     throw ProtocolError("message body must be [args, kwargs, embed] (protocol v2)");
   m.args = std::move(body[0]);
@@ -342,6 +325,52 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t 
     m.chord = embed.value("chord", json(nullptr));
   }
   return m;
+}
+
+static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t max_body_bytes) {
+  // simdjson reads the envelope: with nlohmann's DOM the envelope's parse was a third of the
+  // worker's CPU per task. Message bodies stay nlohmann values (the tasks take those).
+  thread_local simdjson::dom::parser kept = new_parser();
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser& parser = raw.size() <= kKeptParserBytes ? kept : own.emplace(new_parser());
+  Element root;
+  if (const auto err = parser.parse(raw.data(), raw.size()).get(root)) {
+    // simdjson refuses some JSON that Python's json reads: nesting deeper than kMaxJsonNesting
+    // (which no Celery producer can send) and numbers beyond 64 bits. Such a message is still
+    // rejected, but with its id when it has one, so the client gets its FAILURE.
+    const json loose = json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (loose.is_discarded())
+      throw ProtocolError(std::string("envelope is not valid JSON: ") +
+                          simdjson::error_message(err));
+    if (const auto h = loose.find("headers"); loose.is_object() && h != loose.end() &&
+                                              h->is_object() && h->contains("id") &&
+                                              (*h)["id"].is_string())
+      if (partial_id) *partial_id = (*h)["id"].get<std::string>();
+    if (err == simdjson::DEPTH_ERROR)
+      throw ProtocolError("envelope nests deeper than " + std::to_string(kMaxJsonNesting) +
+                          " levels");
+    throw ProtocolError(std::string("envelope is not accepted: ") + simdjson::error_message(err));
+  }
+  if (!root.is_object()) throw ProtocolError("envelope is not a JSON object");
+  const Object env = root.get_object().value_unsafe();
+  const Object h = object_member(env, "headers");
+  // Celery tells the protocols apart as its consumer does: a message without headers.task is
+  // protocol 1, whose task fields are in the body.
+  const auto [task, compression] = members(h, "task", "compression");
+  if (!task) {
+    if (const auto id = opt_string(h, "id"); id && partial_id) *partial_id = *id;
+    check_content_type(env);
+    json body = body_json(env, compression, object_member(env, "properties"), max_body_bytes);
+    if (body.is_object() && body.contains("task"))
+      if (const auto id = body.find("id"); id != body.end() && id->is_string() && partial_id &&
+                                           partial_id->empty())
+        *partial_id = id->get<std::string>();
+    // Built before the recursive call, which reuses this thread's parser and so invalidates
+    // `root` and everything read from it; nothing of them is touched afterwards.
+    const std::string v2 = dump_json(v1_as_v2_envelope(root, h, std::move(body)));
+    return decode(v2, partial_id, max_body_bytes);
+  }
+  return decode_v2(env, h, task, compression, partial_id, max_body_bytes);
 }
 
 std::string encode_task_message(const PublishOptions& o) {
