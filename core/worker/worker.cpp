@@ -411,7 +411,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   job->tag = d.tag;
   std::string id;
   try {
-    job->msg = decode_task_message(d.raw, &id);
+    job->msg = decode_task_message(d.raw, &id, settings_.worker.max_message_bytes);
   } catch (const ProtocolError& e) {
     spdlog::error("Rejected message {} from queue {}: {}; moved to {}", d.tag, d.queue, e.what(),
                   kDeadLetterKey);
