@@ -2,6 +2,7 @@
 
 #include "core/base/errors.h"
 #include "core/broker/broker.h"
+#include "core/broker/redis/kombu_keys.h"
 #include "core/protocol/protocol.h"
 
 namespace cvtasks {

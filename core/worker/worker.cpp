@@ -10,8 +10,7 @@
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
-#include "core/broker/redis/redis_connection.h"
-#include "core/broker/redis/redis_url.h"
+#include "core/broker/redis/redis_url.h"  // SafeUrl, for the log line
 #include "core/task/tracer.h"
 #include "worker_job.h"
 
@@ -19,9 +18,8 @@ namespace cvtasks {
 
 namespace {
 
-std::chrono::steady_clock::duration seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(s));
+MonoTime::duration seconds(double s) {
+  return std::chrono::duration_cast<MonoTime::duration>(std::chrono::duration<double>(s));
 }
 
 std::optional<double> first_limit(std::optional<double> a, std::optional<double> b) {
@@ -33,18 +31,19 @@ std::optional<double> first_limit(std::optional<double> a, std::optional<double>
 }  // namespace
 
 Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry& registry,
-               BrokerFactory brokers, StoreFactory stores, const Clock& clock)
+               WorkerTransports transports, const Clock& clock)
     : settings_(settings),
       config_(std::move(config)),
       registry_(registry),
-      brokers_(std::move(brokers)),
+      transports_(std::move(transports)),
       clock_(clock),
-      metrics_(registry.names(), config_.nodename) {
+      metrics_(registry.names(), config_.nodename),
+      started_(clock.monotonic()) {
   queues_ = config_.queues;
-  const RedisUrl url = RedisUrl::parse(settings_.celery.broker_url);
+  if (!transports_.status_broker) transports_.status_broker = transports_.brokers;
   // Always made, even with heartbeats off: enable_events can turn task events on later.
   events_ = std::make_unique<EventDispatcher>(
-      url, config_.nodename, lamport_,
+      transports_.events, config_.nodename, lamport_,
       [this] {
         std::lock_guard lock(mu_);
         return EventDispatcher::WorkerCounts{static_cast<int>(running_.size()),
@@ -52,9 +51,10 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       },
       config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events);
   if (config_.remote_control)
-    pidbox_ = std::make_unique<Pidbox>(
-        url, config_.nodename, lamport_,
+    pidbox_ = transports_.pidboxes(
+        config_.nodename, lamport_,
         [this](const std::string& method, const json& args) { return control(method, args); });
+  const StoreFactory& stores = transports_.stores;
   outbox_ = std::make_unique<Outbox>(brokers_(), stores ? stores() : nullptr);
   if (stores)
     backend_ = std::make_unique<ResultBackend>(std::make_unique<OutboxStore>(*outbox_),
@@ -146,7 +146,7 @@ void Worker::on_outcome(const TaskMessage& msg, const Outcome& o) {
   if (o.state.empty()) return;
   const std::string& name = msg.display_name();
   ++processed_;
-  last_progress_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  last_progress_ = clock_.monotonic().time_since_epoch().count();
   if (o.state == states::SUCCESS) {
     metrics_.count(name, TaskEvent::Succeeded);
     metrics_.observe_runtime(name, o.runtime_s);
@@ -240,6 +240,12 @@ void Worker::stop(bool cold) {
   arm_cv_.notify_all();
   timer_cv_.notify_all();
   pool_done_cv_.notify_all();
+  if (transports_.end_waits) transports_.end_waits();
+}
+
+void Worker::clock_moved() {
+  { std::lock_guard lock(mu_); }  // a timer about to wait sees the new time, or is woken
+  timer_cv_.notify_all();
 }
 
 void Worker::spawn_pool_thread() {
@@ -305,7 +311,7 @@ void Worker::dispatch(Broker& broker, std::vector<Delivery>& batch) {
       handle_delivery(broker, d);
     } catch (const std::exception& e) {
       spdlog::error("Failed to handle message {} from {}: {}; moved to {}", d.tag, d.queue,
-                    e.what(), kDeadLetterKey);
+                    e.what(), broker.dead_letters());
       // Not left in `unacked`, where restore_visible would bring it back to fail again.
       if (!d.malformed) io([&] { broker.dead_letter(d.tag); }, when_stopping());
     }
@@ -404,10 +410,11 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   if (d.malformed) {
     spdlog::error("Received an unreadable message from queue {} (not a JSON envelope with a "
                   "delivery tag, or larger than {} bytes); moved to {}: {:.200}",
-                  d.queue, settings_.worker.max_message_bytes, kDeadLetterKey, d.raw);
+                  d.queue, settings_.worker.max_message_bytes, broker.dead_letters(), d.raw);
     return;
   }
   auto job = std::make_shared<Job>();
+  job->received_at = clock_.monotonic();
   job->queue = d.queue;
   job->tag = d.tag;
   std::string id;
@@ -415,7 +422,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
     job->msg = decode_task_message(d.raw, &id);
   } catch (const ProtocolError& e) {
     spdlog::error("Rejected message {} from queue {}: {}; moved to {}", d.tag, d.queue, e.what(),
-                  kDeadLetterKey);
+                  broker.dead_letters());
     metrics_.count("unknown", TaskEvent::Rejected);
     if (!id.empty()) send_task_event("task-rejected", {{"uuid", id}, {"requeue", false}});
     io([&] { broker.dead_letter(d.tag); }, when_stopping());
@@ -475,7 +482,7 @@ Worker::JobPtr Worker::start_next_locked() {
   while (!ready_.empty()) {
     JobPtr job = std::move(ready_.front());
     ready_.pop_front();
-    const auto now = std::chrono::steady_clock::now();
+    const MonoTime now = clock_.monotonic();
     if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
       // Over its rate: held on the timer until a token is due, like an ETA task.
       if (const double wait = limit->second.take(now); wait > 0) {
@@ -595,7 +602,7 @@ bool Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
   });
   --idle_pool_threads_;
   if (!timed_out) return false;
-  const auto now = std::chrono::steady_clock::now();
+  const MonoTime now = clock_.monotonic();
   if (now - last_idle_poll_ < std::chrono::milliseconds(100)) return false;
   last_idle_poll_ = now;  // one poll per interval for the whole pool
   return true;
@@ -625,7 +632,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   }
   // Early ack: sent with the result if the task is quick, else by the sender within 0.5 ms.
   if (!job->acks_late) post_ack(job);
-  const auto started = std::chrono::steady_clock::now();
+  const MonoTime started = clock_.monotonic();
   last_progress_ = started.time_since_epoch().count();
   metrics_.count(m.display_name(), TaskEvent::Started);
   // An ETA task waited for its ETA on purpose: its wait counts from then.
@@ -677,7 +684,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
 }
 
 void Worker::finish(const JobPtr& job) {
-  last_progress_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  last_progress_ = clock_.monotonic().time_since_epoch().count();
   std::lock_guard lock(mu_);
   running_.remove(job);
 }
@@ -708,7 +715,7 @@ void Worker::release_due() {
 }
 
 void Worker::enforce_time_limits(Broker& broker) {
-  const auto now = std::chrono::steady_clock::now();
+  const MonoTime now = clock_.monotonic();
   std::vector<JobPtr> hard;
   {
     std::lock_guard lock(mu_);
@@ -774,8 +781,8 @@ void Worker::timer_loop() {
   const double vt = settings_.celery.visibility_timeout;
   const auto touch_every = seconds(std::clamp(vt / 4, 0.2, 60.0));
   const auto restore_every = seconds(std::max(0.5, settings_.worker.restore_interval));
-  auto next_touch = std::chrono::steady_clock::now() + touch_every;
-  auto next_restore = std::chrono::steady_clock::now() + restore_every;
+  MonoTime next_touch = clock_.monotonic() + touch_every;
+  MonoTime next_restore = clock_.monotonic() + restore_every;
   // The timer's Redis calls are tried once per turn, never retried in place: time limits and
   // ETAs must keep firing while Redis is away, and a stop must not wait on it.
   bool redis_lost = false;
@@ -790,12 +797,12 @@ void Worker::timer_loop() {
     }
   };
   while (true) {
-    timer_tick_ = std::chrono::steady_clock::now().time_since_epoch().count();
+    timer_tick_ = clock_.monotonic().time_since_epoch().count();
     bool failed = false;
     try {
       release_due();
       enforce_time_limits(*broker);
-      const auto now = std::chrono::steady_clock::now();
+      const MonoTime now = clock_.monotonic();
       if (now >= next_touch) {
         next_touch = now + touch_every;
         std::vector<std::string> tags;
@@ -818,20 +825,20 @@ void Worker::timer_loop() {
     }
     std::unique_lock lock(mu_);
     if (timer_stop_) break;
-    auto wake = std::min(next_touch, next_restore);
-    wake = std::min(wake, std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
-    if (!held_.empty()) {
-      const auto until_eta = held_.begin()->first - clock_.now();
-      wake = std::min(wake, std::chrono::steady_clock::now() +
-                                std::chrono::duration_cast<std::chrono::steady_clock::duration>(until_eta));
-    }
+    // Deadlines are read on the injected clock; the wait itself is real time, at most 250 ms
+    // (clock_moved() cuts it short when a test's clock jumps).
+    const MonoTime now = clock_.monotonic();
+    MonoTime wake = std::min({next_touch, next_restore, now + std::chrono::milliseconds(250)});
+    if (!held_.empty())
+      wake = std::min(wake, now + std::chrono::duration_cast<MonoTime::duration>(
+                                      held_.begin()->first - clock_.now()));
     for (const auto& job : running_) {
       if (job->soft_deadline && !job->soft_fired) wake = std::min(wake, *job->soft_deadline);
       if (job->hard_deadline) wake = std::min(wake, *job->hard_deadline);
     }
     // After an error, a due deadline must not turn the loop into a busy one (or a log flood).
-    if (failed) wake = std::max(wake, std::chrono::steady_clock::now() + std::chrono::seconds(1));
-    timer_cv_.wait_until(lock, wake);
+    if (failed) wake = std::max(wake, now + std::chrono::seconds(1));
+    if (wake > now) timer_cv_.wait_for(lock, wake - now);
     if (timer_stop_) break;
   }
 }

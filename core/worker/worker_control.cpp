@@ -1,6 +1,6 @@
 // The worker's remote control commands (Celery's celery/worker/control.py Panel), its
 // /healthz and /metrics pages. Runs on the pidbox and HTTP threads, never on the pool: it only
-// reads and edits the worker's state under mu_, and talks to Redis on its own connections.
+// reads and edits the worker's state under mu_, and talks to the broker on its own connections.
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -13,7 +13,6 @@
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
-#include "core/broker/redis/redis_connection.h"
 #include "core/broker/redis/redis_url.h"
 #include "worker.h"
 #include "worker_job.h"
@@ -308,9 +307,9 @@ json Worker::stats() {
   return {{"total", total},
           {"pid", ::getpid()},
           {"clock", std::to_string(lamport_.value())},
-          {"uptime", std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::steady_clock::now() - started_)
-                         .count()},
+          {"uptime",
+           std::chrono::duration_cast<std::chrono::seconds>(clock_.monotonic() - started_)
+               .count()},
           {"pool",
            {{"max-concurrency", config_.concurrency},
             {"processes", json::array({::getpid()})},
@@ -376,17 +375,8 @@ std::map<std::string, int64_t> Worker::queue_lengths() {
     queues = queues_;
   }
   std::lock_guard lock(status_mu_);
-  if (!status_conn_)
-    status_conn_ = std::make_unique<RedisConnection>(RedisUrl::parse(settings_.celery.broker_url),
-                                                     2.0);
-  std::vector<Command> cmds;
-  for (const auto& q : queues)
-    for (int step : kPrioritySteps) cmds.push_back({"LLEN", priority_list(q, step)});
-  const auto replies = status_conn_->pipeline(cmds);
-  std::map<std::string, int64_t> out;
-  for (size_t i = 0; i < replies.size(); ++i)
-    out[queues[i / std::size(kPrioritySteps)]] += replies[i].integer;
-  return out;
+  if (!status_broker_) status_broker_ = transports_.status_broker();
+  return status_broker_->queue_lengths(queues);
 }
 
 StatusPage Worker::healthz() {
@@ -399,10 +389,9 @@ StatusPage Worker::healthz() {
     checks["broker"] = std::string("unreachable: ") + e.what();
     ok = false;
   }
-  const auto now = std::chrono::steady_clock::now();
-  const auto since = [&](const std::atomic<std::chrono::steady_clock::rep>& t) {
-    return std::chrono::duration<double>(now.time_since_epoch() -
-                                         std::chrono::steady_clock::duration(t.load()))
+  const MonoTime now = clock_.monotonic();
+  const auto since = [&](const std::atomic<MonoTime::rep>& t) {
+    return std::chrono::duration<double>(now.time_since_epoch() - MonoTime::duration(t.load()))
         .count();
   };
   // The timer passes every 250 ms; a stuck timer means ETAs, limits and visibility stop too.

@@ -15,8 +15,6 @@
 
 namespace cvtasks {
 
-using SteadyTime = std::chrono::steady_clock::time_point;
-
 struct Worker::Job {
   TaskMessage msg;
   std::string queue;
@@ -25,11 +23,11 @@ struct Worker::Job {
   CancelToken cancel;
   bool acks_late = false;
   bool acked = false;  // guarded by Worker::mu_
-  SteadyTime received_at = std::chrono::steady_clock::now();
+  MonoTime received_at;
   double time_start = 0;      // epoch when started (0: not started); guarded by Worker::mu_
   bool rate_limited = false;  // held by a rate limit, not an ETA; guarded by Worker::mu_
   // Time limits, set when the task starts (guarded by Worker::mu_).
-  std::optional<SteadyTime> soft_deadline, hard_deadline;
+  std::optional<MonoTime> soft_deadline, hard_deadline;
   bool soft_fired = false;
   // Completion race between the pool thread and the timer's hard limit (guarded by mu).
   std::mutex mu;
