@@ -1,8 +1,14 @@
 // ResultBackend: Celery's result meta (SPEC 3) written once over a tiny key-value store, as
-// celery's BaseKeyValueStoreBackend does. Redis underneath; an in-memory store for unit tests.
+// celery's BaseKeyValueStoreBackend does. Redis underneath (broker/redis/redis_store.h), the
+// worker's OutboxStore (outbox.h) in between, an in-memory store for unit tests.
 //
-// Failure: store methods throw BackendError (connection_lost() = retry later). Not thread-safe:
-// each pool thread owns one backend.
+// The SUCCESS guard lives in the store: a SUCCESS meta is never overwritten. A store that
+// writes at once reports a skipped write; the OutboxStore only queues it, and the guard then
+// applies when the outbox sends it (so through the worker, store() returns true and a late
+// write is dropped by the store, never reported back to the task).
+//
+// Failure: store methods throw BackendError (connection_lost() = retry later). Thread-safety:
+// as its store's (the worker shares one backend over the thread-safe OutboxStore).
 #pragma once
 
 #include <functional>
@@ -41,8 +47,9 @@ class KeyValueStore {
   virtual ~KeyValueStore() = default;
   virtual std::optional<std::string> get(const std::string& key) = 0;
   // Writes `value` under `key` with `ttl_s` (none = no expiry) and publishes it on the channel
-  // named like the key, unless the key already holds a SUCCESS meta. Returns false when it
-  // skipped. Atomic: no reader sees the SUCCESS overwritten in between.
+  // named like the key, unless the key already holds a SUCCESS meta. Atomic: no reader sees the
+  // SUCCESS overwritten in between. Returns false when it skipped; a store that defers its
+  // writes (OutboxStore) returns true once the write is queued, and skips it when sending.
   virtual bool set_unless_success(const std::string& key, const std::string& value,
                                   std::optional<double> ttl_s) = 0;
   // The same for several entries, in order (one round trip where the store allows it).
@@ -65,11 +72,12 @@ class ResultBackend {
                 const Clock& clock);
 
   // Stores `state` with `result` (a value, a state's meta, or an exception dict) and an
-  // optional traceback. date_done is set for ready states. Returns false if the task had
-  // already succeeded (a SUCCESS is never overwritten).
+  // optional traceback. date_done is set for ready states. A SUCCESS is never overwritten:
+  // returns false when the store skipped the write for that reason; over a deferring store
+  // (OutboxStore) it returns true and the store skips the write when it is sent.
   bool store(const ResultContext& ctx, const std::string& state, const json& result,
              const std::optional<std::string>& traceback = std::nullopt);
-  // The stored meta, if any.
+  // The stored meta, if any. Throws BackendError over a write-only store (OutboxStore).
   std::optional<json> get_meta(const std::string& task_id);
 
   static std::string key_for(const std::string& task_id) { return "celery-task-meta-" + task_id; }

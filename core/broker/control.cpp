@@ -8,6 +8,7 @@
 
 #include "core/base/clock.h"
 #include "core/base/errors.h"
+#include "core/protocol/envelope.h"
 #include "core/protocol/protocol.h"
 
 namespace cvtasks {
@@ -83,20 +84,9 @@ bool addressed_to(const ControlRequest& r, const std::string& nodename) {
 
 std::string encode_control_reply(const ControlRequest& r, const std::string& nodename,
                                  const json& reply, uint64_t clock) {
-  const json body = {{nodename, reply}};
-  const json envelope = {
-      {"body", base64_encode(body.dump())},
-      {"content-encoding", "utf-8"},
-      {"content-type", "application/json"},
-      {"headers", {{"ticket", r.ticket.value_or("")}, {"clock", clock}}},
-      {"properties",
-       {{"delivery_mode", 1},
-        {"delivery_info",
-         {{"exchange", r.reply_exchange}, {"routing_key", r.reply_routing_key}}},
-        {"priority", 0},
-        {"body_encoding", "base64"},
-        {"delivery_tag", new_uuid()}}}};
-  return envelope.dump();
+  return encode_envelope({{nodename, reply}},
+                         {{"ticket", r.ticket.value_or("")}, {"clock", clock}},
+                         {r.reply_exchange, r.reply_routing_key, 0, 1});
 }
 
 json ok_reply(const json& value) { return {{"ok", value}}; }

@@ -12,6 +12,7 @@
 #include "core/base/clock.h"
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "core/protocol/envelope.h"
 
 namespace cvtasks {
 namespace {
@@ -93,18 +94,7 @@ std::string event_routing_key(const std::string& type) {
 
 std::string encode_event_envelope(const json& body, const std::string& hostname,
                                   const std::string& routing_key) {
-  const json envelope = {
-      {"body", base64_encode(body.dump())},
-      {"content-encoding", "utf-8"},
-      {"content-type", "application/json"},
-      {"headers", {{"hostname", hostname}}},
-      {"properties",
-       {{"delivery_mode", 1},
-        {"delivery_info", {{"exchange", "celeryev"}, {"routing_key", routing_key}}},
-        {"priority", 0},
-        {"body_encoding", "base64"},
-        {"delivery_tag", new_uuid()}}}};
-  return envelope.dump();
+  return encode_envelope(body, {{"hostname", hostname}}, {"celeryev", routing_key, 0, 1});
 }
 
 EventDispatcher::EventDispatcher(EventPublisherFactory publishers, std::string hostname,

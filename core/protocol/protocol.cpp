@@ -9,6 +9,7 @@
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "envelope.h"
 
 namespace cvtasks {
 namespace {
@@ -485,22 +486,10 @@ std::string encode_task_message(const PublishOptions& o) {
       {"ignore_result", o.ignore_result},
   };
   for (const auto& [k, v] : o.extra_headers.items()) headers[k] = v;
-  json properties = {
-      {"correlation_id", id},
-      {"reply_to", o.reply_to},
-      {"delivery_mode", 2},
-      {"delivery_info", {{"exchange", o.exchange}, {"routing_key", o.routing_key}}},
-      {"priority", o.priority},
-      {"body_encoding", "base64"},
-      {"delivery_tag", new_uuid()},
-  };
-  for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
-  const json envelope = {{"body", base64_encode(body.dump())},
-                         {"content-encoding", "utf-8"},
-                         {"content-type", "application/json"},
-                         {"headers", std::move(headers)},
-                         {"properties", std::move(properties)}};
-  return envelope.dump();
+  EnvelopeOptions env{o.exchange, o.routing_key, o.priority, 2,
+                      {{"correlation_id", id}, {"reply_to", o.reply_to}}};
+  for (const auto& [k, v] : o.extra_properties.items()) env.extra_properties[k] = v;
+  return encode_envelope(body, std::move(headers), env);
 }
 
 PublishOptions options_from_signature(const json& sig, TimePoint now) {

@@ -47,9 +47,11 @@
 #include "core/broker/events.h"
 #include "core/task/registry.h"
 #include "core/task/tracer.h"
+#include "control_panel.h"
 #include "http_status.h"
 #include "metrics.h"
 #include "rate_limit.h"
+#include "revoked_set.h"
 
 namespace cvtasks {
 
@@ -190,8 +192,11 @@ class Worker {
   // After claim_running() and recording the outcome: acks it and replaces the pool thread.
   void replace_thread(const JobPtr& job);
 
-  // Remote control commands (worker_control.cpp).
+  // Remote control commands (worker_control.cpp): registers each in panel_.
+  void register_control_commands();
   json request_info(const Job& job) const;
+  json set_time_limit(const json& arguments);
+  json set_rate_limit(const json& arguments);
   json revoke(const json& ids, bool terminate, const json& signal);
   json stats();
   json add_consumer(const std::string& queue);
@@ -209,6 +214,7 @@ class Worker {
   std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
 
   LamportClock lamport_;
+  ControlPanel panel_;  // filled by the constructor, read-only afterwards
   Metrics metrics_;
   std::unique_ptr<EventDispatcher> events_;  // null: no heartbeat and no task events
   std::unique_ptr<Pidbox> pidbox_;           // null: remote control off
@@ -234,9 +240,7 @@ class Worker {
   std::set<std::string> waiters_;    // queues with a waiter (or one in orphans_)
   std::deque<std::string> orphans_;  // queues whose waiter went to the pool: the next idle
                                      // pool thread becomes their waiter
-  // Celery's revoked set: ids in arrival order, capped, honoured when their messages arrive.
-  std::unordered_map<std::string, double> revoked_;  // id -> epoch revoked
-  std::deque<std::string> revoked_order_;
+  RevokedSet revoked_;  // honoured when their messages arrive
   std::map<std::string, RateLimit> rate_limits_;      // by task name (rate_limit command)
   std::map<std::string, std::pair<std::optional<double>, std::optional<double>>>
       time_limits_;  // by task name: soft, hard (time_limit command)

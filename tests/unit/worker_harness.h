@@ -183,6 +183,10 @@ class WorkerTest : public ::testing::Test {
     runner = std::thread([this] { worker->run(); });
     // Ready once the pidbox answers (it starts after the pool).
     ASSERT_TRUE(control_bus->wait_listening(config.nodename, kWait)) << "the worker did not start";
+    // And the timer has made its first pass (it reads the clock for its refresh schedule
+    // first: a test's advance() before that would move the schedule along with the clock).
+    ASSERT_TRUE(server->wait([&] { return worker->healthz().status == 200; }, kWait))
+        << worker->healthz().body;
   }
   // Stops (warm or cold) and waits for run() to return.
   void stop(bool cold) {

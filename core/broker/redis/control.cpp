@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/base/backoff.h"
 #include "core/base/errors.h"
 #include "kombu_keys.h"
 #include "redis_connection.h"
@@ -55,7 +56,7 @@ class RedisPidbox final : public Pidbox {
   void loop() {
     RedisConnection sub(url_, 5.0);
     RedisConnection out(url_, 5.0);
-    auto backoff = std::chrono::milliseconds(100);
+    Backoff backoff;
     bool subscribed = false;
     bool lost_logged = false;
     while (!stop_) {
@@ -66,7 +67,7 @@ class RedisPidbox final : public Pidbox {
           subscribed = true;
           if (lost_logged) spdlog::info("Remote control: connection to Redis re-established");
           lost_logged = false;
-          backoff = std::chrono::milliseconds(100);
+          backoff.reset();
         }
         const auto msg = sub.receive(0.25);
         if (!msg || msg->kind != Reply::Kind::Array || msg->elements.empty()) continue;
@@ -84,8 +85,7 @@ class RedisPidbox final : public Pidbox {
         if (!lost_logged)
           spdlog::warn("Remote control: connection to Redis lost ({}); reconnecting", e.what());
         lost_logged = true;
-        std::this_thread::sleep_for(backoff);
-        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+        std::this_thread::sleep_for(backoff.next());
       }
     }
   }

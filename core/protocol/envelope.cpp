@@ -1,0 +1,25 @@
+#include "envelope.h"
+
+#include "protocol.h"
+
+namespace cvtasks {
+
+std::string encode_envelope(const nlohmann::json& body, nlohmann::json headers,
+                            const EnvelopeOptions& o) {
+  nlohmann::json properties = {
+      {"delivery_mode", o.delivery_mode},
+      {"delivery_info", {{"exchange", o.exchange}, {"routing_key", o.routing_key}}},
+      {"priority", o.priority},
+      {"body_encoding", "base64"},
+      {"delivery_tag", new_uuid()},
+  };
+  for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
+  const nlohmann::json envelope = {{"body", base64_encode(body.dump())},
+                                   {"content-encoding", "utf-8"},
+                                   {"content-type", "application/json"},
+                                   {"headers", std::move(headers)},
+                                   {"properties", std::move(properties)}};
+  return envelope.dump();
+}
+
+}  // namespace cvtasks

@@ -1,0 +1,24 @@
+// kombu's message envelope (SPEC 1.1), built in one place for task, control and event
+// messages: the JSON body base64-encoded, content type and encoding, headers, and properties
+// with delivery_info, priority, body_encoding and a new delivery_tag. Thread-safe (pure).
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace cvtasks {
+
+struct EnvelopeOptions {
+  std::string exchange;     // delivery_info.exchange
+  std::string routing_key;  // delivery_info.routing_key
+  int priority = 0;
+  int delivery_mode = 2;  // 2: persistent (tasks); 1: transient (control, events)
+  // Merged into the properties last: may add keys (correlation_id, reply_to) or override.
+  nlohmann::json extra_properties = nlohmann::json::object();
+};
+
+std::string encode_envelope(const nlohmann::json& body, nlohmann::json headers,
+                            const EnvelopeOptions& options);
+
+}  // namespace cvtasks
