@@ -10,9 +10,7 @@ appends it to --out, for bench/compare.py.
 """
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 import uuid
 
@@ -21,7 +19,6 @@ from probe import emit
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--harness", required=True, help="path of celery_bench.py")
     ap.add_argument("--broker", required=True)
     ap.add_argument("--backend", required=True)
     ap.add_argument("-m", type=int, default=300, help="tasks per repetition")
@@ -29,8 +26,7 @@ def main():
     ap.add_argument("--label", default="client_floor")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(a.harness)))
-    import celery_bench as cb  # the shared harness: same client app, same percentiles
+    import harness as cb  # the same client app and percentiles as the latency mode
     import redis
 
     rb = redis.Redis.from_url(a.broker)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Redis commands (and read events) per task for one worker.
 
-Reuses the shared harness (celery_bench.py) for the producer and for starting
+Reuses the bench harness (bench/harness.py) for the producer and for starting
 the worker in its own process group.  Steps:
 
   1. FLUSHDB broker and backend, start the worker, warm it up (20 tasks).

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """cvtasks vs the Python Celery worker: markdown table + PASS/FAIL per target.
 
-Reads the JSON lines written by bench/run.sh (celery_bench.py records plus
-bench/cmdstats.py records), takes the median over repetitions of each
+Reads the JSON lines written by bench/run.sh (bench/harness.py records plus
+the probes' records), takes the median over repetitions of each
 metric, and prints a markdown table.  Usage:
 
   /usr/bin/python3 bench/compare.py bench/results/<timestamp>.jsonl \

@@ -4,7 +4,7 @@
 Same loop as the harness's latency mode (a Celery client app: send_task,
 then AsyncResult.get(), one task at a time), while a MONITOR connection
 records every command Redis executes, with Redis's own timestamps.  The
-worker is started through the shared harness (celery_bench.Worker).
+worker is started through the bench harness (bench/harness.py, Worker).
 
 Connections owned by this process (the client app and our own) are "client";
 everything else is "worker"; commands run inside a Lua script are "lua" (the

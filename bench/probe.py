@@ -1,14 +1,12 @@
 """What the bench probes (cmdstats.py, latency_trace.py) share: their command-line options
-(where the harness and Redis are, what to send, the worker command) and their set-up."""
+(where Redis is, what to send, the worker command) and their set-up."""
 import argparse
 import json
 import os
-import sys
 
 
 def probe_parser(description):
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--harness", required=True, help="path of celery_bench.py")
     ap.add_argument("--broker", required=True)
     ap.add_argument("--backend", required=True)
     ap.add_argument("--queue", default="celery")
@@ -24,13 +22,12 @@ def probe_parser(description):
 
 
 class ProbeSetup:
-    """What every probe starts from: the shared harness module `cb`, the `redis` module,
-    broker and backend clients (both flushed), a not-yet-started harness Worker, and the
-    task's arguments."""
+    """What every probe starts from: the bench harness module `cb` (bench/harness.py), the
+    `redis` module, broker and backend clients (both flushed), a not-yet-started harness Worker,
+    and the task's arguments."""
 
     def __init__(self, a):
-        sys.path.insert(0, os.path.dirname(os.path.abspath(a.harness)))
-        import celery_bench as cb  # the shared harness
+        import harness as cb
         import redis
 
         self.cb = cb

@@ -12,8 +12,7 @@ for another), warms it up, SIGSTOPs it, enqueues N tasks, attaches the tool
 to the worker's main process (all threads), SIGCONTs, waits for the N
 results, detaches and prints the tool's report.  strace slows the worker down
 many times, so only its counts mean something, not its timings.
-Run from the repository root or anywhere; needs ../shared/bench beside the
-repository (or CVTASKS_BENCH_DIR).
+Run from the repository root or anywhere.
 """
 import argparse
 import os
@@ -49,13 +48,7 @@ def main():
     a = ap.parse_args()
     n = a.n or (5000 if a.tool == "strace" else 20000)
 
-    bench_dir = os.environ.get("CVTASKS_BENCH_DIR",
-                               os.path.join(REPO, "..", "shared", "bench"))
-    harness = os.path.join(bench_dir, "celery_bench.py")
-    if not os.path.isfile(harness):
-        sys.exit(f"profile_drain: shared harness not found: {harness}")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(harness)))
-    import celery_bench as cb  # noqa: E402
+    import harness as cb  # bench/harness.py, beside this script
     import redis  # noqa: E402
 
     tmp = tempfile.mkdtemp(prefix="profile-drain-")

@@ -15,8 +15,7 @@ usage() {
   --no-probes      skip the probes (Redis commands per task, latency trace)
   --ours-cmd CMD   worker command for the "ours" column (default: build/bin/run_celery_worker ...)
   --ours-task T    task name for the "ours" column (default cvtasks.diagnostics.noop)
-Environment: CVTASKS_BENCH_DIR (default ../shared/bench relative to the repo root),
-             REDIS_SERVER (default redis-server), PY (default /usr/bin/python3).
+Environment: REDIS_SERVER (default redis-server), PY (default /usr/bin/python3).
 EOF
 }
 
@@ -44,15 +43,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 PY=${PY:-/usr/bin/python3}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
-BENCH=${CVTASKS_BENCH_DIR:-../shared/bench}
-HARNESS=$BENCH/celery_bench.py
-PYWORKER_DIR=$BENCH/pyworker
-if [ ! -f "$HARNESS" ] || [ ! -f "$PYWORKER_DIR/benchapp.py" ]; then
-  echo "run.sh: error: shared benchmark harness not found at $(realpath -m "$HARNESS")" >&2
-  echo "        (expected the shared/ folder beside the repository, i.e. ../shared/bench;" >&2
-  echo "         set CVTASKS_BENCH_DIR to its location otherwise)" >&2
-  exit 2
-fi
+HARNESS=bench/harness.py          # producer, worker process control, the four modes
+PYWORKER_DIR=bench/pyworker       # the Python baseline app (benchapp.py)
 command -v "$REDIS_SERVER" >/dev/null || { echo "run.sh: error: $REDIS_SERVER not found (apt install redis-server)" >&2; exit 2; }
 "$PY" -c 'import celery, redis' 2>/dev/null || { echo "run.sh: error: $PY lacks celery/redis (apt install python3-celery python3-redis)" >&2; exit 2; }
 
@@ -121,7 +113,7 @@ bench() { # label worker-cmd task repeat mode-args...
 }
 trace() { # label worker-cmd task
   local label=$1 wcmd=$2 task=$3 t0=$SECONDS
-  "$PY" bench/latency_trace.py --harness "$HARNESS" --broker "$BROKER" --backend "$BACKEND" \
+  "$PY" bench/latency_trace.py --broker "$BROKER" --backend "$BACKEND" \
     --queue "$QUEUE" --task "$task" --task-kwargs '{}' --worker "$wcmd" \
     --worker-cwd "$REPO" --worker-log "$RESULTS/$TS-$label.log" --label "$label" \
     -m "$M_TRACE" --out "$JSONL" | cut -c1-240 || echo "# ($label latency trace failed)" >&2
@@ -129,7 +121,7 @@ trace() { # label worker-cmd task
 }
 cmdstats() { # label worker-cmd task
   local label=$1 wcmd=$2 task=$3 t0=$SECONDS
-  "$PY" bench/cmdstats.py --harness "$HARNESS" --broker "$BROKER" --backend "$BACKEND" \
+  "$PY" bench/cmdstats.py --broker "$BROKER" --backend "$BACKEND" \
     --queue "$QUEUE" --task "$task" --task-kwargs '{}' --worker "$wcmd" \
     --worker-cwd "$REPO" --worker-log "$RESULTS/$TS-$label.log" --label "$label" \
     -n "$N_CMD" --out "$JSONL" | cut -c1-240 || echo "# ($label cmdstats failed)" >&2
@@ -155,7 +147,7 @@ suite() { # label worker-cmd task n-throughput
 # and the client alone (bench/client_floor.py: results stored before each send, no worker).
 if [ $RUN_OURS = 1 ] && [ $RUN_PY = 1 ]; then
   bench floor "exec $PY bench/floor_responder.py" "$OURS_TASK" "$REP_LAT" latency -m "$M_LAT"
-  "$PY" bench/client_floor.py --harness "$HARNESS" --broker "$BROKER" --backend "$BACKEND" \
+  "$PY" bench/client_floor.py --broker "$BROKER" --backend "$BACKEND" \
     -m "$M_LAT" --repeat "$REP_LAT" --out "$JSONL" | tail -n 1 | cut -c1-240 \
     || echo "# (client floor failed)" >&2
 fi

@@ -17,8 +17,9 @@
 #include "core/base/settings.h"
 #include "core/broker/redis/redis_url.h"
 #include "core/protocol/protocol.h"
+#include "django/django_settings.h"
 #include "django_source.h"
-#include "leader.h"
+#include "core/broker/redis/redis_leader.h"
 #include "scheduler.h"
 #include "settings_source.h"
 #include "state_store.h"
@@ -50,9 +51,15 @@ class BeatApp final : public cvtasks::CommandApp {
     using namespace cvtasks;
     using std::chrono::duration;
     const auto level = log_level();
-    const Settings settings = load_settings();
+    const Settings settings =
+        with_options(load_settings(), {{"max-interval", "celery.beat_max_loop_interval"}});
+    // The Django sections beat may read (databases, schema) are checked now, whatever the
+    // scheduler, so a typo there is the same start-up line as for the worker.
+    DjangoSettings::from_document(settings.document);
 
     const RedisUrl broker = RedisUrl::parse(settings.celery.broker_url);
+    // Before the state file opens: replacing an unreadable one is a warning in the log.
+    start_process(level);
     const std::string scheduler_name = settings.celery.beat_scheduler.value_or("");
     std::unique_ptr<StateStore> state;
     std::unique_ptr<ScheduleSource> source;
@@ -73,20 +80,15 @@ class BeatApp final : public cvtasks::CommandApp {
     }
 
     SchedulerConfig config;
-    const double max_interval = has("max-interval")
-                                    ? number_option("max-interval", 0.01)
-                                    : settings.celery.beat_max_loop_interval.value_or(
-                                          source->default_max_interval());
-    config.max_interval = std::chrono::round<std::chrono::microseconds>(
-        duration<double>(max_interval));
+    const double max_interval =
+        settings.celery.beat_max_loop_interval.value_or(source->default_max_interval());
+    config.max_interval = span<std::chrono::microseconds>(max_interval);
     const double lock_timeout = settings.beat.beat_lock_timeout;
     // Renewing three times per timeout leaves room for two failed renewals.
-    config.lock_renew_interval = std::chrono::round<std::chrono::microseconds>(
-        duration<double>(lock_timeout / 3));
+    config.lock_renew_interval = span<std::chrono::microseconds>(lock_timeout / 3);
     config.origin = "gen" + std::to_string(::getpid()) + "@" + hostname();
     config.reply_to = new_uuid();
 
-    setup_logging(level, value("logfile", ""));
     spdlog::info(
         "beat: Starting...\n"
         ". broker -> {}\n. scheduler -> {}\n. timezone -> {}\n. maxinterval -> {} seconds\n"
@@ -94,12 +96,12 @@ class BeatApp final : public cvtasks::CommandApp {
         SafeUrl(settings.celery.broker_url), source_desc, settings.celery.timezone,
         max_interval, lock_timeout);
 
-    RedisLeader leader(broker, std::chrono::milliseconds(static_cast<int64_t>(lock_timeout * 1000)));
+    RedisLeader leader(broker, span<std::chrono::milliseconds>(lock_timeout));
     Scheduler scheduler(settings.celery, *source, leader, SystemClock::instance(), config);
     int code = EXIT_OK;
     {
       SignalThread signals([&scheduler](int sig) {
-        spdlog::info("beat: Received {}: shutting down", strsignal(sig));
+        spdlog::info("beat: Received {}: shutting down", signal_name(sig));
         scheduler.stop();
       });
       try {

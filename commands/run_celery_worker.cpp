@@ -1,6 +1,6 @@
 // run_celery_worker: a Celery worker on Redis, in C++. Parses options, loads settings, wires
 // the parts, runs the Worker; signals: SIGTERM/SIGINT warm shutdown, SIGQUIT or a second
-// signal cold shutdown.
+// signal cold shutdown (the others: SignalThread in command_app.h).
 #include <Poco/Util/OptionSet.h>
 #include <signal.h>
 #include <unistd.h>
@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "command_app.h"
+#include "commands/worker_types.h"
 #include "core/backend/result_backend.h"
 #include "core/base/clock.h"
 #include "core/base/errors.h"
@@ -30,21 +31,15 @@
 #include "tasks/diagnostics.h"
 
 using Poco::Util::OptionSet;
+using cvtasks::json;
 
 namespace {
 
-const std::map<std::string, std::vector<std::string>> kWorkerTypes = {
-    {"default", {"default"}},
-    {"pdf", {"pdf_queue"}},
-    {"email", {"email_queue"}},
-    {"analysis", {"analysis_queue"}},
-    {"notification", {"notification_queue"}},
-    {"cleanup", {"cleanup_queue"}},
-    {"statistics", {"statistics_queue"}},
-    {"all",
-     {"default", "pdf_queue", "email_queue", "analysis_queue", "notification_queue",
-      "cleanup_queue", "statistics_queue"}},
-};
+// --worker-type TYPE -> its queues, from worker_types.json (the bridge's file, compiled in).
+const json& worker_types() {
+  static const json types = json::parse(cvtasks::kWorkerTypesJson);
+  return types;
+}
 
 std::vector<std::string> split_csv(const std::string& s) {
   std::vector<std::string> out;
@@ -91,6 +86,7 @@ class WorkerApp final : public cvtasks::CommandApp {
       add_option(options, full, shrt, desc, arg);
     };
     add("worker-type", "", "all|default|pdf|email|analysis|notification|cleanup|statistics", "TYPE");
+    add("worker-types", "", "print the worker types and their queues as JSON, and exit", nullptr);
     add("queues", "Q", "comma-separated queues to consume (wins over --worker-type)", "QUEUES");
     add("concurrency", "c", "pool threads (default: number of CPUs)", "N");
     add("hostname", "n", "node name, default celery@%h (%h host, %n name, %d domain)", "NAME");
@@ -107,36 +103,41 @@ class WorkerApp final : public cvtasks::CommandApp {
 
   int run_command() override {
     using namespace cvtasks;
+    if (has("worker-types")) {  // the map, for the bridge and for operators
+      std::cout << worker_types().dump() << std::endl;
+      return EXIT_OK;
+    }
     const auto level = log_level();
-    const Settings settings = load_settings();
+    // Options that set a setting take the setting's checks (D14: --concurrency 0 is refused
+    // as worker_concurrency 0 is).
+    const Settings settings =
+        with_options(load_settings(), {{"concurrency", "celery.worker_concurrency"},
+                                       {"prefetch-multiplier", "celery.worker_prefetch_multiplier"}});
 
     WorkerConfig config;
     if (has("queues")) {
       config.queues = split_csv(opts_.at("queues"));
       if (config.queues.empty()) throw ConfigError("--queues names no queue");
     } else if (has("worker-type")) {
-      auto it = kWorkerTypes.find(opts_.at("worker-type"));
-      if (it == kWorkerTypes.end())
-        throw ConfigError("unknown --worker-type '" + opts_.at("worker-type") +
-                          "' (all, default, pdf, email, analysis, notification, cleanup, "
-                          "statistics)");
-      config.queues = it->second;
+      const auto it = worker_types().find(opts_.at("worker-type"));
+      if (it == worker_types().end()) {
+        std::string names;
+        for (const auto& [name, queues] : worker_types().items())
+          names += (names.empty() ? "" : ", ") + name;
+        throw ConfigError("unknown --worker-type '" + opts_.at("worker-type") + "' (" + names + ")");
+      }
+      config.queues = it->get<std::vector<std::string>>();
     } else {
       config.queues = {settings.celery.task_default_queue};
     }
-    config.concurrency = has("concurrency")
-                             ? int_option("concurrency", 1)
-                             : settings.celery.worker_concurrency.value_or(
-                                   std::max(1u, std::thread::hardware_concurrency()));
-    config.prefetch_multiplier = has("prefetch-multiplier")
-                                     ? int_option("prefetch-multiplier", 1)
-                                     : settings.celery.worker_prefetch_multiplier;
+    config.concurrency = settings.celery.worker_concurrency.value_or(
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    config.prefetch_multiplier = settings.celery.worker_prefetch_multiplier;
     config.nodename = expand_hostname(value("hostname", "celery@%h"));
     config.task_events = has("task-events");
     config.heartbeat = !has("without-heartbeat");
     config.remote_control = !has("without-control");
-    const int http_port = has("http-port") ? int_option("http-port", 0) : -1;  // -1: none
-    if (http_port > 65535) throw ConfigError("--http-port must be at most 65535");
+    const int http_port = has("http-port") ? int_option("http-port", 0, 65535) : -1;  // -1: none
 
     // Validate URLs before anything starts, so a typo is one clear line. Redis throughout:
     // the broker, the result store, remote control and events.
@@ -151,12 +152,14 @@ class WorkerApp final : public cvtasks::CommandApp {
     }
     transports.pidboxes = make_redis_pidboxes(broker_url);
     transports.events = make_redis_event_publishers(broker_url);
+    transports.broker_info =
+        broker_connection_info(settings.celery.broker_url, settings.celery.visibility_timeout);
 
     TaskRegistry registry;
     register_domain_tasks(registry, settings);
     if (has("diagnostics")) register_diagnostics(registry);
 
-    setup_logging(level, value("logfile", ""));
+    start_process(level);
     for (const auto& k : settings.unknown_celery_keys)
       spdlog::debug("Celery setting {} is not used by this worker", k);
     std::string queue_list;
@@ -186,7 +189,7 @@ class WorkerApp final : public cvtasks::CommandApp {
       bool stopping = false;
       SignalThread signals([&worker, &stopping](int sig) {
         const bool cold = stopping || sig == SIGQUIT;
-        spdlog::warn("Received {}: {} shutdown", strsignal(sig), cold ? "cold" : "warm");
+        spdlog::warn("Received {}: {} shutdown", signal_name(sig), cold ? "cold" : "warm");
         worker.stop(cold);
         stopping = true;
       });
@@ -195,7 +198,10 @@ class WorkerApp final : public cvtasks::CommandApp {
     }
     spdlog::default_logger()->flush();
     // A task that ignored cancellation still runs on a thread we cannot join.
-    if (worker.has_stray_threads()) ::_exit(0);
+    if (worker.has_stray_threads()) {
+      release_pidfile();
+      ::_exit(0);
+    }
     return EXIT_OK;
   }
 };

@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "core/base/errors.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 
@@ -17,6 +18,9 @@ SchemaMap::SchemaMap(const json& schema, Dialect dialect) : schema_(schema), dia
     for (const auto& [f, spec] : m["fields"].items())
       if (!spec.is_object() || !spec.contains("column") || !spec["column"].is_string())
         throw ConfigError("schema." + name + ".fields." + f + " needs a column");
+      else if (spec.contains("max_length") &&
+               !(spec["max_length"].is_number_unsigned() && spec["max_length"].get<uint64_t>() > 0))
+        throw ConfigError("schema." + name + ".fields." + f + ".max_length must be a positive integer");
   }
 }
 
@@ -130,7 +134,13 @@ std::string SchemaMap::insert(const std::string& m,
   for (const auto& [f, value] : values) {
     if (!has(m, f)) continue;
     add(column(m, f), placeholder(m, f));
-    params.push_back(value);
+    // A CharField's max_length counts characters: a byte cut could split one, and PostgreSQL
+    // refuses what is longer.
+    const json& limit = field(m, f).value("max_length", json(nullptr));
+    if (value.is_string() && limit.is_number_unsigned())
+      params.push_back(truncate_chars(value.get_ref<const std::string&>(), limit.get<size_t>()));
+    else
+      params.push_back(value);
   }
   if (has(m, "created_at")) add(column(m, "created_at"), now());
   return "INSERT INTO " + table(m) + " (" + columns + ") VALUES (" + placeholders + ")";

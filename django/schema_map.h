@@ -55,7 +55,8 @@ class SchemaMap {
   // The current UTC time as the database stores Django's DateTimeField with USE_TZ.
   std::string now() const;
   // An INSERT of the listed logical fields the model has (the others are skipped), plus
-  // created_at = now() when the model has it; the values are appended to `params`.
+  // created_at = now() when the model has it; the values are appended to `params`, a string
+  // cut to the field's `max_length` characters when the schema gives one (truncate_chars).
   std::string insert(const std::string& model,
                      const std::vector<std::pair<std::string, json>>& values, json& params) const;
   // An INSERT that updates the existing row instead when `key` (a unique logical field, which

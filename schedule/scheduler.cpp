@@ -37,7 +37,7 @@ std::string build_message(const ScheduleEntry& entry, const CelerySettings& sett
   for (const auto& key : kPropertyOptions)
     if (auto it = opts.find(key); it != opts.end()) o.extra_properties[key] = *it;
   // Python beat hands the entry's list to apply_async: its argsrepr is the list's repr, and
-  // "()" when empty (as_task_v2 turns an empty args into a tuple) - captures/beat_faketime.txt.
+  // "()" when empty (as_task_v2 turns an empty args into a tuple): docs/protocol.md §9.1.
   o.argsrepr = entry.args.empty() ? "()" : python_repr(entry.args);
   o.origin = config.origin;
   o.reply_to = config.reply_to;

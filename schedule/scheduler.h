@@ -18,7 +18,7 @@
 #include "core/base/clock.h"
 #include "core/base/settings.h"
 #include "core/protocol/protocol.h"
-#include "leader.h"
+#include "core/broker/leader.h"
 #include "source.h"
 
 namespace cvtasks {
@@ -30,9 +30,9 @@ struct SchedulerConfig {
   std::string reply_to;  // one id per beat process, as Celery's app.thread_oid
 };
 
-// The message Python beat would publish for `entry` at `now` (SPEC 9.1): apply_async(args,
-// kwargs, **options) routed by the entry's queue/exchange/routing_key, else task_routes.
-// `destination` receives where it goes. Throws ProtocolError for unusable options.
+// The message Python beat would publish for `entry` at `now` (docs/protocol.md §9.1):
+// apply_async(args, kwargs, **options) routed by the entry's queue/exchange/routing_key, else
+// task_routes. `destination` receives where it goes. Throws ProtocolError for unusable options.
 std::string build_message(const ScheduleEntry& entry, const CelerySettings& settings,
                           const SchedulerConfig& config, TimePoint now,
                           Destination* destination);

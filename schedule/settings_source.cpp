@@ -71,8 +71,7 @@ ScheduleEntry parse_beat_entry(const std::string& name, const json& value,
       e.options.erase(it);
     }
     if (deadline)
-      e.starting_deadline = std::chrono::round<std::chrono::microseconds>(
-          std::chrono::duration<double>(*deadline));
+      e.starting_deadline = span<std::chrono::microseconds>(*deadline);
     return e;
   } catch (const ConfigError& err) {
     throw ConfigError("beat_schedule entry '" + name + "': " + err.what());

@@ -7,6 +7,8 @@
 #include "core/protocol/task_error.h"
 #include "cv_record.h"
 #include "services.h"
+#include "core/base/utf8.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {
@@ -41,7 +43,7 @@ json analyze_cv_task(TaskServices& services, TaskContext& ctx, const json& a, co
         "cv_analysis",
         {{"cv", cv_id},
          {"score", result["score"]},
-         {"result", result.dump(-1, ' ', false, json::error_handler_t::replace)},
+         {"result", dump_json(result)},
          {"job_description", job_description.value_or("")},
          {"provider", result["provider"]},
          {"task_id", ctx.request().id}},

@@ -32,8 +32,8 @@ struct CleanupArgs {
 CleanupArgs cleanup_args(const Arguments& args, std::optional<int64_t> default_days) {
   CleanupArgs out{default_days.value_or(0), false};
   if (const auto d = default_days ? args.get("days") : std::nullopt; d && !d->is_null()) {
-    if (!d->is_number_integer()) throw type_error("days must be an int");
-    out.days = d->get<int64_t>();
+    if (!d->is_number()) throw type_error("days must be an int");
+    out.days = integer_argument(*d, "days");
     if (out.days < 0 || out.days > 100000)
       throw TaskError("ValueError", "days must be between 0 and 100000");
   }
@@ -151,8 +151,8 @@ json cleanup_orphaned_files(TaskServices& services, TaskContext& ctx, const json
   const CleanupArgs args =
       cleanup_args(Arguments("cleanup_orphaned_files", a, k, {"dry_run"}, 0), std::nullopt);
   const std::string root = services.media_root();
-  const auto grace = std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::duration<double, std::ratio<60>>(services.cleanup_options().orphan_grace_minutes));
+  const auto grace =
+      span<TimePoint::duration>(services.cleanup_options().orphan_grace_minutes * 60.0);
   const TimePoint settled = services.clock().now() - grace;
   return services.with_database(ctx, [&] {
     const SchemaMap& s = services.schema();

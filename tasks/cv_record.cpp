@@ -1,6 +1,7 @@
 #include "cv_record.h"
 
 #include "core/protocol/task_error.h"
+#include "core/task/task.h"
 
 namespace cvtasks {
 namespace {
@@ -60,19 +61,6 @@ void raise_cv_not_found(int64_t cv_id) {
                                              " does not exist"})});
 }
 
-int64_t cv_id_argument(const json& value) {
-  if (value.is_number_integer()) return value.get<int64_t>();
-  if (value.is_string()) {
-    const std::string& s = value.get_ref<const std::string&>();
-    size_t used = 0;
-    try {
-      const long long id = std::stoll(s, &used);
-      if (used == s.size()) return id;
-    } catch (const std::exception&) {
-    }
-    throw TaskError("ValueError", "cv_id must be an integer, got '" + s + "'");
-  }
-  throw type_error(std::string("cv_id must be an integer, not ") + value.type_name());
-}
+int64_t cv_id_argument(const json& value) { return integer_argument(value, "cv_id", true); }
 
 }  // namespace cvtasks

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/base/errors.h"
+#include "core/base/utf8.h"
 #include "core/protocol/task_error.h"
 
 namespace cvtasks {
@@ -44,7 +45,7 @@ std::optional<data> to_data(const json& v) {
     case json::value_t::discarded:
       return std::nullopt;
     default:
-      return data(v.dump());
+      return data(dump_json(v));
   }
 }
 

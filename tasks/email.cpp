@@ -12,6 +12,8 @@
 #include "core/protocol/task_error.h"
 #include "cv_record.h"
 #include "services.h"
+#include "core/base/utf8.h"
+#include "core/protocol/task_error.h"
 
 namespace cvtasks {
 namespace {
@@ -41,7 +43,7 @@ void log_email(TaskServices& services, TaskContext& ctx, const std::string& kind
     json params = json::array();
     const std::string insert = services.schema().insert(
         "email_log",
-        {{"kind", kind}, {"recipients", json(recipients).dump()}, {"subject", subject.substr(0, 255)},
+        {{"kind", kind}, {"recipients", dump_json(json(recipients))}, {"subject", truncate_chars(subject, 255)},
          {"status", sent ? "sent" : "failed"}, {"error", error},
          {"cv", cv_id ? json(*cv_id) : json(nullptr)}, {"task_id", ctx.request().id}},
         params);
@@ -67,7 +69,8 @@ json deliver(TaskServices& services, TaskContext& ctx, const std::string& kind, 
     return json{{"status", "sent"}, {"recipients", recipients}, {"subject", mail.subject},
                 {"message_id", id}};
   } catch (const MailError& e) {
-    const ExceptionInfo exc{"EmailDeliveryError", "cvtasks.errors", json::array({e.what()})};
+    const ExceptionInfo exc{"EmailDeliveryError", "cvtasks.errors",
+                            json::array({valid_utf8(e.what())})};
     const int retries = ctx.request().retries;
     const int max_retries = services.email_options().max_retries;
     if (e.connection_lost() && retries < max_retries) {

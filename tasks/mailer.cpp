@@ -1,6 +1,5 @@
 #include "mailer.h"
 
-#include <Poco/Base64Encoder.h>
 #include <Poco/Net/DNS.h>
 #include <Poco/Net/MailMessage.h>
 #include <Poco/Net/MailRecipient.h>
@@ -17,8 +16,11 @@
 #include <mutex>
 #include <sstream>
 
+#include "core/base/codecs.h"
+#include "core/base/settings.h"
 #include "core/protocol/task_error.h"
 #include "tls.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -53,22 +55,8 @@ std::pair<std::string, std::string> split_address(const std::string& raw) {
   }
   const auto b = addr.find_first_not_of(' ');
   addr = b == std::string::npos ? "" : addr.substr(b, addr.find_last_not_of(' ') - b + 1);
-  if (!valid_address(addr)) throw TaskError("ValueError", "invalid email address: " + json(raw).dump());
+  if (!valid_address(addr)) throw TaskError("ValueError", "invalid email address: " + dump_json(json(raw)));
   return {name, addr};
-}
-
-std::string base64(const std::string& data) {
-  std::ostringstream out;
-  Poco::Base64Encoder enc(out);
-  enc.rdbuf()->setLineLength(76);
-  enc << data;
-  enc.close();
-  std::string s = out.str(), crlf;
-  for (char c : s) {  // Poco ends lines with \r\n already; make sure of it
-    if (c == '\n' && (crlf.empty() || crlf.back() != '\r')) crlf += '\r';
-    crlf += c;
-  }
-  return crlf;
 }
 
 // The right-hand side of our Message-IDs: the host name, when it is a valid domain.
@@ -117,16 +105,17 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
   for (const auto& to : mail.to)
     msg.addRecipient(Poco::Net::MailRecipient(Poco::Net::MailRecipient::PRIMARY_RECIPIENT,
                                               address_of(to)));
-  msg.setSubject(encode_header(mail.subject));
+  msg.setSubject(fold_header("Subject", mail.subject));
   msg.set("Message-ID", sanitize_header(message_id));
   const std::string text_type = "text/plain; charset=utf-8";
-  const std::string text = crlf_lines(mail.text);
+  const std::string text = crlf_lines(valid_utf8(mail.text));
   if (!mail.html && mail.attachments.empty()) {
     msg.setContentType(text_type);
     msg.setContent(text, MailMessage::ENCODING_QUOTED_PRINTABLE);
     return;
   }
   if (mail.html) {
+    const std::string html = valid_utf8(*mail.html);
     // Poco's messages are one level deep: the text/HTML alternative is written here as one
     // multipart/alternative part of the multipart/mixed message.
     const std::string boundary = "alt-" + std::to_string(Poco::Random().next()) +
@@ -134,16 +123,16 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     auto part = [](const std::string& boundary, const std::string& headers,
                    const std::string& content) {
       return "--" + boundary + "\r\n" + headers + "Content-Transfer-Encoding: base64\r\n\r\n" +
-             base64(content) + "\r\n";
+             base64_encode_mime(content) + "\r\n";
     };
     std::string body = part(boundary, "Content-Type: " + text_type + "\r\n", text);
     const std::string html_type = "Content-Type: text/html; charset=utf-8\r\n";
     if (mail.inline_images.empty()) {
-      body += part(boundary, html_type, *mail.html);
+      body += part(boundary, html_type, html);
     } else {
       // The HTML and its images as one multipart/related alternative.
       const std::string related = "rel-" + boundary.substr(4);
-      std::string inner = part(related, html_type, *mail.html);
+      std::string inner = part(related, html_type, html);
       for (const auto& image : mail.inline_images) {
         const std::string name = sanitize_header(image.filename);
         inner += part(related,
@@ -167,15 +156,6 @@ void build(const MailSettings& s, const Mail& mail, const std::string& message_i
     msg.addAttachment(encode_header(a.filename),
                       new Poco::Net::StringPartSource(a.data, a.content_type, a.filename),
                       MailMessage::ENCODING_BASE64);
-}
-
-std::string base64_line(const std::string& data) {
-  std::ostringstream out;
-  Poco::Base64Encoder enc(out);
-  enc.rdbuf()->setLineLength(0);  // one line: an SMTP command must not break
-  enc << data;
-  enc.close();
-  return out.str();
 }
 
 // EHLO (HELO when refused) and the reply, which lists the extensions ("250-AUTH PLAIN LOGIN").
@@ -217,19 +197,19 @@ void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo
   std::string reply;
   int status;
   if (offered("PLAIN")) {
-    status = session.sendCommand("AUTH PLAIN", base64_line(std::string(1, '\0') + user +
-                                                           std::string(1, '\0') + password),
+    status = session.sendCommand("AUTH PLAIN", base64_encode(std::string(1, '\0') + user +
+                                                             std::string(1, '\0') + password),
                                  reply);
   } else if (offered("LOGIN")) {
     status = session.sendCommand("AUTH LOGIN", reply);
-    if (status == 334) status = session.sendCommand(base64_line(user), reply);
-    if (status == 334) status = session.sendCommand(base64_line(password), reply);
+    if (status == 334) status = session.sendCommand(base64_encode(user), reply);
+    if (status == 334) status = session.sendCommand(base64_encode(password), reply);
   } else {
     throw MailError("SMTP server " + where + " offers no AUTH PLAIN or LOGIN (host_user is set)",
                     false, 0);
   }
   if (status / 100 != 2)
-    throw MailError("SMTP server " + where + " refused the login of " + json(user).dump() + ": " +
+    throw MailError("SMTP server " + where + " refused the login of " + dump_json(json(user)) + ": " +
                         sanitize_header(reply),
                     status / 100 == 4, status);
 }
@@ -238,34 +218,28 @@ void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo
 
 MailSettings MailSettings::from_document(const json& section) {
   MailSettings s;
-  if (section.is_null()) return s;
-  if (!section.is_object()) throw ConfigError("the email section must be an object");
-  try {
-    auto str = [&](const char* key, std::string& out) {
-      if (section.contains(key) && !section[key].is_null()) out = section[key].get<std::string>();
-    };
-    str("backend", s.backend);
-    str("host", s.host);
-    str("host_user", s.host_user);
-    str("host_password", s.host_password);
-    str("ssl_certfile", s.ssl_certfile);
-    str("ssl_keyfile", s.ssl_keyfile);
-    str("subject_prefix", s.subject_prefix);
-    str("default_from_email", s.default_from_email);
-    if (section.contains("port")) s.port = section["port"].get<int>();
-    if (section.contains("use_tls")) s.use_tls = section["use_tls"].get<bool>();
-    if (section.contains("use_ssl")) s.use_ssl = section["use_ssl"].get<bool>();
-    if (section.contains("timeout") && !section["timeout"].is_null())
-      s.timeout = section["timeout"].get<double>();
-  } catch (const json::exception& e) {
-    throw ConfigError(std::string("email section: ") + e.what());
-  }
+  SettingsSection e(section, "email");
+  if (auto v = e.word("backend")) s.backend = *v;
+  if (auto v = e.string("host")) s.host = *v;
+  if (auto v = e.integer("port", 1, 65535)) s.port = static_cast<int>(*v);
+  if (auto v = e.string("host_user")) s.host_user = *v;
+  if (auto v = e.string("host_password")) s.host_password = *v;
+  if (auto v = e.boolean("use_tls")) s.use_tls = *v;
+  if (auto v = e.boolean("use_ssl")) s.use_ssl = *v;
+  s.timeout = e.number("timeout", 0, 86400, true);
+  if (auto v = e.string("ssl_certfile")) s.ssl_certfile = *v;
+  if (auto v = e.string("ssl_keyfile")) s.ssl_keyfile = *v;
+  if (auto v = e.string("subject_prefix")) s.subject_prefix = *v;
+  if (auto v = e.string("default_from_email")) s.default_from_email = *v;
+  if (auto v = e.string("server_email")) s.server_email = *v;
+  e.reject_unknown();
   if (s.use_tls && s.use_ssl)
     throw ConfigError("email: use_tls and use_ssl are mutually exclusive (as in Django)");
   return s;
 }
 
-std::string sanitize_header(const std::string& value) {
+std::string sanitize_header(const std::string& raw) {
+  const std::string value = valid_utf8(raw);
   std::string out;
   out.reserve(value.size());
   for (unsigned char c : value) {
@@ -277,8 +251,80 @@ std::string sanitize_header(const std::string& value) {
   return out;
 }
 
+namespace {
+
+constexpr size_t kFoldAt = 78;          // RFC 5322's recommended line length
+constexpr size_t kEncodedLine = 76;     // RFC 2047's limit for a line with encoded-words
+constexpr std::string_view kWordStart = "=?utf-8?b?";
+constexpr size_t kWordOverhead = 12;    // "=?utf-8?b?" and "?="
+
+bool is_ascii(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+// Encoded-words for `text` (valid UTF-8), the first on a line that has `used` characters
+// already, the others each on a continuation line (CRLF SP). Whole characters per word: a
+// decoder decodes each word on its own (RFC 2047 section 5).
+std::string encoded_words(const std::string& text, size_t used) {
+  std::string out;
+  size_t i = 0, width = used;
+  while (i < text.size()) {
+    if (!out.empty()) {  // each word after the first on a line of its own
+      out += "\r\n ";
+      width = 1;
+    }
+    // Whole base64 quanta: 3 bytes give 4 characters. Never less than one 4-byte character, so
+    // each word takes at least one (after a very long header name, the first line runs over).
+    const size_t room = kEncodedLine > width + kWordOverhead ? kEncodedLine - width - kWordOverhead : 0;
+    const size_t budget = std::max<size_t>(room / 4 * 3, 4);
+    size_t end = i;
+    while (end < text.size()) {
+      size_t next = end + 1;
+      while (next < text.size() && (static_cast<unsigned char>(text[next]) & 0xC0) == 0x80) ++next;
+      if (next - i > budget) break;
+      end = next;
+    }
+    out += std::string(kWordStart) + base64_encode(text.substr(i, end - i)) + "?=";
+    i = end;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string encode_header(const std::string& value) {
-  return MailMessage::encodeWord(sanitize_header(value), "UTF-8");
+  const std::string text = sanitize_header(value);
+  return is_ascii(text) ? text : encoded_words(text, 0);
+}
+
+std::string fold_header(const std::string& name, const std::string& value) {
+  const std::string text = sanitize_header(value);
+  const size_t prefix = name.size() + 2;  // "Name: "
+  if (!is_ascii(text)) return encoded_words(text, prefix);
+  // ASCII: break at spaces only, so unfolding (removing each CRLF) gives the text back. A word
+  // that cannot fit on a line of its own is encoded instead, as no space may be added to it.
+  std::string out;
+  size_t width = prefix, start = 0;
+  bool first = true;
+  while (start <= text.size()) {
+    size_t end = text.find(' ', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string word = text.substr(start, end - start);
+    if ((first ? prefix : 1) + word.size() > kFoldAt) return encoded_words(text, prefix);
+    if (first) {
+      out += word;
+      width += word.size();
+      first = false;
+    } else if (!word.empty() && width + 1 + word.size() > kFoldAt) {
+      out += "\r\n " + word;  // the folding space is the one that separated the words
+      width = 1 + word.size();
+    } else {
+      out += " " + word;
+      width += 1 + word.size();
+    }
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string address_of(const std::string& address) { return split_address(address).second; }

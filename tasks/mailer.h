@@ -9,7 +9,8 @@
 // stdout), dummy (discarded).
 //
 // Headers never carry CR/LF or other control characters from their values (they are removed),
-// non-ASCII text is RFC 2047-encoded, and an address that is not a plain `local@domain` is
+// non-ASCII text is RFC 2047-encoded, long values are folded (an SMTP server refuses a line of
+// more than 1000 bytes), and an address that is not a plain `local@domain` is
 // refused, so no value can add a header or a recipient.
 //
 // Thread-safety: send() may be called from many threads (a connection per call).
@@ -42,8 +43,10 @@ struct MailSettings {
   std::string ssl_keyfile;
   std::string subject_prefix = "[Django] ";
   std::string default_from_email = "webmaster@localhost";
+  std::string server_email = "root@localhost";  // Django's SERVER_EMAIL (read, not used yet)
 
-  // The `email` section; ConfigError for a wrong type or use_tls with use_ssl.
+  // The `email` section (core/base/settings.h's policy); ConfigError for a wrong type, a value
+  // out of range (port 1-65535, timeout > 0), an unknown key, or use_tls with use_ssl.
   static MailSettings from_document(const json& section);
 };
 
@@ -77,10 +80,18 @@ class MailError : public ServerError {
   int code;  // SMTP reply code, 0 when there was none
 };
 
-// The header value without CR, LF and other control characters (a tab becomes a space).
+// The header value without CR, LF and other control characters (a tab becomes a space), as
+// valid UTF-8 (utf8.h: an invalid byte becomes U+FFFD).
 std::string sanitize_header(const std::string& value);
-// RFC 2047 encoded-words for non-ASCII text (after sanitizing); ASCII is returned as it is.
+// RFC 2047 encoded-words ("=?utf-8?b?...?=", each at most 75 characters and holding whole
+// characters only) for non-ASCII text, after sanitizing, joined by CRLF SP when there is more
+// than one; ASCII is returned as it is.
 std::string encode_header(const std::string& value);
+// The value of header `name` folded (RFC 5322 2.2.3) so that no line of "name: value" is longer
+// than 78 characters, as Python's email package (Django's mail) folds it: ASCII text at its
+// spaces; non-ASCII text, or a word too long for a line, as encoded-words (encode_header()),
+// each line at most 76 characters. Unfolded and decoded, the value reads as the sanitized text.
+std::string fold_header(const std::string& name, const std::string& value);
 // "addr" or "Name <addr>" with the name encoded; throws TaskError(ValueError) for an address that
 // is not a plain local@domain.
 std::string format_address(const std::string& address);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <random>
 #include <sstream>
 #include <system_error>
 #include <utility>
@@ -126,14 +127,47 @@ RemoveOutcome remove_media_file(const std::string& media_root, const std::string
   return RemoveOutcome::kRemoved;
 }
 
-MediaWriteError::MediaWriteError(std::string path, int error_number)
-    : Error("cannot write " + path + ": " + std::strerror(error_number)),
+MediaWriteError::MediaWriteError(std::string path, int error_number, std::string reason)
+    : Error("cannot write " + path + ": " +
+            (reason.empty() ? std::string(std::strerror(error_number)) : reason)),
       path_(std::move(path)),
+      reason_(reason.empty() ? std::strerror(error_number) : std::move(reason)),
       error_number_(error_number) {}
 
 bool MediaWriteError::disk_full() const {
   return error_number_ == ENOSPC || error_number_ == EDQUOT;
 }
+
+namespace {
+
+// A directory on the way to a file being written: opened without following a symlink, created
+// when missing. Throws MediaWriteError naming `shown` (the folder under MEDIA_ROOT).
+Fd enter_for_write(int at, const std::string& name, const std::string& shown) {
+  Fd next = open_dir(at, name);
+  if (!next && errno == ENOENT) {
+    if (::mkdirat(at, name.c_str(), 0755) != 0 && errno != EEXIST)
+      throw MediaWriteError(shown, errno);
+    next = open_dir(at, name);
+  }
+  if (next) return next;
+  const int error = errno;
+  struct stat st {};
+  if (::fstatat(at, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+    throw MediaWriteError(shown, ELOOP,
+                          "is a symbolic link: files are written only inside MEDIA_ROOT, with no "
+                          "symbolic link below it (the cleanups would never delete them)");
+  throw MediaWriteError(shown, error);
+}
+
+std::string temporary_name(const std::string& leaf) {
+  static thread_local std::mt19937_64 random{std::random_device{}()};
+  static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string name = "." + leaf + ".";
+  for (int i = 0; i < 8; ++i) name += kChars[random() % (sizeof kChars - 1)];
+  return name;
+}
+
+}  // namespace
 
 std::string write_media_file(const std::string& media_root, const std::string& relative,
                              const std::string& data) {
@@ -141,12 +175,31 @@ std::string write_media_file(const std::string& media_root, const std::string& r
   const auto clean = media_relative(relative);
   const fs::path path = fs::path(media_root) / (clean ? *clean : relative);
   if (!clean) throw MediaWriteError(path.string(), EINVAL);
+  // MEDIA_ROOT itself may be a symlink (a deployment's choice), resolved once by this open();
+  // below it every folder is entered by descriptor without following a symlink, as
+  // remove_media_file() walks: a symlinked MEDIA_ROOT/cv_pdfs pointing elsewhere would have the
+  // file written outside MEDIA_ROOT while its path reads as inside, and never cleaned up.
   std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  if (ec) throw MediaWriteError(path.parent_path().string(), ec.value());
+  fs::create_directories(media_root, ec);
+  Fd dir(::open(media_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) throw MediaWriteError(media_root, errno);
+  auto parts = split_path(*clean);
+  const std::string leaf = parts.back();
+  parts.pop_back();
+  fs::path walked(media_root);
+  for (const auto& part : parts) {
+    walked /= part;
+    dir = enter_for_write(dir.get(), part, walked.string());
+  }
 
-  std::string tmp = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
-  Fd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  std::string tmp;
+  Fd fd;
+  for (int attempt = 0; !fd && attempt < 100; ++attempt) {
+    tmp = temporary_name(leaf);
+    fd = Fd(::openat(dir.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     0600));
+    if (!fd && errno != EEXIST) break;
+  }
   if (!fd) throw MediaWriteError(path.string(), errno);
   // errno is taken where the call failed: a later close() or unlink() may change it. A full disk
   // usually shows up here, in write(), after part of the data went in.
@@ -157,12 +210,13 @@ std::string write_media_file(const std::string& media_root, const std::string& r
     else if (n == 0) error = EIO;
     else if (errno != EINTR) error = errno;
   }
-  if (!error && ::fchmod(fd.get(), 0644) != 0) error = errno;  // mkstemp made it 0600
+  if (!error && ::fchmod(fd.get(), 0644) != 0) error = errno;  // created 0600 until complete
   if (!error && ::fsync(fd.get()) != 0) error = errno;       // delayed allocation fails here
   if (!error && ::close(fd.release()) != 0) error = errno;
-  if (!error && ::rename(tmp.c_str(), path.c_str()) != 0) error = errno;
+  // renameat() replaces a symlink named `leaf` itself, never what it points to.
+  if (!error && ::renameat(dir.get(), tmp.c_str(), dir.get(), leaf.c_str()) != 0) error = errno;
   if (error) {
-    ::unlink(tmp.c_str());
+    ::unlinkat(dir.get(), tmp.c_str(), 0);
     throw MediaWriteError(path.string(), error);
   }
   return path.string();

@@ -2,7 +2,7 @@
 // the database and from directory listings; neither is trusted to stay inside MEDIA_ROOT. The PDF
 // task writes its files here, whole or not at all.
 //
-// Rules: a stored name must be relative, without "..", NUL or empty components; every directory
+// Rules (for deleting and for writing alike): a stored name must be relative, without "..", NUL or empty components; every directory
 // on the way is opened with O_NOFOLLOW from MEDIA_ROOT down, so a symlinked directory is never
 // entered; only a regular file is removed (a symlink is left alone, whatever it points to). The
 // walk is by descriptors (openat/unlinkat), so swapping a directory for a symlink mid-way cannot
@@ -50,20 +50,26 @@ std::vector<MediaFile> list_media_files(const std::string& media_root, const std
 // folder should be, a bad name) do not go away by waiting.
 class MediaWriteError : public Error {
  public:
-  MediaWriteError(std::string path, int error_number);
+  // `reason`: what went wrong, when strerror(error_number) would not say it clearly.
+  MediaWriteError(std::string path, int error_number, std::string reason = "");
   int error_number() const { return error_number_; }
   const std::string& path() const { return path_; }
+  // Python's OSError.strerror for it: `reason`, or strerror(error_number).
+  const std::string& reason() const { return reason_; }
   bool disk_full() const;
 
  private:
   std::string path_;
+  std::string reason_;
   int error_number_;
 };
 
 // Writes `data` to MEDIA_ROOT/relative (a plain relative name, see media_relative), creating the
 // missing folders, through a temporary file in the same folder, fsync and rename: a reader sees
-// no file or the whole file, never a part. Returns the absolute path. Throws MediaWriteError
-// (EINVAL for a name that is not plain) after removing the temporary file, so a failed write
+// no file or the whole file, never a part. Returns the absolute path. The folders are walked as
+// the rules above say (O_NOFOLLOW below MEDIA_ROOT), so the file lands inside MEDIA_ROOT, where
+// the cleanups can delete it. Throws MediaWriteError (EINVAL for a name that is not plain,
+// ELOOP for a symlinked folder on the way) after removing the temporary file, so a failed write
 // leaves nothing behind.
 std::string write_media_file(const std::string& media_root, const std::string& relative,
                              const std::string& data);

@@ -69,7 +69,7 @@ void Outbox::drain(std::optional<double> timeout_s) {
     idle_cv_.wait(lock, done);
     return;
   }
-  if (idle_cv_.wait_for(lock, std::chrono::duration<double>(*timeout_s), done)) return;
+  if (idle_cv_.wait_for(lock, span(*timeout_s), done)) return;
   lock.unlock();
   spdlog::warn("Giving up on unsent results/acks: their messages stay unacked in Redis");
   abandon();

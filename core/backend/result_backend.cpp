@@ -4,6 +4,7 @@
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -41,7 +42,7 @@ bool ResultBackend::store(const ResultContext& ctx, const std::string& state, co
   if (ctx.group_id) meta["group_id"] = *ctx.group_id;
   if (ctx.parent_id) meta["parent_id"] = *ctx.parent_id;
   meta["task_id"] = ctx.task_id;
-  return store_->set_unless_success(key_for(ctx.task_id), meta.dump(), expires_);
+  return store_->set_unless_success(key_for(ctx.task_id), dump_json(meta), expires_);
 }
 
 std::optional<json> ResultBackend::get_meta(const std::string& task_id) {

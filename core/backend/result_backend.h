@@ -1,17 +1,15 @@
-// ResultBackend: Celery's result meta (SPEC 3) written once over a tiny key-value store, as
-// celery's BaseKeyValueStoreBackend does. Redis underneath (broker/redis/redis_store.h), the
-// worker's OutboxStore (outbox.h) in between, an in-memory store for unit tests.
+// ResultBackend: Celery's result meta (docs/protocol.md §3) written once over a tiny key-value
+// store, as celery's BaseKeyValueStoreBackend does. The worker writes through the outbox
+// (OutboxStore, outbox.h), which sends to Redis in batches; make_redis_store()
+// (core/broker/redis/redis_store.h) writes directly; MemoryStore serves unit tests.
 //
-// The SUCCESS guard lives in the store: a SUCCESS meta is never overwritten. A store that
-// writes at once reports a skipped write; the OutboxStore only queues it, and the guard then
-// applies when the outbox sends it (so through the worker, store() returns true and a late
-// write is dropped by the store, never reported back to the task).
-//
-// Failure: store methods throw BackendError (connection_lost() = retry later). Thread-safety:
-// as its store's (the worker shares one backend over the thread-safe OutboxStore).
+// Failure: the store's BackendError passes through (connection_lost() = retry later).
+// Thread-safety: a ResultBackend holds no state of its own beyond its store, so it is as
+// thread-safe as its store: the worker shares one, over an OutboxStore, between all its pool
+// threads; MemoryStore's get/set take its lock (its public maps are for a test to read
+// afterwards); a Redis store (one connection) is not thread-safe.
 #pragma once
 
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -72,12 +70,14 @@ class ResultBackend {
                 const Clock& clock);
 
   // Stores `state` with `result` (a value, a state's meta, or an exception dict) and an
-  // optional traceback. date_done is set for ready states. A SUCCESS is never overwritten:
-  // returns false when the store skipped the write for that reason; over a deferring store
-  // (OutboxStore) it returns true and the store skips the write when it is sent.
+  // optional traceback. date_done is set for ready states. A stored SUCCESS is never
+  // overwritten; the return value is the store's: false when it knew at once that SUCCESS was
+  // already there (MemoryStore, a Redis store). OutboxStore applies the guard only when its
+  // round is sent and always returns true.
   bool store(const ResultContext& ctx, const std::string& state, const json& result,
              const std::optional<std::string>& traceback = std::nullopt);
-  // The stored meta, if any. Throws BackendError over a write-only store (OutboxStore).
+  // The stored meta, if any. Throws BackendError when it is not JSON, and whatever the store's
+  // get() throws (OutboxStore cannot read: the worker never reads results back).
   std::optional<json> get_meta(const std::string& task_id);
 
   static std::string key_for(const std::string& task_id) { return "celery-task-meta-" + task_id; }
@@ -103,7 +103,5 @@ class MemoryStore final : public KeyValueStore {
  private:
   std::mutex mu_;
 };
-
-using BackendFactory = std::function<std::unique_ptr<ResultBackend>()>;
 
 }  // namespace cvtasks

@@ -63,8 +63,12 @@ std::optional<TimePoint> parse_iso8601(std::string_view s) {
   using namespace std::chrono;
   const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  // Years 0-9999 fit in microseconds, but not in TimePoint's nanoseconds past April 2262: a
+  // later time is "never" (TimePoint::max()), an earlier one than 1677 "long ago".
   const auto t = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec} + microseconds{micros} -
                  minutes{offset_minutes};
+  if (t >= time_point_cast<microseconds>(TimePoint::max())) return TimePoint::max();
+  if (t <= time_point_cast<microseconds>(TimePoint::min())) return TimePoint::min();
   return time_point_cast<TimePoint::duration>(t);
 }
 

@@ -1,4 +1,4 @@
-// Broker: kombu's Redis transport as a worker and a publisher need it (SPEC sections 1, 2).
+// Broker: kombu's Redis transport as a worker and a publisher need it (docs/protocol.md §1, §2).
 //
 // Glossary (kombu -> ours): basic_get/BRPOP + ack emulation -> take(); basic_ack -> ack();
 // basic_reject(requeue=True) -> requeue(); QoS.restore_unacked -> restore();

@@ -1,4 +1,4 @@
-// Remote control (SPEC 7): the pidbox that answers `celery inspect` / `celery control`, as
+// Remote control (docs/protocol.md §7): the pidbox that answers `celery inspect` / `celery control`, as
 // messages (decoding requests, addressing, replies) and as the Pidbox transport interface.
 //
 // Glossary (kombu/Celery -> ours): kombu.pidbox.Mailbox/Node -> Pidbox; the broadcast

@@ -1,4 +1,4 @@
-// Events (SPEC 8): what `celery events`, celery.events.State and Flower read.
+// Events (docs/protocol.md §8): what `celery events`, celery.events.State and Flower read.
 //
 // Glossary (Celery -> ours): celery.events.EventDispatcher -> EventDispatcher; the worker's
 // Heart bootstep -> the dispatcher's heartbeat thread; app.clock (kombu LamportClock) ->

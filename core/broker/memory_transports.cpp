@@ -59,7 +59,7 @@ std::vector<json> MemoryPidboxBus::call(const std::string& method, const json& a
     for (const auto& [key, node] : listening_) nodes.push_back(node);
     clock = ++clock_;
   }
-  // What celery's Mailbox sends (a client's request, SPEC 7.1).
+  // What celery's Mailbox sends (a client's request, docs/protocol.md §7.1).
   const std::string oid = new_uuid();
   const json body = {{"method", method},
                      {"arguments", arguments},

@@ -1,6 +1,7 @@
 #include "envelope.h"
 
-#include "protocol.h"
+#include "core/base/codecs.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 
@@ -14,12 +15,12 @@ std::string encode_envelope(const nlohmann::json& body, nlohmann::json headers,
       {"delivery_tag", new_uuid()},
   };
   for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
-  const nlohmann::json envelope = {{"body", base64_encode(body.dump())},
+  const nlohmann::json envelope = {{"body", base64_encode(dump_json(body))},
                                    {"content-encoding", "utf-8"},
                                    {"content-type", "application/json"},
                                    {"headers", std::move(headers)},
                                    {"properties", std::move(properties)}};
-  return envelope.dump();
+  return dump_json(envelope);
 }
 
 }  // namespace cvtasks

@@ -1,4 +1,4 @@
-// kombu's message envelope (SPEC 1.1), built in one place for task, control and event
+// kombu's message envelope (docs/protocol.md §1.1), built in one place for task, control and event
 // messages: the JSON body base64-encoded, content type and encoding, headers, and properties
 // with delivery_info, priority, body_encoding and a new delivery_tag. Thread-safe (pure).
 #pragma once

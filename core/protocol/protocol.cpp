@@ -1,20 +1,18 @@
 #include "protocol.h"
 
-#include <array>
 #include <cstdio>
-#include <random>
 
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include "core/base/codecs.h"
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
 #include "envelope.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
-
-const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 std::optional<std::string> opt_string(const json& obj, const char* key) {
   auto it = obj.find(key);
@@ -25,8 +23,8 @@ std::optional<std::string> opt_string(const json& obj, const char* key) {
 
 // A time given in seconds since the epoch, or in ISO 8601.
 TimePoint header_time(std::string_view key, double epoch_s) {
-  // Python's datetime spans years 1-9999; beyond that the conversion to the clock's integer
-  // microseconds would overflow: undefined behaviour, which UBSan reports.
+  // Python's datetime spans years 1-9999: anything else is no time a client could have meant.
+  // Within it, from_epoch saturates past TimePoint's end in 2262 ("never").
   if (!(epoch_s >= -62135596800.0 && epoch_s <= 253402300799.0))
     throw ProtocolError(fmt::format("header '{}' is out of range: {}", key, epoch_s));
   return from_epoch(epoch_s);
@@ -51,80 +49,6 @@ std::optional<double> opt_number(const json& v) {
   return std::nullopt;
 }
 
-std::string repr_string(const std::string& s) {
-  // Python prefers single quotes, switching to double quotes when the text has a ' and no ".
-  const bool has_single = s.find('\'') != std::string::npos;
-  const bool has_double = s.find('"') != std::string::npos;
-  const char q = (has_single && !has_double) ? '"' : '\'';
-  std::string out(1, q);
-  for (unsigned char c : s) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c == static_cast<unsigned char>(q)) {
-          out += '\\';
-          out += static_cast<char>(c);
-        } else if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\x%02x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += q;
-  return out;
-}
-
-// Length of the well-formed UTF-8 sequence at s[i], 0 if it is not one (overlong forms and
-// surrogates included, which nlohmann's dump() rejects too).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = byte(0);
-  if (c < 0x80) return 1;
-  size_t len;
-  uint32_t cp;
-  if ((c >> 5) == 0x6) {
-    len = 2, cp = c & 0x1f;
-  } else if ((c >> 4) == 0xe) {
-    len = 3, cp = c & 0x0f;
-  } else if ((c >> 3) == 0x1e) {
-    len = 4, cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    if ((byte(k) >> 6) != 0x2) return 0;
-    cp = (cp << 6) | (byte(k) & 0x3f);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
-// Invalid UTF-8 bytes as \xNN. nlohmann's parse errors quote the bytes they stopped at, and a
-// reason that is not valid UTF-8 could not be dumped into the FAILURE result or the event.
-std::string valid_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    if (const size_t len = utf8_sequence_length(s, i)) {
-      out.append(s.substr(i, len));
-      i += len;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i++]));
-      out += buf;
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 bool json_nesting_within(std::string_view text, size_t limit) {
@@ -146,113 +70,13 @@ bool json_nesting_within(std::string_view text, size_t limit) {
   return true;
 }
 
-std::string base64_encode(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    out += kB64[(n >> 18) & 63];
-    out += kB64[(n >> 12) & 63];
-    out += kB64[(n >> 6) & 63];
-    out += kB64[n & 63];
-  }
-  if (i < in.size()) {
-    uint32_t n = uint8_t(in[i]) << 16;
-    if (i + 1 < in.size()) n |= uint8_t(in[i + 1]) << 8;
-    out += kB64[(n >> 18) & 63];
-    out += kB64[(n >> 12) & 63];
-    out += (i + 1 < in.size()) ? kB64[(n >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-std::optional<std::string> base64_decode(std::string_view in) {
-  static const std::array<int8_t, 256> table = [] {
-    std::array<int8_t, 256> t{};
-    t.fill(-1);
-    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(kB64[i])] = int8_t(i);
-    t['-'] = 62;  // tolerate the URL-safe alphabet
-    t['_'] = 63;
-    return t;
-  }();
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t pad = 0;
-  for (unsigned char c : in) {
-    if (c == '=') {
-      ++pad;
-      continue;
-    }
-    if (c == '\n' || c == '\r') continue;
-    if (pad) return std::nullopt;  // data after padding
-    const int8_t v = table[c];
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  // A lone 6-bit group cannot encode a byte: the input was truncated.
-  if (pad > 2 || bits >= 6) return std::nullopt;
-  return out;
-}
-
-std::string new_uuid() {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^
-                                   (uint64_t(std::random_device{}()) << 32)};
-  uint64_t a = rng(), b = rng();
-  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
-  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", uint32_t(a >> 32),
-                uint32_t((a >> 16) & 0xffff), uint32_t(a & 0xffff), uint32_t(b >> 48),
-                static_cast<unsigned long long>(b & 0xffffffffffffULL));
-  return buf;
-}
-
-std::string python_repr(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null: return "None";
-    case json::value_t::boolean: return v.get<bool>() ? "True" : "False";
-    case json::value_t::string: return repr_string(v.get_ref<const std::string&>());
-    case json::value_t::array: {
-      std::string out = "[";
-      for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + python_repr(v[i]);
-      return out + "]";
-    }
-    case json::value_t::object: {
-      std::string out = "{";
-      bool first = true;
-      for (const auto& [k, val] : v.items()) {
-        out += (first ? "" : ", ") + repr_string(k) + ": " + python_repr(val);
-        first = false;
-      }
-      return out + "}";
-    }
-    default: return v.dump();
-  }
-}
-
-std::string python_args_repr(const json& args) {
-  if (!args.is_array()) return python_repr(args);
-  std::string out = "(";
-  for (size_t i = 0; i < args.size(); ++i) out += (i ? ", " : "") + python_repr(args[i]);
-  if (args.size() == 1) out += ",";
-  return out + ")";
-}
-
 static TaskMessage decode(std::string_view raw, std::string* partial_id);
 
 TaskMessage decode_task_message(std::string_view raw, std::string* partial_id) {
   try {
     return decode(raw, partial_id);
   } catch (const ProtocolError& e) {
+    // nlohmann quotes the bytes it stopped at: a reason in invalid UTF-8 could not be stored.
     throw ProtocolError(valid_utf8(e.what()));
   } catch (const json::exception& e) {
     // A field of the wrong type (null content-type, numeric routing key, ...).
@@ -515,8 +339,7 @@ PublishOptions options_from_signature(const json& sig, TimePoint now) {
   auto relative = [&](const char* key) -> std::optional<TimePoint> {
     auto it = opts.find(key);
     if (it == opts.end() || !it->is_number()) return std::nullopt;
-    return now + std::chrono::duration_cast<TimePoint::duration>(
-                     std::chrono::duration<double>(it->get<double>()));
+    return later(now, it->get<double>());  // saturating: countdown=1e300 is "never"
   };
   if (auto it = opts.find("expires"); it != opts.end() && it->is_number())
     o.expires = relative("expires");

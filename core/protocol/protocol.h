@@ -1,4 +1,4 @@
-// Celery task protocol v2 over kombu's JSON envelope (SPEC sections 1 and 4): decoding what
+// Celery task protocol v2 over kombu's JSON envelope (docs/protocol.md §1 and §4): decoding what
 // Python producers send and building messages Python workers accept.
 //
 // Glossary: envelope = kombu's transport message {body, headers, properties, content-*};
@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/clock.h"
+#include "core/base/codecs.h"  // base64, UUIDs and Python repr, which messages carry
 
 namespace cvtasks {
 
@@ -107,23 +108,13 @@ struct PublishOptions {
   std::optional<std::string> argsrepr;     // overrides the "(1, 2)" tuple form of `args`
 };
 
-// Builds the envelope string exactly as Celery 5.2's apply_async would (SPEC 1.1-1.3).
+// Builds the envelope string exactly as Celery 5.2's apply_async would
+// (docs/protocol.md §1.1–1.3).
 std::string encode_task_message(const PublishOptions& options);
 
-// Builds PublishOptions from a signature dict (SPEC 1.4): task, args, kwargs, options.
-// Relative options (countdown, numeric expires) are resolved against `now`.
+// Builds PublishOptions from a signature dict (docs/protocol.md §1.4): task, args, kwargs,
+// options. Relative options (countdown, numeric expires) are resolved against `now`.
 // Throws ProtocolError when it is not a signature.
 PublishOptions options_from_signature(const json& signature, TimePoint now);
-
-// Python repr() of a JSON value, as argsrepr/kwargsrepr and event fields carry it.
-std::string python_repr(const json& value);
-std::string python_args_repr(const json& args);  // "(1, 2)" tuple form
-
-// base64 (standard alphabet, padded).
-std::string base64_encode(std::string_view data);
-std::optional<std::string> base64_decode(std::string_view data);
-
-// A new random UUID4 string.
-std::string new_uuid();
 
 }  // namespace cvtasks

@@ -1,6 +1,7 @@
 #include "task_error.h"
 
 #include "protocol.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 
@@ -30,7 +31,21 @@ std::string ExceptionInfo::traceback_text() const {
          qualified + (message.empty() ? "" : ": " + message) + "\n";
 }
 
-TaskError::TaskError(ExceptionInfo info) : info_(std::move(info)), what_(info_.repr()) {}
+namespace {
+
+// Messages are often made of what a server, a file or a database said, in any bytes: they reach
+// the stored result, the events and the logs as valid UTF-8.
+ExceptionInfo with_valid_text(ExceptionInfo info) {
+  if (info.args.is_array())
+    for (auto& a : info.args)
+      if (a.is_string()) a = valid_utf8(a.get_ref<const std::string&>());
+  return info;
+}
+
+}  // namespace
+
+TaskError::TaskError(ExceptionInfo info)
+    : info_(with_valid_text(std::move(info))), what_(info_.repr()) {}
 
 TaskError::TaskError(std::string type, std::string message, std::string module)
     : TaskError(ExceptionInfo{std::move(type), std::move(module), json::array({message})}) {}

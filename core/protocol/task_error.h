@@ -1,5 +1,5 @@
 // Exceptions a task raises to end with a particular Python exception on the client side, and
-// their Celery encoding {"exc_type", "exc_message", "exc_module"} (SPEC 3.3).
+// their Celery encoding {"exc_type", "exc_message", "exc_module"} (docs/protocol.md §3.3).
 #pragma once
 
 #include <exception>

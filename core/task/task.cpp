@@ -1,5 +1,11 @@
 #include "task.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+#include "core/base/utf8.h"
+
 namespace cvtasks {
 
 void CancelToken::cancel(CancelReason reason) {
@@ -27,8 +33,7 @@ void CancelToken::check() {
 void CancelToken::sleep_for(double seconds) {
   check();
   const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                         std::chrono::duration<double>(seconds));
+                     span<std::chrono::steady_clock::duration>(seconds);
   {
     std::unique_lock lock(mu_);
     cv_.wait_until(lock, until, [&] {
@@ -97,5 +102,47 @@ std::optional<json> Arguments::get(const char* name) const {
 }
 
 const json& Arguments::at(const char* name) const { return values_.at(name); }
+
+namespace {
+
+[[noreturn]] void does_not_fit(const std::string& name, const std::string& value) {
+  throw TaskError("OverflowError", name + " " + value + " does not fit in a 64-bit integer");
+}
+
+}  // namespace
+
+int64_t integer_argument(const json& value, const std::string& name, bool accept_str) {
+  if (value.is_number_unsigned()) {
+    // nlohmann keeps a non-negative integer as unsigned: get<int64_t>() would wrap 2**63 to
+    // -2**63 and 2**64-1 to -1.
+    const auto n = value.get<uint64_t>();
+    if (n > static_cast<uint64_t>(INT64_MAX)) does_not_fit(name, std::to_string(n));
+    return static_cast<int64_t>(n);
+  }
+  if (value.is_number_integer()) return value.get<int64_t>();
+  if (value.is_number_float()) {
+    // An integer literal past the unsigned 64-bit range is parsed as a float: out of range,
+    // not of the wrong type, when it is integral (-2**63 itself parses as an integer, so a float
+    // of that value was a literal below it, rounded).
+    const double d = value.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && (d >= 0x1p63 || d <= -0x1p63))
+      does_not_fit(name, std::to_string(d).substr(0, std::to_string(d).find('.')));
+  }
+  if (accept_str && value.is_string()) {
+    const std::string& s = value.get_ref<const std::string&>();
+    const char* begin = s.c_str();
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(begin, &end, 10);
+    const bool digits = end != begin && std::isdigit(static_cast<unsigned char>(end[-1]));
+    while (end < begin + s.size() && std::isspace(static_cast<unsigned char>(*end))) ++end;
+    if (digits && end == begin + s.size()) {  // all of it (an embedded NUL is not)
+      if (errno == ERANGE) does_not_fit(name, s);
+      return n;
+    }
+    throw TaskError("ValueError", name + " must be an integer, got '" + valid_utf8(s) + "'");
+  }
+  throw type_error(name + " must be an integer, not " + value.type_name());
+}
 
 }  // namespace cvtasks

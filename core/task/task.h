@@ -1,5 +1,6 @@
 // Task: what a registered task implements, and TaskContext: what it gets while it runs.
-// Adding a task is one class with kName and run(), and one registration line.
+// Adding a task is a Task with name() and run() (or a DomainTask, tasks/services.h, made from a
+// function) and one TaskRegistry::add() line (registry.h).
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -106,5 +108,13 @@ class Arguments {
  private:
   std::map<std::string, json> values_;
 };
+
+// A Python int argument named `name` as int64_t: a JSON integer, or, with `accept_str`, a str
+// that int() would take (surrounding whitespace and a sign allowed, as Django's lookups convert
+// a str primary key). A value that does not fit in 64 bits (2**63, 2**64-1, -2**63-1, an
+// integral float past the range, a str of 20 digits) raises OverflowError, never wraps; a str
+// that is not a number raises ValueError; any other type TypeError. The databases' integers are
+// 64-bit, so Python's own driver raises OverflowError for the same values.
+int64_t integer_argument(const json& value, const std::string& name, bool accept_str = false);
 
 }  // namespace cvtasks

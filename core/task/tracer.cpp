@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "core/base/errors.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -80,7 +81,7 @@ Outcome trace(Task* task, const TaskMessage& m, TaskContext& ctx) {
     } catch (const TaskAbandoned&) {
       out = Outcome{};
     } catch (const std::exception& e) {
-      out = failure(ExceptionInfo{"RuntimeError", "builtins", json::array({e.what()})});
+      out = failure(ExceptionInfo{"RuntimeError", "builtins", json::array({valid_utf8(e.what())})});
     } catch (...) {
       out = failure(ExceptionInfo{"RuntimeError", "builtins", json::array({"unknown error"})});
     }
@@ -106,7 +107,8 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
   if (o.exception) traceback = o.exception->traceback_text();
 
   if (o.state == states::SUCCESS) {
-    // Next chain step and callbacks go out before the result is stored (SPEC 6.1, 6.2).
+    // Next chain step and callbacks go out before the result is stored
+    // (docs/protocol.md §6.1, §6.2).
     if (m.chain.is_array() && !m.chain.empty()) {
       json rest = m.chain;
       const json next = rest.back();
@@ -141,8 +143,7 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
     po.root_id = m.root_id;
     po.shadow = m.shadow;
     po.retries = m.retries + 1;
-    po.eta = env.clock.now() + std::chrono::duration_cast<TimePoint::duration>(
-                                   std::chrono::duration<double>(o.retry_countdown));
+    po.eta = later(env.clock.now(), o.retry_countdown);  // saturating: see clock.h
     po.parent_id = m.id;
     po.ignore_result = m.ignore_result;
     po.origin = env.origin;
@@ -153,7 +154,8 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
     po.extra_properties = {{"replaced_task_nesting", 0}, {"origin", m.origin}};
     publish_child(std::move(po));
   } else if (o.state == states::FAILURE) {
-    // The remaining chain steps can never run: they fail with the same error (SPEC 6.2).
+    // The remaining chain steps can never run: they fail with the same error
+    // (docs/protocol.md §6.2).
     if (store_result && env.backend && m.chain.is_array()) {
       for (const auto& sig : m.chain) {
         const json opts = sig.value("options", json::object());
@@ -163,7 +165,7 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
         }
       }
     }
-    // Old-style errbacks: a message with the failed task's id first (SPEC 6.1).
+    // Old-style errbacks: a message with the failed task's id first (docs/protocol.md §6.1).
     if (m.errbacks.is_array()) {
       if (progress.errback_group.empty()) progress.errback_group = new_uuid();
       const std::string group = progress.errback_group;

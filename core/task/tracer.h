@@ -1,7 +1,8 @@
 // The tracer (Celery's build_tracer): runs one task and turns what happened -- a returned
 // value, a retry request, anything thrown -- into a Celery state. Nowhere else decides states.
 // record() then does what Celery does for that state: publish the next chain step and the
-// callbacks (before the result, SPEC 6), the retry message (SPEC 4), errbacks, and store it.
+// callbacks (before the result, docs/protocol.md §6), the retry message (§4), errbacks, and
+// store it.
 #pragma once
 
 #include <optional>

@@ -9,8 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
+#include "core/base/secrets.h"
 #include "core/base/isotime.h"
-#include "core/broker/redis/redis_url.h"  // SafeUrl, for the log line
 #include "core/task/tracer.h"
 #include "worker_job.h"
 
@@ -72,7 +72,7 @@ bool Worker::stores_result(const Job& job) const {
 }
 
 void Worker::run() {
-  spdlog::info("Connecting to {}", SafeUrl(settings_.celery.broker_url));
+  spdlog::info("Connecting to {}", masked_url(settings_.celery.broker_url));
   try {
     auto broker = brokers_();
     io([&] { broker->declare(config_.queues); }, when_stopping());

@@ -15,7 +15,7 @@
 // the EventPublisher, and the injected Clock for every reading of time (wall and monotonic).
 // run_celery_worker wires Redis; the unit tests wire the in-memory transport and a ManualClock.
 //
-// Observability (SPEC 7, 8): a Pidbox answers remote control (worker_control.cpp), an
+// Observability (docs/protocol.md §7, §8): a Pidbox answers remote control (worker_control.cpp), an
 // EventDispatcher thread sends worker heartbeats and, when enabled, task events; Metrics
 // counts tasks for /metrics; healthz()/metrics_page() serve the optional HTTP port.
 //
@@ -73,6 +73,9 @@ struct WorkerTransports {
   StoreFactory stores;          // empty: no result backend configured, nothing is stored
   PidboxFactory pidboxes;       // used unless WorkerConfig::remote_control is off
   EventPublisherFactory events;
+  // kombu's Connection.info() of the broker, as `inspect stats` shows it under "broker" (the
+  // transport knows its URL's parts; the worker passes it on). Empty: null.
+  json broker_info;
   // Called by stop(): ends the broker waits of the waiter threads early where the transport
   // can (the in-memory one); empty: waits end within their timeout (Redis, 0.5 s).
   std::function<void()> end_waits;
@@ -94,8 +97,8 @@ class Worker {
   // times now instead of at its next pass (at most 250 ms later). Thread-safe.
   void clock_moved();
 
-  // A remote control command (SPEC 7.3): the reply value, or nullopt when none is sent
-  // (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
+  // A remote control command (docs/protocol.md §7.3): the reply value, or nullopt when none is
+  // sent (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
   // the pidbox thread.
   std::optional<json> control(const std::string& method, const json& arguments);
   // GET /healthz: 200 when the broker answers, the consumer threads tick and the pool makes

@@ -6,13 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <regex>
 
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
+#include "core/base/secrets.h"
 #include "core/base/isotime.h"
-#include "core/broker/redis/redis_url.h"  // SafeUrl
 #include "worker.h"
 #include "worker_job.h"
 
@@ -49,7 +48,7 @@ std::string join(const std::vector<std::string>& v) {
   return out;
 }
 
-// kombu's Queue.as_dict() for a queue bound to its own direct exchange (SPEC 7.3).
+// kombu's Queue.as_dict() for a queue bound to its own direct exchange (docs/protocol.md §7.3).
 json queue_dict(const std::string& name) {
   return {{"name", name},
           {"exchange",
@@ -66,20 +65,6 @@ json queue_dict(const std::string& name) {
           {"max_length_bytes", nullptr}, {"max_priority", nullptr}};
 }
 
-json censored(const json& conf) {
-  static const std::regex kSecret("API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE",
-                                  std::regex::icase);
-  json out = json::object();
-  for (const auto& [k, v] : conf.items()) {
-    if (v.is_string() && (k == "broker_url" || k == "result_backend"))
-      out[k] = SafeUrl(v.get<std::string>());
-    else if (std::regex_search(k, kSecret))
-      out[k] = "********";
-    else
-      out[k] = v;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -166,14 +151,14 @@ void Worker::register_control_commands() {
     for (const auto& q : queues_) out.push_back(queue_dict(q));
     return out;
   });
-  p.add("conf", [this](const json&) {
-    return censored(settings_.document.value("celery", json::object()));
+  p.add("conf", [this](const json&) {  // secrets never leave the worker, at any depth
+    return masked_settings(settings_.document.value("celery", json::object()));
   });
   p.add("report", [this](const json&) {
     std::string text = "software -> cvtasks (Celery protocol 2) on " + config_.nodename +
                        "\npid -> " + std::to_string(::getpid()) + "\nconcurrency -> " +
                        std::to_string(config_.concurrency) + " threads\nbroker -> " +
-                       SafeUrl(settings_.celery.broker_url) + "\n";
+                       masked_url(settings_.celery.broker_url) + "\n";
     return ok_reply(text);
   });
   p.add("hello", [this](const json& a) -> json {
@@ -190,7 +175,7 @@ void Worker::register_control_commands() {
   p.add("shutdown", [this](const json&) -> std::optional<json> {
     spdlog::warn("Got shutdown from remote");
     stop(false);
-    return std::nullopt;  // Celery never answers shutdown (SPEC 7.3)
+    return std::nullopt;  // Celery never answers shutdown (docs/protocol.md §7.3)
   });
   for (const bool on : {true, false}) {
     p.add(on ? "enable_events" : "disable_events", [this, on](const json&) {

@@ -43,7 +43,7 @@ struct Worker::Job {
 namespace worker_detail {
 
 inline MonoTime::duration seconds(double s) {
-  return std::chrono::duration_cast<MonoTime::duration>(std::chrono::duration<double>(s));
+  return span<MonoTime::duration>(s);  // checked: a 1e300 s limit never fires
 }
 
 // The first limit that is set and positive (a per-message limit before the task's before the

@@ -253,7 +253,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   const ResultContext rc{m.id, m.group, m.parent_id, {}};
   if (store && settings_.celery.task_track_started) {
     backend_->store(rc, states::STARTED, {{"pid", ::getpid()}, {"hostname", config_.nodename}});
-    outbox_->flush_here();  // STARTED is visible before the body runs (SPEC 3.4)
+    outbox_->flush_here();  // STARTED is visible before the body runs (docs/protocol.md §3.4)
   }
   auto write_state = [&](const std::string& state, const json& meta) {
     if (!store) return;

@@ -7,7 +7,6 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
-#include "core/broker/redis/redis_url.h"  // the `stats` reply describes the broker URL
 #include "worker.h"
 #include "worker_job.h"
 
@@ -26,13 +25,11 @@ json rusage_dict() {
           {"nivcsw", u.ru_nivcsw}};
 }
 
-// Celery's conf reply is censored: secrets never leave the worker.
 }  // namespace
 
 json Worker::stats() {
   json total = json::object();
   for (const auto& [name, n] : metrics_.started_by_name()) total[name] = n;
-  const RedisUrl url = RedisUrl::parse(settings_.celery.broker_url);
   auto zero_if_none = [](const std::optional<double>& v) { return v.value_or(0); };
   return {{"total", total},
           {"pid", ::getpid()},
@@ -49,22 +46,7 @@ json Worker::stats() {
              {zero_if_none(settings_.celery.task_soft_time_limit),
               zero_if_none(settings_.celery.task_time_limit)}},
             {"implementation", "cvtasks threads"}}},
-          {"broker",
-           {{"hostname", url.host},
-            {"userid", url.username.empty() ? json(nullptr) : json(url.username)},
-            {"virtual_host", std::to_string(url.db)},
-            {"port", url.port},
-            {"insist", false},
-            {"ssl", false},
-            {"transport", "redis"},
-            {"connect_timeout", 5},
-            {"transport_options",
-             {{"visibility_timeout", settings_.celery.visibility_timeout}}},
-            {"login_method", nullptr},
-            {"uri_prefix", nullptr},
-            {"heartbeat", 0},
-            {"failover_strategy", "round-robin"},
-            {"alternates", json::array()}}},
+          {"broker", transports_.broker_info},
           {"prefetch_count", prefetch_count()},
           {"rusage", rusage_dict()}};
 }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "core/base/errors.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 namespace {
@@ -38,16 +39,18 @@ json value_of(const Poco::Dynamic::Var& v) {
   }
   if (type == typeid(Poco::Data::BLOB)) {
     const auto& b = v.extract<Poco::Data::BLOB>();
-    return std::string(b.rawContent(), b.rawContent() + b.size());
+    return valid_utf8(std::string_view(reinterpret_cast<const char*>(b.rawContent()), b.size()));
   }
   if (type == typeid(Poco::Data::CLOB)) {
     const auto& b = v.extract<Poco::Data::CLOB>();
-    return std::string(b.rawContent(), b.rawContent() + b.size());
+    return valid_utf8(std::string_view(b.rawContent(), b.size()));
   }
   if (v.isBoolean()) return v.convert<bool>();
   if (v.isInteger()) return v.convert<Poco::Int64>();
   if (v.isNumeric()) return v.convert<double>();
-  return v.convert<std::string>();
+  // Text a legacy import or raw SQL wrote may be any bytes: it becomes valid UTF-8 here, where
+  // it enters, so no JSON, mail or database write downstream meets an invalid byte.
+  return valid_utf8(v.convert<std::string>());
 }
 
 void bind_params(Poco::Data::Statement& stmt, const json& params) {
@@ -63,9 +66,9 @@ void bind_params(Poco::Data::Statement& stmt, const json& params) {
     else if (p.is_number())
       stmt.addBind(bind(p.get<double>()));
     else if (p.is_string())
-      stmt.addBind(bind(p.get<std::string>()));
+      stmt.addBind(bind(valid_utf8(p.get_ref<const std::string&>())));
     else
-      stmt.addBind(bind(p.dump()));  // a JSON object or list for a JSON column
+      stmt.addBind(bind(dump_json(p)));  // a JSON object or list for a JSON column
   }
 }
 
@@ -94,7 +97,7 @@ class PocoDatabase::Bound final : public Database {
 std::string text_of(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "";
-  return v.dump();
+  return dump_json(v);
 }
 
 std::string database_name(const json& config) {

@@ -3,7 +3,7 @@
 // what its server needs: the connection string, how to connect, which errors mean "locked", and
 // whether a pooled session is still usable. open_database() loads the module for the ENGINE.
 //
-// Every module exports one function, the only symbol core looks up:
+// Every module exports one function, the only symbol open_database() (database.cpp) looks up:
 //   extern "C" cvtasks::Database* cvtasks_open_database(const cvtasks::json& config);
 // which returns a new Database (owned by the caller) or throws ConfigError.
 //

@@ -191,6 +191,8 @@ def schema_section():
             except Exception:  # FieldDoesNotExist: the tasks do without this field
                 continue
             fields[field_name] = {"column": field.column, "type": field.get_internal_type()}
+            if getattr(field, "max_length", None):  # the worker cuts text to it, by characters
+                fields[field_name]["max_length"] = field.max_length
         out[logical] = {"model": meta.label, "table": meta.db_table, "pk": meta.pk.column,
                         "fields": fields}
     return out

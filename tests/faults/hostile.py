@@ -22,8 +22,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the worker's default max_message_bytes
 
 
 def envelope(task, args=(), kwargs=None, task_id=None, body=None, queue='celery'):
-    """A protocol-v2 task message as Celery 5.2 pushes it (SPEC 1.1). `body` replaces the
-    encoded [args, kwargs, embed] when given (bytes, base64-encoded here)."""
+    """A protocol-v2 task message as Celery 5.2 pushes it (docs/protocol.md §1.1). `body`
+    replaces the encoded [args, kwargs, embed] when given (bytes, base64-encoded here)."""
     task_id = task_id or str(uuid.uuid4())
     if body is None:
         body = json.dumps([list(args), kwargs or {}, {'callbacks': None, 'errbacks': None,

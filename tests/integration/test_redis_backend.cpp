@@ -1,4 +1,4 @@
-// ResultBackend over make_redis_store against a real redis-server (SPEC 3.1).
+// ResultBackend over make_redis_store against a real redis-server (docs/protocol.md §3.1).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>

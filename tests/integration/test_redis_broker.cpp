@@ -1,4 +1,5 @@
-// RedisBroker (core/broker/redis/redis_broker.h) against a real redis-server: kombu's keys (SPEC 1.5, 2).
+// RedisBroker (core/broker/redis/redis_broker.h) against a real redis-server: kombu's keys
+// (docs/protocol.md §1.5, §2).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -146,7 +147,7 @@ TEST_F(RedisBrokerTest, TakeUpToMaxAcrossQueuesFifo) {
 }
 
 TEST_F(RedisBrokerTest, PriorityListsAndOrder) {
-  // SPEC 1.5: lower is served first, four buckets, FIFO inside a bucket.
+  // docs/protocol.md §1.5: lower is served first, four buckets, FIFO inside a bucket.
   broker->publish(envelope("p9", 9), "", "celery", 9);
   broker->publish(envelope("p5", 5), "", "celery", 5);
   broker->publish(envelope("p0", 0), "", "celery", 0);

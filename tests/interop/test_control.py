@@ -1,5 +1,5 @@
-"""Remote control (SPEC 7): the real `celery inspect` / `celery control` command-line tools
-and the app.control API, run against our worker."""
+"""Remote control (docs/protocol.md §7): the real `celery inspect` / `celery control`
+command-line tools and the app.control API, run against our worker."""
 import json
 import subprocess
 import sys
@@ -177,7 +177,7 @@ def test_add_and_cancel_consumer(worker_factory, celery_app):
 def test_control_shutdown_cli(worker_factory, redis_server):
     w = worker_factory()
     rc, out = celery_cli(redis_server, 'control', 'shutdown')
-    # Celery never answers shutdown: the CLI reports no reply (SPEC 7.3).
+    # Celery never answers shutdown: the CLI reports no reply (docs/protocol.md §7.3).
     assert rc == 69 and 'No nodes replied' in out, out
     assert w.wait_exit(15) == 0
     assert 'Got shutdown from remote' in w.log

@@ -1,5 +1,6 @@
-"""Events (SPEC 8) seen through celery.events.EventReceiver + State (what Flower uses), and the
-worker's /healthz and /metrics (parsed with prometheus_client's text-format parser)."""
+"""Events (docs/protocol.md §8) seen through celery.events.EventReceiver + State (what Flower
+uses), and the worker's /healthz and /metrics (parsed with prometheus_client's text-format
+parser)."""
 import json
 import re
 import threading

@@ -14,7 +14,7 @@ GET = 15
 
 
 def envelope(task, args=(), kwargs=None, task_id=None, queue='celery', **header_overrides):
-    """A protocol-v2 task message as kombu/Celery 5.2 pushes it (SPEC 1.1)."""
+    """A protocol-v2 task message as kombu/Celery 5.2 pushes it (docs/protocol.md §1.1)."""
     task_id = task_id or str(uuid.uuid4())
     body = [list(args), kwargs or {},
             {'callbacks': None, 'errbacks': None, 'chain': None, 'chord': None}]
@@ -91,7 +91,8 @@ def test_malformed_messages_do_not_stop_worker(worker_factory, celery_app, redis
         assert meta(rc1, gid)['result'] == i + 100
     assert w.alive, 'worker died on malformed input'
     assert celery_app.diag.add.delay(1, 1).get(timeout=GET) == 2
-    # undecodable messages are rejected without requeue (SPEC 2.5): nothing left behind
+    # undecodable messages are rejected without requeue (docs/protocol.md §2.5): nothing left
+    # behind
     time.sleep(0.5)
     assert rc0.llen('celery') == 0
     assert rc0.hlen('unacked') == 0, rc0.hkeys('unacked')
@@ -209,7 +210,7 @@ def test_kill9_acks_late_visibility_timeout(worker_factory, celery_app_factory, 
 @pytest.mark.slow
 def test_cold_shutdown_sigquit(worker_factory, celery_app, redis_server):
     """SIGQUIT = cold shutdown: exits promptly without waiting for the running task;
-    with acks_late the running task is restored and runs again later (SPEC 10)."""
+    with acks_late the running task is restored and runs again later (docs/protocol.md §10)."""
     settings = {'task_acks_late': True, 'task_track_started': True}
     w1 = worker_factory(settings=settings, args=['-c', '1'])
     rc0 = redis_server.client(0)

@@ -12,7 +12,7 @@ GET = 15
 
 
 def parse_date_done(value):
-    """date_done is naive UTC isoformat (SPEC 3.1); accept offsets and 'Z' too."""
+    """date_done is naive UTC isoformat (docs/protocol.md §3.1); accept offsets and 'Z' too."""
     assert isinstance(value, str) and value, value
     if value.endswith('Z'):
         value = value[:-1] + '+00:00'
@@ -83,7 +83,8 @@ def test_eta_in_the_past_runs_now(worker_factory, celery_app):
 
 
 def test_eta_message_held_in_unacked(worker_factory, celery_app, redis_server):
-    """SPEC 5: while held, the ETA message sits in `unacked`; it is acked when it runs."""
+    """docs/protocol.md §5: while held, the ETA message sits in `unacked`; it is acked when it
+    runs."""
     worker_factory()
     r = celery_app.diag.add.apply_async((5, 5), countdown=3)
     rc = redis_server.client(0)
@@ -110,7 +111,7 @@ def test_expired_task_revoked(worker_factory, celery_app, redis_server):
 
 
 def test_expires_while_held_for_eta(worker_factory, celery_app):
-    """expires is checked again when the ETA fires (SPEC 5)."""
+    """expires is checked again when the ETA fires (docs/protocol.md §5)."""
     worker_factory()
     r = celery_app.diag.add.apply_async((1, 2), countdown=2, expires=1)
     with pytest.raises(TaskRevokedError):
@@ -126,8 +127,8 @@ def test_expires_in_future_runs(worker_factory, celery_app):
 # ---------------------------------------------------------------- priorities
 
 def test_priority_order(worker_factory, celery_app, redis_server):
-    """SPEC 1.5: lower number first, 4 buckets (0-2, 3-5, 6-8, 9), FIFO inside a bucket.
-    Sent 9, 5, None, 0, 3 before a worker starts -> run none, 0, 5, 3, 9."""
+    """docs/protocol.md §1.5: lower number first, 4 buckets (0-2, 3-5, 6-8, 9), FIFO inside a
+    bucket. Sent 9, 5, None, 0, 3 before a worker starts -> run none, 0, 5, 3, 9."""
     echo = celery_app.diag.echo
     sent = []
     for prio in (9, 5, None, 0, 3):

@@ -59,7 +59,8 @@ def test_echo_no_args(worker_factory, celery_app):
 
 
 def test_result_document_layout(worker_factory, celery_app, redis_server):
-    """SPEC 3.1: status/result/traceback/children/date_done/task_id, TTL = result_expires."""
+    """docs/protocol.md §3.1: status/result/traceback/children/date_done/task_id,
+    TTL = result_expires."""
     worker_factory()
     r = celery_app.diag.add.delay(20, 22)
     assert r.get(timeout=GET) == 42
@@ -155,7 +156,8 @@ def test_progress_state_visible(worker_factory, celery_app):
 
 
 def test_progress_published_each_step(worker_factory, celery_app, redis_server):
-    """Every update_state is a SETEX + PUBLISH (SPEC 3.1): a subscriber sees each step."""
+    """Every update_state is a SETEX + PUBLISH (docs/protocol.md §3.1): a subscriber sees each
+    step."""
     worker_factory()
     from uuid import uuid4
     tid = str(uuid4())
@@ -218,7 +220,7 @@ def test_chain(worker_factory, celery_app):
 
 
 def test_chain_failure_propagates(worker_factory, celery_app, redis_server):
-    """SPEC 6.2: a failing step stores its FAILURE under every remaining chain id."""
+    """docs/protocol.md §6.2: a failing step stores its FAILURE under every remaining chain id."""
     worker_factory()
     d = celery_app.diag
     r = chain(d.add.s(1, 2), d.fail.si('mid-chain'), d.add.s(4)).apply_async()
@@ -233,7 +235,8 @@ def test_chain_failure_propagates(worker_factory, celery_app, redis_server):
 
 
 def test_group(worker_factory, celery_app, redis_server):
-    """SPEC 6.3: members are plain messages with headers.group; each meta has group_id."""
+    """docs/protocol.md §6.3: members are plain messages with headers.group; each meta has
+    group_id."""
     worker_factory()
     add = celery_app.diag.add
     g = group(add.s(i, i) for i in range(6)).apply_async()
@@ -394,7 +397,8 @@ def test_task_default_queue_setting(worker_factory, celery_app_factory):
 
 
 def test_queue_bindings_declared(worker_factory, redis_server):
-    """SPEC 1.5: a consumer SADDs _kombu.binding.<q> "<q>SEP SEP<q>" for each queue."""
+    """docs/protocol.md §1.5: a consumer SADDs _kombu.binding.<q> "<q>SEP SEP<q>" for each
+    queue."""
     worker_factory(args=['-Q', 'celery,pdf_queue'])
     rc = redis_server.client(0)
     for q in ('celery', 'pdf_queue'):

@@ -80,7 +80,7 @@ inline TaskMessage make_message(PublishOptions o) {
   return decode_task_message(encode_task_message(o));
 }
 
-// A signature dict (SPEC 1.4).
+// A signature dict (docs/protocol.md §1.4).
 inline json signature(const std::string& task, json args, const std::string& task_id = "",
                       bool immutable = false, json extra_options = json::object()) {
   json options = extra_options;

@@ -9,7 +9,7 @@ namespace {
 
 TEST(Bindings, KombuShapes) {
   EXPECT_EQ(binding_key("pdf_queue"), "_kombu.binding.pdf_queue");
-  // captures/beat_faketime.txt: SADD _kombu.binding.pdf_queue "pdf_queue\x06\x16\x06\x16pdf_queue"
+  // Celery's beat, captured: SADD _kombu.binding.pdf_queue "pdf_queue\x06\x16\x06\x16pdf_queue"
   EXPECT_EQ(queue_binding("pdf_queue"), "pdf_queue\x06\x16\x06\x16pdf_queue");
 }
 

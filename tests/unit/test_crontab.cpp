@@ -79,7 +79,7 @@ struct NextCase {
 
 TEST(Crontab, NextRunTimes) {
   const NextCase cases[] = {
-      // Celery's captured behaviour (captures/beat_faketime.txt), UTC.
+      // Celery's beat as captured with a faked clock (docs/protocol.md §9.2), UTC.
       {"daily midnight", {"0", "0"}, "UTC", "2026-11-29T23:59:56Z", "2026-11-30T00:00:00Z"},
       {"daily, just ran", {"0", "0"}, "UTC", "2026-11-30T00:00:00.009551Z",
        "2026-12-01T00:00:00Z"},

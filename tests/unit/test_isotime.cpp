@@ -1,7 +1,8 @@
-// ISO-8601 parsing and formatting (core/base/isotime.h), SPEC 1.2 and 3.1.
+// ISO-8601 parsing and formatting (core/base/isotime.h), docs/protocol.md §1.2 and §3.1.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "core/base/isotime.h"
 
@@ -90,6 +91,37 @@ TEST(FormatIso, EpochFloatAgrees) {
   const auto t = parse_iso8601("2026-11-24T19:07:52.935504+00:00");
   ASSERT_TRUE(t.has_value());
   EXPECT_NEAR(to_epoch(*t), 1795547272.935504, 1e-6);
+}
+
+// Issue 19 D9: past April 2262 a 64-bit count of nanoseconds overflows; before the checked
+// conversions 2263 wrapped to the distant past (a task due then ran at once). These failed then.
+TEST(FarTimes, IsoAfter2262IsNever) {
+  EXPECT_EQ(parse_iso8601("2263-01-01T00:00:00+00:00"), TimePoint::max());
+  EXPECT_EQ(parse_iso8601("9999-12-31T23:59:59.999999"), TimePoint::max());
+  EXPECT_EQ(parse_iso8601("1500-01-01T00:00:00Z"), TimePoint::min());
+  const auto t = parse_iso8601("2261-12-31T23:59:59Z");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(format_iso8601_utc(*t), "2261-12-31T23:59:59+00:00");
+}
+
+TEST(FarTimes, EpochSecondsSaturate) {
+  EXPECT_EQ(from_epoch(1e300), TimePoint::max());
+  EXPECT_EQ(from_epoch(9.3e9), TimePoint::max());  // 2264
+  EXPECT_EQ(from_epoch(-1e300), TimePoint::min());
+  EXPECT_EQ(from_epoch(std::nan("")), TimePoint::max());
+  EXPECT_EQ(later(noon2030(), 1e300), TimePoint::max());
+  EXPECT_EQ(later(TimePoint::max(), -5), TimePoint::max());
+  EXPECT_EQ(later(noon2030(), 1.5), noon2030() + milliseconds(1500));
+}
+
+TEST(FarTimes, SpansClampToAHundredYears) {
+  EXPECT_EQ(span<seconds>(1e300), kLongestSpan);
+  EXPECT_EQ(span<seconds>(-1e300), -kLongestSpan);
+  EXPECT_EQ(span(std::nan("")), nanoseconds::zero());
+  EXPECT_EQ(span<milliseconds>(0.25), milliseconds(250));
+  // Whatever it returns can be added to now() of either clock.
+  EXPECT_GT(steady_clock::now() + span<steady_clock::duration>(1e300), steady_clock::now());
+  EXPECT_GT(system_clock::now() + span<TimePoint::duration>(1e300), system_clock::now());
 }
 
 }  // namespace

@@ -12,15 +12,55 @@ TEST(MailHeaders, ControlCharactersAreRemoved) {
   EXPECT_EQ(sanitize_header("a\tb\x01\x7f" "c"), "a bc");
   EXPECT_EQ(encode_header("plain ascii"), "plain ascii");
   const std::string encoded = encode_header("张伟\r\nX-Evil: 1");
-  EXPECT_EQ(encoded.rfind("=?UTF-8?", 0), 0u);
+  EXPECT_EQ(encoded.rfind("=?utf-8?b?", 0), 0u);
   EXPECT_EQ(encoded.find('\n'), std::string::npos);
+}
+
+std::vector<std::string> header_lines(const std::string& name, const std::string& value) {
+  std::vector<std::string> lines;
+  const std::string all = name + ": " + value;
+  for (size_t at = 0;;) {
+    const size_t crlf = all.find("\r\n", at);
+    lines.push_back(all.substr(at, crlf == std::string::npos ? std::string::npos : crlf - at));
+    if (crlf == std::string::npos) return lines;
+    at = crlf + 2;
+  }
+}
+
+// Issue 19 (D6): a 1500-character subject went out on one line ("500 Line too long");
+// tests/interop/test_hostile_values.py saw that fail on the worker before the fix.
+TEST(MailHeaders, LongSubjectsAreFolded) {
+  std::string words;
+  for (int i = 0; i < 200; ++i) words += (i ? " " : "") + std::string("word") + std::to_string(i);
+  const std::string folded = fold_header("Subject", words);
+  std::string unfolded;
+  for (const auto& line : header_lines("Subject", folded)) {
+    EXPECT_LE(line.size(), 78u) << line;
+    unfolded += line;  // each CRLF removed: the folding space stays
+  }
+  EXPECT_EQ(unfolded, "Subject: " + words);
+  EXPECT_EQ(fold_header("Subject", "short one"), "short one");
+
+  // One word longer than a line, and non-ASCII: encoded-words, each line full (45 bytes a word).
+  for (const std::string& text : {std::string(1500, 'x'), [] {
+         std::string s;
+         for (int i = 0; i < 500; ++i) s += "\xE5\xBC\xA0";  // 500 x U+5F20, 1500 bytes
+         return s;
+       }()}) {
+    const auto lines = header_lines("Subject", fold_header("Subject", text));
+    EXPECT_LE(lines.size(), 1500u / 45 + 2);
+    for (const auto& line : lines) {
+      EXPECT_LE(line.size(), 76u) << line;
+      EXPECT_NE(line.find("=?utf-8?b?"), std::string::npos) << line;
+    }
+  }
 }
 
 TEST(MailHeaders, AddressesMustBePlain) {
   EXPECT_EQ(address_of("CV Project <noreply@cvproject.local>"), "noreply@cvproject.local");
   EXPECT_EQ(format_address("CV Project <noreply@cvproject.local>"),
             "\"CV Project\" <noreply@cvproject.local>");
-  EXPECT_EQ(format_address("张伟 <w@example.com>").rfind("=?UTF-8?", 0), 0u);
+  EXPECT_EQ(format_address("张伟 <w@example.com>").rfind("=?utf-8?b?", 0), 0u);
   for (const char* bad : {"mallory@example.com\r\nBcc: v@example.com", "a@b@c", "no-at",
                           "x@y>, z@w", "\"q\"@x"})
     EXPECT_THROW(address_of(bad), TaskError) << bad;

@@ -120,6 +120,39 @@ TEST_F(MediaFiles, AWriteThatCannotHappenThrowsAndLeavesNothing) {
   EXPECT_EQ(read_all(root_ / "cv_pdfs" / "a.pdf"), "%PDF");
 }
 
+// Issue 19 (D17): with MEDIA_ROOT/cv_pdfs a symlink to a folder elsewhere, the PDF was written
+// there while its path read as inside MEDIA_ROOT (and the cleanups then refused to delete it).
+// tests/faults/test_hostile_data.py saw that on the worker before the fix (the task succeeded).
+TEST_F(MediaFiles, AWriteThroughASymlinkedFolderIsRefused) {
+  for (const char* name : {"cv_pdfs/linkdir/x.pdf", "cv_pdfs/linkdir/new/x.pdf"}) {
+    try {
+      write_media_file(root_.string(), name, "%PDF");
+      FAIL() << name << " was written through a symlink";
+    } catch (const MediaWriteError& e) {
+      EXPECT_EQ(e.error_number(), ELOOP);
+      EXPECT_FALSE(e.disk_full());
+      EXPECT_EQ(e.path(), (root_ / "cv_pdfs" / "linkdir").string());
+      EXPECT_NE(e.reason().find("symbolic link"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(names_in(outside_), std::vector<std::string>{"secret.pdf"});
+  // The whole cv_pdfs folder a symlink out of MEDIA_ROOT.
+  const fs::path other = base_ / "media2";
+  fs::create_directories(other);
+  fs::create_directory_symlink(outside_, other / "cv_pdfs");
+  EXPECT_THROW(write_media_file(other.string(), "cv_pdfs/y.pdf", "%PDF"), MediaWriteError);
+  EXPECT_EQ(names_in(outside_), std::vector<std::string>{"secret.pdf"});
+  // MEDIA_ROOT itself may be a symlink: resolved once, and written below.
+  fs::create_directory_symlink(root_, base_ / "media-link");
+  const std::string path = write_media_file((base_ / "media-link").string(), "cv_pdfs/z.pdf", "%");
+  EXPECT_EQ(path, (base_ / "media-link" / "cv_pdfs" / "z.pdf").string());
+  EXPECT_EQ(read_all(root_ / "cv_pdfs" / "z.pdf"), "%");
+  // A symlink named like the file is replaced, not written through.
+  write_media_file(root_.string(), "cv_pdfs/link.pdf", "new");
+  EXPECT_FALSE(fs::is_symlink(root_ / "cv_pdfs" / "link.pdf"));
+  EXPECT_EQ(read_all(outside_ / "secret.pdf"), "%PDF");
+}
+
 // Runs in a child process with a private mount namespace, so the tmpfs goes away with it.
 // Exit codes: 0 passed, 77 mount not permitted here, other values name the failed check.
 int disk_full_child(const fs::path& mountpoint) {

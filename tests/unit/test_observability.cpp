@@ -1,5 +1,5 @@
 // Encoders and small parts of remote control, events and metrics (core/broker/redis/control.h, events.h,
-// metrics.h, rate_limit.h), checked against the shapes in SPEC 7 and 8.
+// metrics.h, rate_limit.h), checked against the shapes in docs/protocol.md §7 and §8.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -16,7 +16,7 @@ namespace {
 
 using json = nlohmann::json;
 
-// `celery inspect ping` as captured (captures/control_ping.txt), body re-encoded.
+// `celery inspect ping` as captured from Celery (docs/protocol.md §7.2), body re-encoded.
 std::string ping_envelope(const json& extra = json::object()) {
   json body = {{"method", "ping"},
                {"arguments", json::object()},

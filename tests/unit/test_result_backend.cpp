@@ -1,4 +1,4 @@
-// ResultBackend over MemoryStore (core/backend/result_backend.h), SPEC 3.
+// ResultBackend over MemoryStore (core/backend/result_backend.h), docs/protocol.md §3.
 #include <gtest/gtest.h>
 
 #include "core/backend/result_backend.h"

@@ -98,5 +98,34 @@ TEST(Arguments, NotAListOrDict) {
   EXPECT_THROW(Arguments("f", json::array(), json::array(), {"x"}, 0), TaskError);
 }
 
+// integer_argument: Python ints that do not fit in 64 bits are OverflowError, never wrapped
+// (issue 19, D20: 2**63 was reported as -9223372036854775808 and 2**64-1 as -1).
+std::string error_type(const json& value, bool accept_str = true) {
+  try {
+    integer_argument(value, "cv_id", accept_str);
+  } catch (const TaskError& e) {
+    return e.info().type + ": " + e.info().args[0].get<std::string>();
+  }
+  return "";
+}
+
+TEST(IntegerArgument, FitsOrOverflows) {
+  EXPECT_EQ(integer_argument(json::parse("9223372036854775807"), "cv_id"), INT64_MAX);
+  EXPECT_EQ(integer_argument(json::parse("-9223372036854775808"), "cv_id"), INT64_MIN);
+  EXPECT_EQ(integer_argument(json(" 42 "), "cv_id", true), 42);
+  EXPECT_EQ(integer_argument(json("-7"), "cv_id", true), -7);
+  EXPECT_EQ(error_type(json::parse("9223372036854775808")),
+            "OverflowError: cv_id 9223372036854775808 does not fit in a 64-bit integer");
+  EXPECT_EQ(error_type(json::parse("18446744073709551615")).rfind("OverflowError: ", 0), 0u);
+  EXPECT_EQ(error_type(json::parse("18446744073709551616")).rfind("OverflowError: ", 0), 0u);
+  EXPECT_EQ(error_type(json::parse("-9223372036854775809")).rfind("OverflowError: ", 0), 0u);
+  EXPECT_EQ(error_type(json("99999999999999999999")).rfind("OverflowError: ", 0), 0u);
+  EXPECT_EQ(error_type(json("12abc")), "ValueError: cv_id must be an integer, got '12abc'");
+  EXPECT_EQ(error_type(json(std::string("1\0", 2))).rfind("ValueError: ", 0), 0u);
+  EXPECT_EQ(error_type(json("")).rfind("ValueError: ", 0), 0u);
+  EXPECT_EQ(error_type(json(1.5)), "TypeError: cv_id must be an integer, not number");
+  EXPECT_EQ(error_type(json("5"), false), "TypeError: cv_id must be an integer, not string");
+}
+
 }  // namespace
 }  // namespace cvtasks

@@ -1,5 +1,5 @@
 // The tracer (core/task/tracer.h): trace() turns what a task did into a state; record() publishes
-// and stores in Celery's order (SPEC 4, 6).
+// and stores in Celery's order (docs/protocol.md §4, §6).
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -389,8 +389,8 @@ TEST_F(RecordTest, FailureStoresForRemainingChainAndSendsOldStyleErrbacks) {
 }
 
 // CORE BUG (see report): an immutable errback must not get the failed task's id prepended
-// (SPEC 1.4: immutable means nothing is prepended; Celery's group(...).apply_async((id,))
-// leaves immutable signatures' args alone).
+// (docs/protocol.md §1.4: immutable means nothing is prepended; Celery's
+// group(...).apply_async((id,)) leaves immutable signatures' args alone).
 TEST_F(RecordTest, ImmutableErrbackDoesNotGetTheTaskId) {
   const json eb = signature("proto.cleanup", json::array({"x"}), "eb", /*immutable=*/true);
   const TaskMessage m = message([&](PublishOptions& o) { o.errbacks = json::array({eb}); });
@@ -423,7 +423,8 @@ TEST_F(RecordTest, RetryPublishesSameTaskLater) {
 
   record_once(r, m);
 
-  EXPECT_FALSE(stored_before_publish) << "SPEC 4: the retry message goes out, then RETRY is stored";
+  EXPECT_FALSE(stored_before_publish)
+      << "docs/protocol.md §4: the retry message goes out, then RETRY is stored";
   ASSERT_EQ(broker.published.size(), 1u);
   const auto& p = broker.published[0];
   EXPECT_EQ(p.routing_key, "pdf_queue");

@@ -1,4 +1,4 @@
-// The remote-control transport on Redis (SPEC 7): kombu's pidbox over its Redis transport.
+// The remote-control transport on Redis (docs/protocol.md §7): kombu's pidbox over its Redis transport.
 // The broadcast `celery.pidbox` fanout exchange is a PSUBSCRIBE on `/<db>.celery.pidbox`; the
 // node's queue is bound (informational, as kombu does) in `_kombu.binding.celery.pidbox`;
 // replies go by LPUSH to the queues bound in `_kombu.binding.<reply exchange>` under the

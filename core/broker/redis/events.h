@@ -1,5 +1,5 @@
 // The events transport on Redis: kombu's fanout exchange `celeryev` as PUBLISH on
-// `/<db>.celeryev/<routing key>` (SPEC 8). The event logic is in core/broker/events.h.
+// `/<db>.celeryev/<routing key>` (docs/protocol.md §8). The event logic is in core/broker/events.h.
 #pragma once
 
 #include <memory>

@@ -1,4 +1,4 @@
-// kombu's Redis key layout (SPEC 0-2), in one place: the only names of Redis keys and channels
+// kombu's Redis key layout (docs/protocol.md §0–2), in one place: the only names of Redis keys and channels
 // the worker uses. Everything outside core/broker/redis/ goes through the Broker, Pidbox and
 // EventPublisher interfaces and never spells one of these.
 #pragma once

@@ -346,8 +346,7 @@ size_t RedisBroker::restore_visible(double visibility_timeout_s, TimePoint now) 
   if (lock.is_nil()) return 0;
   size_t restored = 0;
   try {
-    const auto ceiling = now - std::chrono::duration_cast<TimePoint::duration>(
-                                   std::chrono::duration<double>(visibility_timeout_s));
+    const auto ceiling = now - span<TimePoint::duration>(visibility_timeout_s);
     const Reply due = conn_.command(
         {"ZREVRANGEBYSCORE", kUnackedIndex, fmt_score(ceiling), "0", "WITHSCORES"});
     for (size_t i = 0; i + 1 < due.elements.size(); i += 2) {
@@ -383,6 +382,24 @@ BrokerFactory make_broker_factory(const std::string& url, double receive_timeout
   return [parsed, receive_timeout_s] {
     return std::make_unique<RedisBroker>(parsed, receive_timeout_s);
   };
+}
+
+nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s) {
+  const RedisUrl u = RedisUrl::parse(url);
+  return {{"hostname", u.host},
+          {"userid", u.username.empty() ? nlohmann::json(nullptr) : nlohmann::json(u.username)},
+          {"virtual_host", std::to_string(u.db)},
+          {"port", u.port},
+          {"insist", false},
+          {"ssl", false},
+          {"transport", "redis"},
+          {"connect_timeout", 5},
+          {"transport_options", {{"visibility_timeout", visibility_timeout_s}}},
+          {"login_method", nullptr},
+          {"uri_prefix", nullptr},
+          {"heartbeat", 0},
+          {"failover_strategy", "round-robin"},
+          {"alternates", nlohmann::json::array()}};
 }
 
 }  // namespace cvtasks

@@ -1,9 +1,12 @@
-// RedisBroker: the Broker over kombu's Redis keys (SPEC 0-2). One connection; not thread-safe.
+// RedisBroker: the Broker over kombu's Redis keys (docs/protocol.md §0–2). One connection; not
+// thread-safe.
 #pragma once
 
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/broker/broker.h"
 #include "redis_connection.h"
@@ -59,5 +62,8 @@ class RedisBroker final : public Broker {
 // A factory of RedisBrokers for a redis:// URL; throws ConfigError for a malformed URL or
 // another scheme (checked now, not on first use).
 BrokerFactory make_broker_factory(const std::string& url, double receive_timeout_s = 10.0);
+
+// kombu's Connection.info() for `url`, as `celery inspect stats` shows it under "broker".
+nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s);
 
 }  // namespace cvtasks

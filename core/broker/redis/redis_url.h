@@ -16,7 +16,8 @@ struct RedisUrl {
   static RedisUrl parse(const std::string& url);
 };
 
-// The URL with any password replaced by "**", for logs and error messages.
+// The URL with any password replaced by "**", for logs and error messages: masked_url()
+// (core/base/secrets.h), the one masking rule.
 std::string SafeUrl(const std::string& url);
 
 }  // namespace cvtasks

@@ -1,9 +1,9 @@
-#include "leader.h"
+#include "redis_leader.h"
 
 #include "core/base/errors.h"
 #include "core/broker/broker.h"
+#include "core/base/codecs.h"
 #include "core/broker/redis/kombu_keys.h"
-#include "core/protocol/protocol.h"
 
 namespace cvtasks {
 namespace {

@@ -1,8 +1,9 @@
 // Leader: "one active beat" and "never two sends for one tick".
 //
-// Beats sharing a broker elect one leader with a lock in Redis (SET NX PX with a random
-// token, renewed by compare-and-pexpire, released by compare-and-del). The others stand by
-// and take over once a dead leader's lock expires (within `lock_timeout`).
+// Beats sharing a broker elect one leader with a lock held in the broker; the others stand by
+// and take over once a dead leader's lock expires (within `lock_timeout`). The broker's
+// implementation (redis/redis_leader.h) keeps the lock and the runs; the beat's clock-driven
+// core (schedule/scheduler.h) decides what is due.
 //
 // The lock alone cannot stop a double send: a leader that stalls past its lock's expiry
 // (a long GC-like pause, a stopped process) may wake up and send after a standby took over.
@@ -11,17 +12,20 @@
 // runs included), records the new run, extends the lock and pushes the message. A send from
 // a beat that no longer holds the lock, or for a tick already served, does nothing.
 //
+// Glossary: Celery's beat has no leader (one beat per deployment is the operator's job);
+// Leader is what lets several of ours run safely.
+//
 // Every method may throw BrokerError (connection_lost: the caller treats itself as standby
 // and tries again later). Not thread-safe.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 
 #include "core/base/clock.h"
-#include "core/broker/redis/redis_connection.h"
 
 namespace cvtasks {
 
@@ -60,27 +64,6 @@ class Leader {
                        uint64_t count_before) = 0;
   // Gives the lock up (no-op unless held).
   virtual void release() = 0;
-};
-
-class RedisLeader final : public Leader {
- public:
-  // Keys: "<prefix>lock" and "<prefix>runs" (a hash: entry -> "last_run_us count").
-  RedisLeader(const RedisUrl& url, std::chrono::milliseconds lock_timeout,
-              std::string key_prefix = "cvtasks.beat.");
-
-  bool acquire_or_renew() override;
-  std::map<std::string, RunRecord> records() override;
-  Result serve(const std::string& entry, TimePoint tick, TimePoint now,
-               const std::string& envelope, const Destination& to,
-               uint64_t count_before) override;
-  void release() override;
-
- private:
-  RedisConnection conn_;
-  std::chrono::milliseconds lock_timeout_;
-  std::string lock_key_;
-  std::string runs_key_;
-  std::string token_;
 };
 
 }  // namespace cvtasks
