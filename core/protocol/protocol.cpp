@@ -8,6 +8,7 @@
 #include "core/base/codecs.h"
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "envelope.h"
 #include "core/base/utf8.h"
 #include "core/protocol/compression.h"
 
@@ -403,29 +404,10 @@ std::string encode_task_message(const PublishOptions& o) {
       {"ignore_result", o.ignore_result},
   };
   for (const auto& [k, v] : o.extra_headers.items()) headers[k] = v;
-  std::string body_bytes = dump_json(body);
-  if (o.compression) {
-    const auto type = compression_content_type(*o.compression);
-    if (!type) throw ProtocolError("unsupported compression '" + *o.compression + "'");
-    body_bytes = compress(*type, body_bytes);
-    headers["compression"] = *type;
-  }
-  json properties = {
-      {"correlation_id", id},
-      {"reply_to", o.reply_to},
-      {"delivery_mode", 2},
-      {"delivery_info", {{"exchange", o.exchange}, {"routing_key", o.routing_key}}},
-      {"priority", o.priority},
-      {"body_encoding", "base64"},
-      {"delivery_tag", new_uuid()},
-  };
-  for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
-  const json envelope = {{"body", base64_encode(body_bytes)},
-                         {"content-encoding", "utf-8"},
-                         {"content-type", "application/json"},
-                         {"headers", std::move(headers)},
-                         {"properties", std::move(properties)}};
-  return dump_json(envelope);
+  EnvelopeOptions env{o.exchange, o.routing_key, o.priority, 2,
+                      {{"correlation_id", id}, {"reply_to", o.reply_to}}, o.compression};
+  for (const auto& [k, v] : o.extra_properties.items()) env.extra_properties[k] = v;
+  return encode_envelope(body, std::move(headers), env);
 }
 
 PublishOptions options_from_signature(const json& sig, TimePoint now) {
