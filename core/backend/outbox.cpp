@@ -14,7 +14,7 @@ Outbox::Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> st
 
 Outbox::~Outbox() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -24,7 +24,7 @@ Outbox::~Outbox() {
 void Outbox::post_write(std::string key, std::string value, std::optional<double> ttl_s) {
   bool first;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     first = writes_.empty() && acks_.empty();
     writes_.push_back(Write{std::move(key), std::move(value), ttl_s});
   }
@@ -34,7 +34,7 @@ void Outbox::post_write(std::string key, std::string value, std::optional<double
 void Outbox::post_ack(std::string tag) {
   bool first;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     first = writes_.empty() && acks_.empty();
     acks_.push_back(std::move(tag));
   }
@@ -43,7 +43,7 @@ void Outbox::post_ack(std::string tag) {
 
 void Outbox::flush_soon() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     // A round in flight, or a wake-up already asked for, picks this up: no futex call. With
     // nothing queued, waking the sender would only make it take the next thing posted (a
     // task's early ack) mid-task, and the task's own flush_here would then wait on it.
@@ -54,22 +54,24 @@ void Outbox::flush_soon() {
 }
 
 void Outbox::flush_here() {
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   if (sending_) return;
   // A couple of rounds at most: a task thread must not become the sender for good.
-  run_rounds(lock, 2);
+  run_rounds(2);
   if (!writes_.empty() || !acks_.empty()) cv_.notify_one();
 }
 
 void Outbox::drain(std::optional<double> timeout_s) {
   cv_.notify_one();
-  std::unique_lock lock(mu_);
-  auto done = [&] { return abandoned_ || (!sending_ && writes_.empty() && acks_.empty()); };
+  UniqueLock lock(mu_);
+  auto done = [&]() REQUIRES(mu_) {
+    return abandoned_ || (!sending_ && writes_.empty() && acks_.empty());
+  };
   if (!timeout_s) {
-    idle_cv_.wait(lock, done);
+    idle_cv_.wait(lock.native(), done);
     return;
   }
-  if (idle_cv_.wait_for(lock, span(*timeout_s), done)) return;
+  if (idle_cv_.wait_for(lock.native(), span(*timeout_s), done)) return;
   lock.unlock();
   spdlog::warn("Giving up on unsent results/acks: their messages stay unacked in Redis");
   abandon();
@@ -77,7 +79,7 @@ void Outbox::drain(std::optional<double> timeout_s) {
 
 void Outbox::abandon() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     abandoned_ = true;
   }
   idle_cv_.notify_all();
@@ -85,32 +87,33 @@ void Outbox::abandon() {
 }
 
 void Outbox::sender_loop() {
-  std::unique_lock lock(mu_);
-  auto pending = [&] { return !writes_.empty() || !acks_.empty(); };
+  UniqueLock lock(mu_);
+  auto pending = [&]() REQUIRES(mu_) { return !writes_.empty() || !acks_.empty(); };
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || (!sending_ && pending()); });
+    cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return stop_ || (!sending_ && pending()); });
     if (stop_ && (!pending() || abandoned_)) break;
     // Grace period: a short task's own thread sends its ack together with its result
     // (flush_here), with no thread switch; whatever is still waiting after it goes from here,
     // so an early ack of a long task leaves within half a millisecond of its start.
     if (!urgent_)
-      cv_.wait_for(lock, std::chrono::microseconds(500),
-                   [&] { return stop_ || urgent_ || !pending(); });
+      cv_.wait_for(lock.native(), std::chrono::microseconds(500),
+                   [&]() REQUIRES(mu_) { return stop_ || urgent_ || !pending(); });
     urgent_ = false;
-    if (!sending_) run_rounds(lock, 1000000);
+    if (!sending_) run_rounds(1000000);
   }
 }
 
-void Outbox::run_rounds(std::unique_lock<std::mutex>& lock, int max_rounds) {
+void Outbox::run_rounds(int max_rounds) {
   while (!abandoned_ && (!writes_.empty() || !acks_.empty()) && max_rounds-- > 0) {
     sending_ = true;
     std::vector<Write> writes;
     std::vector<std::string> acks;
     writes.swap(writes_);
     acks.swap(acks_);
-    lock.unlock();
+    // The caller's UniqueLock still owns the mutex when this returns: it is taken back here.
+    mu_.unlock();
     send_round(writes, acks);
-    lock.lock();
+    mu_.lock();
     sending_ = false;
   }
   if (abandoned_) {
@@ -138,7 +141,7 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
         logged = true;
       }
       {
-        std::unique_lock lock(mu_);
+        MutexLock lock(mu_);
         if (abandoned_) return false;
       }
       std::this_thread::sleep_for(backoff.next());

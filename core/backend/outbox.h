@@ -15,12 +15,12 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/base/thread_annotations.h"
 #include "core/broker/broker.h"
 #include "result_backend.h"
 
@@ -32,42 +32,43 @@ class Outbox {
   Outbox(std::unique_ptr<Broker> broker, std::unique_ptr<KeyValueStore> store);
   ~Outbox();
 
-  void post_write(std::string key, std::string value, std::optional<double> ttl_s);
-  void post_ack(std::string tag);
+  void post_write(std::string key, std::string value, std::optional<double> ttl_s) EXCLUDES(mu_);
+  void post_ack(std::string tag) EXCLUDES(mu_);
   // Sends what is queued on this thread if no round is in flight (no thread hand-off on the
   // latency path); otherwise the round in flight picks it up.
-  void flush_here();
+  void flush_here() EXCLUDES(mu_);
   // Asks the background sender to send what is queued now (it otherwise leaves task threads
   // half a millisecond to send their own posts inline). With nothing queued it does nothing.
-  void flush_soon();
+  void flush_soon() EXCLUDES(mu_);
   // Blocks until everything posted so far is confirmed; after `timeout_s` (if given) gives
   // up as abandon() does.
-  void drain(std::optional<double> timeout_s = std::nullopt);
+  void drain(std::optional<double> timeout_s = std::nullopt) EXCLUDES(mu_);
   // Stop retrying: what is not sent stays unacked in Redis, for restore_visible.
-  void abandon();
+  void abandon() EXCLUDES(mu_);
 
  private:
   struct Write {
     std::string key, value;
     std::optional<double> ttl;
   };
-  void sender_loop();
-  // Runs rounds while there is work; called with mu_ held, returns with it held.
-  void run_rounds(std::unique_lock<std::mutex>& lock, int max_rounds);
-  void send_round(std::vector<Write>& writes, std::vector<std::string>& acks);
+  void sender_loop() EXCLUDES(mu_);
+  // Runs rounds while there is work; called with mu_ held, returns with it held (lets go of it
+  // while a round is sent).
+  void run_rounds(int max_rounds) REQUIRES(mu_);
+  void send_round(std::vector<Write>& writes, std::vector<std::string>& acks) EXCLUDES(mu_);
 
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<KeyValueStore> store_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;       // sender: work or stop
   std::condition_variable idle_cv_;  // drain(): nothing queued or in flight
-  std::vector<Write> writes_;
-  std::vector<std::string> acks_;
-  bool sending_ = false;
-  bool urgent_ = false;  // flush_soon() was called: no grace period
-  bool stop_ = false;
-  bool abandoned_ = false;
+  std::vector<Write> writes_ GUARDED_BY(mu_);
+  std::vector<std::string> acks_ GUARDED_BY(mu_);
+  bool sending_ GUARDED_BY(mu_) = false;
+  bool urgent_ GUARDED_BY(mu_) = false;  // flush_soon() was called: no grace period
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool abandoned_ GUARDED_BY(mu_) = false;
   std::thread sender_;
 };
 

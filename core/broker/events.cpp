@@ -115,7 +115,7 @@ void EventDispatcher::start() {
 
 void EventDispatcher::stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -129,7 +129,7 @@ void EventDispatcher::send_task_event(const std::string& type, json fields) {
   json event = make_event(type, std::move(fields), hostname_, clock_.forward(),
                           to_epoch(std::chrono::system_clock::now()));
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queued_.push_back(std::move(event));
   }
   cv_.notify_one();
@@ -137,7 +137,7 @@ void EventDispatcher::send_task_event(const std::string& type, json fields) {
 
 void EventDispatcher::heartbeat_now() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     beat_now_ = true;
   }
   cv_.notify_one();
@@ -173,9 +173,10 @@ void EventDispatcher::loop() {
   };
   if (heartbeat_) send({worker_event("worker-online")});
   auto next_beat = std::chrono::steady_clock::now() + std::chrono::duration<double>(kFreq);
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (true) {
-    cv_.wait_until(lock, next_beat, [&] { return stop_ || beat_now_ || !queued_.empty(); });
+    cv_.wait_until(lock.native(), next_beat,
+                   [&]() REQUIRES(mu_) { return stop_ || beat_now_ || !queued_.empty(); });
     std::vector<json> batch;
     batch.swap(queued_);
     const auto now = std::chrono::steady_clock::now();

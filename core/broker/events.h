@@ -14,13 +14,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/thread_annotations.h"
 #include "core/protocol/protocol.h"
 
 namespace cvtasks {
@@ -110,11 +110,11 @@ class EventDispatcher {
   bool heartbeat_;
   std::atomic<bool> task_events_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::vector<json> queued_;
-  bool beat_now_ = false;
-  bool stop_ = false;
+  std::vector<json> queued_ GUARDED_BY(mu_);
+  bool beat_now_ GUARDED_BY(mu_) = false;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

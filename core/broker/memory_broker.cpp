@@ -64,14 +64,14 @@ class MemoryBroker final : public Broker {
   explicit MemoryBroker(std::shared_ptr<MemoryServer> server) : s_(std::move(server)) {}
 
   void declare(const std::vector<std::string>& queues) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     for (const auto& q : queues) s_->bindings_[q].insert({q, q});
   }
 
   std::vector<Delivery> take(const std::vector<std::string>& queues, size_t max,
                              size_t max_bytes, TimePoint now) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     return s_->take_locked(queues, max, max_bytes, now);
   }
@@ -79,11 +79,12 @@ class MemoryBroker final : public Broker {
   WaitedTake wait_and_take(const std::string& queue, double timeout_s,
                            const std::vector<std::string>& queues, size_t max, size_t max_bytes,
                            TimePoint now) override {
-    std::unique_lock lock(s_->mu_);
+    UniqueLock lock(s_->mu_);
     s_->check_up();
-    s_->cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
-      return s_->waits_ended_ || s_->down_ || !s_->list(queue, 0).empty();
-    });
+    s_->cv_.wait_for(lock.native(), std::chrono::duration<double>(timeout_s),
+                     [&]() REQUIRES(s_->mu_) {
+                       return s_->waits_ended_ || s_->down_ || !s_->list(queue, 0).empty();
+                     });
     s_->check_up();
     WaitedTake out;
     out.deliveries = s_->take_locked(queues, max, max_bytes, now);
@@ -92,26 +93,26 @@ class MemoryBroker final : public Broker {
   }
 
   void ack_many(const std::vector<std::string>& tags) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     for (const auto& t : tags) s_->unacked_.erase(t);
     s_->changed_locked();
   }
 
   void requeue(const std::string& tag) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     s_->put_back_locked(tag, false);
   }
 
   void restore(const std::string& tag) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     s_->put_back_locked(tag, true);
   }
 
   void dead_letter(const std::string& tag) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     auto it = s_->unacked_.find(tag);
     if (it == s_->unacked_.end()) return;
@@ -124,7 +125,7 @@ class MemoryBroker final : public Broker {
 
   void publish(const std::string& envelope, const std::string& exchange,
                const std::string& routing_key, int priority) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     const auto targets = s_->resolve_locked(exchange, routing_key);
     if (targets.empty()) {
@@ -140,7 +141,7 @@ class MemoryBroker final : public Broker {
   }
 
   void touch(const std::vector<std::string>& tags, TimePoint now) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     for (const auto& t : tags)
       if (auto it = s_->unacked_.find(t); it != s_->unacked_.end()) it->second.score = epoch(now);
@@ -148,7 +149,7 @@ class MemoryBroker final : public Broker {
   }
 
   size_t restore_visible(double visibility_timeout_s, TimePoint now) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     const double ceiling = epoch(now) - visibility_timeout_s;
     std::vector<std::pair<double, std::string>> due;
@@ -161,7 +162,7 @@ class MemoryBroker final : public Broker {
   }
 
   std::map<std::string, int64_t> queue_lengths(const std::vector<std::string>& queues) override {
-    std::lock_guard lock(s_->mu_);
+    MutexLock lock(s_->mu_);
     s_->check_up();
     std::map<std::string, int64_t> out;
     for (const auto& q : queues)
@@ -273,14 +274,14 @@ void MemoryServer::push(const std::string& queue, const std::string& envelope, i
 }
 
 std::vector<std::string> MemoryServer::queue(const std::string& queue, int step) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = lists_.find({queue, step});
   if (it == lists_.end()) return {};
   return {it->second.begin(), it->second.end()};
 }
 
 size_t MemoryServer::length(const std::string& queue) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   size_t n = 0;
   for (const auto& [key, l] : lists_)
     if (key.first == queue) n += l.size();
@@ -288,38 +289,38 @@ size_t MemoryServer::length(const std::string& queue) const {
 }
 
 std::vector<std::string> MemoryServer::unacked() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<std::string> out;
   for (const auto& [tag, u] : unacked_) out.push_back(tag);
   return out;
 }
 
 std::optional<double> MemoryServer::unacked_score(const std::string& tag) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = unacked_.find(tag);
   if (it == unacked_.end()) return std::nullopt;
   return it->second.score;
 }
 
 std::vector<std::string> MemoryServer::dead() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return {dead_.begin(), dead_.end()};
 }
 
 void MemoryServer::set_down(bool down) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   down_ = down;
   changed_locked();
 }
 
 void MemoryServer::end_waits() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   waits_ended_ = true;
   changed_locked();
 }
 
 void MemoryServer::reopen() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   waits_ended_ = false;
 }
 
@@ -329,17 +330,17 @@ bool MemoryServer::wait(const std::function<bool()>& pred,
   while (true) {
     uint64_t seen;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       seen = generation_;
     }
     if (pred()) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     // `pred` may also read state outside the server (a worker's): look again after a
     // millisecond even when the server did not change.
-    std::unique_lock lock(mu_);
-    cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
+    UniqueLock lock(mu_);
+    cv_.wait_until(lock.native(), std::min(deadline, std::chrono::steady_clock::now() +
                                                 std::chrono::milliseconds(1)),
-                   [&] { return generation_ != seen; });
+                   [&]() REQUIRES(mu_) { return generation_ != seen; });
   }
 }
 

@@ -21,7 +21,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -31,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker.h"
+#include "core/base/thread_annotations.h"
 #include "control.h"
 #include "events.h"
 
@@ -78,26 +78,27 @@ class MemoryServer : public std::enable_shared_from_this<MemoryServer> {
   using List = std::deque<std::string>;  // front: served next
 
   // All with mu_ held.
-  void check_up() const;
-  void changed_locked() { ++generation_; cv_.notify_all(); }
-  List& list(const std::string& queue, int step) { return lists_[{queue, step}]; }
+  void check_up() const REQUIRES(mu_);
+  void changed_locked() REQUIRES(mu_) { ++generation_; cv_.notify_all(); }
+  List& list(const std::string& queue, int step) REQUIRES(mu_) { return lists_[{queue, step}]; }
   std::vector<Delivery> take_locked(const std::vector<std::string>& queues, size_t max,
-                                    size_t max_bytes, TimePoint now);
-  bool any_waiting_locked(const std::vector<std::string>& queues) const;
+                                    size_t max_bytes, TimePoint now) REQUIRES(mu_);
+  bool any_waiting_locked(const std::vector<std::string>& queues) const REQUIRES(mu_);
   std::vector<std::string> resolve_locked(const std::string& exchange,
-                                          const std::string& routing_key) const;
-  void put_back_locked(const std::string& tag, bool at_head);
-  void dead_letter_locked(std::string raw);
+                                          const std::string& routing_key) const REQUIRES(mu_);
+  void put_back_locked(const std::string& tag, bool at_head) REQUIRES(mu_);
+  void dead_letter_locked(std::string raw) REQUIRES(mu_);
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   mutable std::condition_variable cv_;  // any change (a message arrived), or end_waits()
-  uint64_t generation_ = 0;
-  std::map<std::pair<std::string, int>, List> lists_;
-  std::map<std::string, std::set<std::pair<std::string, std::string>>> bindings_;  // (rk, queue)
-  std::map<std::string, Unacked> unacked_;
-  std::deque<std::string> dead_;
-  bool down_ = false;
-  bool waits_ended_ = false;
+  uint64_t generation_ GUARDED_BY(mu_) = 0;
+  std::map<std::pair<std::string, int>, List> lists_ GUARDED_BY(mu_);
+  // (routing key, queue) by exchange.
+  std::map<std::string, std::set<std::pair<std::string, std::string>>> bindings_ GUARDED_BY(mu_);
+  std::map<std::string, Unacked> unacked_ GUARDED_BY(mu_);
+  std::deque<std::string> dead_ GUARDED_BY(mu_);
+  bool down_ GUARDED_BY(mu_) = false;
+  bool waits_ended_ GUARDED_BY(mu_) = false;
 };
 
 // The remote-control bus: pidboxes made by pidboxes() answer what call() broadcasts, as
@@ -119,16 +120,16 @@ class MemoryPidboxBus : public std::enable_shared_from_this<MemoryPidboxBus> {
  private:
   friend class MemoryPidbox;
   MemoryPidboxBus() = default;
-  bool listening_locked(const std::string& nodename) const;
+  bool listening_locked(const std::string& nodename) const REQUIRES(mu_);
   struct Node {
     std::string nodename;
     LamportClock* clock;
     ControlHandler handler;
   };
-  std::mutex mu_;
-  std::condition_variable cv_;             // a pidbox started
-  std::map<const void*, Node> listening_;  // started, not stopped
-  uint64_t clock_ = 0;                     // the client's Lamport clock
+  Mutex mu_;
+  std::condition_variable cv_;                             // a pidbox started
+  std::map<const void*, Node> listening_ GUARDED_BY(mu_);  // started, not stopped
+  uint64_t clock_ GUARDED_BY(mu_) = 0;                     // the client's Lamport clock
 };
 
 // The events bus: publishers made by publishers() append here. Thread-safe.
@@ -149,9 +150,9 @@ class MemoryEventBus : public std::enable_shared_from_this<MemoryEventBus> {
  private:
   friend class MemoryEventPublisher;
   MemoryEventBus() = default;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   mutable std::condition_variable cv_;
-  std::vector<nlohmann::json> events_;
+  std::vector<nlohmann::json> events_ GUARDED_BY(mu_);
 };
 
 }  // namespace cvtasks

@@ -16,13 +16,13 @@ class MemoryPidbox final : public Pidbox {
   ~MemoryPidbox() override { stop(); }
   void start() override {
     {
-      std::lock_guard lock(bus_->mu_);
+      MutexLock lock(bus_->mu_);
       bus_->listening_[this] = node_;
     }
     bus_->cv_.notify_all();
   }
   void stop() override {
-    std::lock_guard lock(bus_->mu_);
+    MutexLock lock(bus_->mu_);
     bus_->listening_.erase(this);
   }
 
@@ -46,8 +46,9 @@ bool MemoryPidboxBus::listening_locked(const std::string& nodename) const {
 
 bool MemoryPidboxBus::wait_listening(const std::string& nodename,
                                      std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  return cv_.wait_for(lock, timeout, [&] { return listening_locked(nodename); });
+  UniqueLock lock(mu_);
+  return cv_.wait_for(lock.native(), timeout,
+                      [&]() REQUIRES(mu_) { return listening_locked(nodename); });
 }
 
 std::vector<json> MemoryPidboxBus::call(const std::string& method, const json& arguments,
@@ -55,7 +56,7 @@ std::vector<json> MemoryPidboxBus::call(const std::string& method, const json& a
   std::vector<Node> nodes;
   uint64_t clock;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& [key, node] : listening_) nodes.push_back(node);
     clock = ++clock_;
   }
@@ -100,7 +101,7 @@ class MemoryEventPublisher final : public EventPublisher {
         decoded.push_back(std::move(body));
     }
     {
-      std::lock_guard lock(bus_->mu_);
+      MutexLock lock(bus_->mu_);
       for (auto& e : decoded) bus_->events_.push_back(std::move(e));
     }
     bus_->cv_.notify_all();
@@ -116,12 +117,12 @@ EventPublisherFactory MemoryEventBus::publishers() {
 }
 
 std::vector<json> MemoryEventBus::events() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return events_;
 }
 
 std::vector<json> MemoryEventBus::events(const std::string& type) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<json> out;
   for (const auto& e : events_)
     if (e.value("type", "") == type) out.push_back(e);
@@ -130,14 +131,14 @@ std::vector<json> MemoryEventBus::events(const std::string& type) const {
 
 std::vector<json> MemoryEventBus::wait_for(const std::string& type, size_t count,
                                            std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mu_);
-  auto matching = [&] {
+  UniqueLock lock(mu_);
+  auto matching = [&]() REQUIRES(mu_) {
     std::vector<json> out;
     for (const auto& e : events_)
       if (e.value("type", "") == type) out.push_back(e);
     return out;
   };
-  cv_.wait_for(lock, timeout, [&] { return matching().size() >= count; });
+  cv_.wait_for(lock.native(), timeout, [&]() REQUIRES(mu_) { return matching().size() >= count; });
   return matching();
 }
 

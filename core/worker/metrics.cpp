@@ -84,7 +84,7 @@ Metrics::~Metrics() = default;
 
 Metrics::PerTask& Metrics::slot(const std::string& name) {
   if (auto it = fixed_.find(name); it != fixed_.end()) return *it->second;
-  std::lock_guard lock(others_mu_);
+  MutexLock lock(others_mu_);
   auto& p = others_[name];
   if (!p) p = std::make_unique<PerTask>();
   return *p;
@@ -111,7 +111,7 @@ std::map<std::string, uint64_t> Metrics::started_by_name() const {
     }
   };
   add(fixed_);
-  std::lock_guard lock(others_mu_);
+  MutexLock lock(others_mu_);
   add(others_);
   return out;
 }
@@ -119,13 +119,13 @@ std::map<std::string, uint64_t> Metrics::started_by_name() const {
 uint64_t Metrics::total(TaskEvent event) const {
   uint64_t sum = 0;
   for (const auto& [name, t] : fixed_) sum += t->counters[static_cast<size_t>(event)].load();
-  std::lock_guard lock(others_mu_);
+  MutexLock lock(others_mu_);
   for (const auto& [name, t] : others_) sum += t->counters[static_cast<size_t>(event)].load();
   return sum;
 }
 
 std::string Metrics::render(const Gauges& g) const {
-  std::lock_guard lock(others_mu_);
+  MutexLock lock(others_mu_);
   std::vector<std::pair<std::string, const PerTask*>> tasks;
   for (const auto& [n, t] : fixed_) tasks.emplace_back(n, t.get());
   for (const auto& [n, t] : others_) tasks.emplace_back(n, t.get());

@@ -14,9 +14,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
+
+#include "core/base/thread_annotations.h"
 
 namespace cvtasks {
 
@@ -51,8 +52,8 @@ class Metrics {
 
   std::string hostname_;
   std::map<std::string, std::unique_ptr<PerTask>> fixed_;  // read-only after construction
-  mutable std::mutex others_mu_;
-  std::map<std::string, std::unique_ptr<PerTask>> others_;
+  mutable Mutex others_mu_;
+  std::map<std::string, std::unique_ptr<PerTask>> others_ GUARDED_BY(others_mu_);
 };
 
 }  // namespace cvtasks

@@ -34,7 +34,7 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
   events_ = std::make_unique<EventDispatcher>(
       transports_.events, config_.nodename, lamport_,
       [this] {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         return EventDispatcher::WorkerCounts{static_cast<int>(running_.size()),
                                              processed_.load()};
       },
@@ -88,7 +88,7 @@ void Worker::run() {
   }
   threads_.emplace_back([this] { timer_loop(); });
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
     for (const auto& q : config_.queues) {
       waiters_.insert(q);
@@ -100,15 +100,15 @@ void Worker::run() {
   spdlog::info("{} ready.", config_.nodename);
 
   {
-    std::unique_lock lock(mu_);
-    stop_cv_.wait(lock, [&] { return stopping_; });
+    UniqueLock lock(mu_);
+    stop_cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return stopping_; });
   }
   shutdown();
 }
 
 void Worker::stop(bool cold) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (cold) cold_ = true;
     stopping_ = true;
     if (cold)
@@ -123,7 +123,7 @@ void Worker::stop(bool cold) {
 }
 
 void Worker::clock_moved() {
-  { std::lock_guard lock(mu_); }  // a timer about to wait sees the new time, or is woken
+  { MutexLock lock(mu_); }  // a timer about to wait sees the new time, or is woken
   timer_cv_.notify_all();
 }
 
@@ -160,11 +160,11 @@ size_t Worker::room_locked() const {
 }
 
 Worker::FetchResult Worker::fetch(Broker& broker) {
-  std::lock_guard fetching(fetch_mu_);
+  MutexLock fetching(fetch_mu_);
   size_t room;
   std::vector<std::string> queues;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return {0, false};
     queues = queues_;
     room = room_locked();
@@ -176,7 +176,7 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
       [&] { return broker.take(queues, asked, settings_.worker.max_message_bytes, clock_.now()); },
       when_stopping());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queues_drained_ = batch.size() < asked;
   }
   dispatch(broker, batch);
@@ -199,8 +199,7 @@ void Worker::dispatch(Broker& broker, std::vector<Delivery>& batch) {
 }
 
 Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
-  auto leave = [&] {
-    // With mu_ held.
+  auto leave = [&]() REQUIRES(mu_) {
     --live_waiters_;
     pool_done_cv_.notify_all();
     return nullptr;
@@ -209,8 +208,9 @@ Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
     size_t reserved = 0;
     std::vector<std::string> queues;
     {
-      std::unique_lock lock(mu_);
-      arm_cv_.wait(lock, [&] { return stopping_ || idle_pool_threads_ > 0; });
+      UniqueLock lock(mu_);
+      arm_cv_.wait(lock.native(),
+                   [&]() REQUIRES(mu_) { return stopping_ || idle_pool_threads_ > 0; });
       if (stopping_) return leave();
       if (std::find(queues_.begin(), queues_.end(), queue) == queues_.end()) {
         waiters_.erase(queue);  // cancel_consumer
@@ -223,7 +223,7 @@ Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
       reserved_ += reserved;
     }
     auto unreserve = [&] {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       reserved_ -= std::exchange(reserved, 0);
       return stopping_;
     };
@@ -233,14 +233,14 @@ Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
       Broker::WaitedTake got = broker.wait_and_take(
           queue, 0.5, queues, reserved, settings_.worker.max_message_bytes, clock_.now());
       {
-        std::lock_guard fetching(fetch_mu_);
+        MutexLock fetching(fetch_mu_);
         if (unreserve()) {
           // shutdown() has collected what it gives back already: these go back from here.
           std::vector<std::string> tags;
           for (const auto& d : got.deliveries)
             if (!d.malformed) tags.push_back(d.tag);
           give_back(broker, tags);
-          std::lock_guard lock(mu_);
+          MutexLock lock(mu_);
           return leave();
         }
         dispatch(broker, got.deliveries);
@@ -249,7 +249,7 @@ Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
       if (JobPtr job = hand_over_wait(queue, got.more)) return job;
       wake_pool();
       if (got.more && fetch(broker).full) {
-        std::unique_lock lock(mu_);
+        UniqueLock lock(mu_);
         wait_for_room(lock);  // do not spin on a queue we have no room to take from
       }
     } catch (const Error&) {
@@ -264,7 +264,7 @@ Worker::JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {
   JobPtr job;
   bool more_ready;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (more) queues_drained_ = false;  // the pool takes the rest
     // One idle pool thread per orphaned queue: each will take one over.
     if (stopping_ || idle_pool_threads_ <= static_cast<int>(orphans_.size())) return nullptr;
@@ -336,7 +336,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   }
   bool revoked;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     revoked = revoked_.contains(m.id);
     if (!revoked) {
       unacked_[job->tag] = job;

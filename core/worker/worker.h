@@ -42,6 +42,7 @@
 #include "core/backend/result_backend.h"
 #include "core/base/clock.h"
 #include "core/base/settings.h"
+#include "core/base/thread_annotations.h"
 #include "core/broker/broker.h"
 #include "core/broker/control.h"
 #include "core/broker/events.h"
@@ -90,22 +91,22 @@ class Worker {
 
   // Starts all threads, then blocks until stop() and the shutdown are done.
   void run();
-  void stop(bool cold);
+  void stop(bool cold) EXCLUDES(mu_);
   // True when a task thread could not be stopped and was left behind (exit with _exit).
   bool has_stray_threads() const { return stray_threads_ > 0; }
   // The clock jumped (a ManualClock advanced): the timer looks at ETAs, limits and refresh
   // times now instead of at its next pass (at most 250 ms later). Thread-safe.
-  void clock_moved();
+  void clock_moved() EXCLUDES(mu_);
 
   // A remote control command (docs/protocol.md §7.3): the reply value, or nullopt when none is
   // sent (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
   // the pidbox thread.
-  std::optional<json> control(const std::string& method, const json& arguments);
+  std::optional<json> control(const std::string& method, const json& arguments) EXCLUDES(mu_);
   // GET /healthz: 200 when the broker answers, the consumer threads tick and the pool makes
   // progress; else 503. JSON body with each check. Thread-safe.
-  StatusPage healthz();
+  StatusPage healthz() EXCLUDES(mu_);
   // GET /metrics (Prometheus text). Thread-safe.
-  StatusPage metrics_page();
+  StatusPage metrics_page() EXCLUDES(mu_);
 
  private:
   struct Job;
@@ -127,48 +128,48 @@ class Worker {
   std::optional<std::string> pool_loop(Broker& broker, JobPtr first);
   // With mu_ held: the next ready job, started (counted as running, time limits armed); one
   // over its rate limit goes to the timer instead. Null when there is none.
-  JobPtr start_next_locked();
+  JobPtr start_next_locked() REQUIRES(mu_);
   // After a waiter's take (`more`: the queues hold more): with a pool thread idle, this thread
   // starts the next job itself and leaves `queue` to the idle thread. Null when it stays the
   // waiter. Why `concurrency` stays exact: a waiter takes only while a pool thread idles, a
   // swap needs an idle thread no other orphan has claimed, and a pool thread adopts an orphan
   // before it starts any job, so the threads in the pool role that may run tasks stay
   // `concurrency`.
-  JobPtr hand_over_wait(const std::string& queue, bool more);
+  JobPtr hand_over_wait(const std::string& queue, bool more) EXCLUDES(mu_);
   // An idle pool thread: fetch a batch, or wait a little for one.
-  void find_work(Broker& broker);
+  void find_work(Broker& broker) EXCLUDES(mu_);
   // Idles up to 100 ms; returns true when this thread should poll the queues now.
-  bool idle_wait(std::unique_lock<std::mutex>& lock);
+  bool idle_wait(UniqueLock& lock) REQUIRES(mu_);
   // Waits (up to 100 ms) until an ack frees room, work appears, or stop.
-  void wait_for_room(std::unique_lock<std::mutex>& lock);
+  void wait_for_room(UniqueLock& lock) REQUIRES(mu_);
   // New ready jobs (or stop): wakes the idle pool threads and those waiting for room.
   void wake_pool();
   void timer_loop();
 
   // Takes what fits under the prefetch limit and dispatches it; one take at a time.
-  FetchResult fetch(Broker& broker);
+  FetchResult fetch(Broker& broker) EXCLUDES(fetch_mu_, mu_);
   // Hands taken messages to the pool (or the ETA timer); a message that cannot be handled
   // goes to the dead letters. Called with fetch_mu_ held; the caller wakes the pool.
-  void dispatch(Broker& broker, std::vector<Delivery>& batch);
+  void dispatch(Broker& broker, std::vector<Delivery>& batch) REQUIRES(fetch_mu_) EXCLUDES(mu_);
   // With mu_ held: how many more messages fit under the prefetch limit.
-  size_t room_locked() const;
+  size_t room_locked() const REQUIRES(mu_);
   // Shutdown: puts taken messages back at the head of their queues, one attempt each. One not
   // given back is still in `unacked`, where restore_visible finds it after the visibility
   // timeout; so a lost connection ends the attempts (logged) instead of holding up the exit.
-  void give_back(Broker& broker, const std::vector<std::string>& tags);
+  void give_back(Broker& broker, const std::vector<std::string>& tags) EXCLUDES(mu_);
   size_t prefetch_count() const;
-  void handle_delivery(Broker& broker, Delivery& d);
-  void execute(Broker& broker, const JobPtr& job);
-  void release_due();
-  void enforce_time_limits(Broker& broker);
-  void finish(const JobPtr& job);
-  void post_ack(const JobPtr& job);
+  void handle_delivery(Broker& broker, Delivery& d) EXCLUDES(mu_);
+  void execute(Broker& broker, const JobPtr& job) EXCLUDES(mu_);
+  void release_due() EXCLUDES(mu_);
+  void enforce_time_limits(Broker& broker) EXCLUDES(mu_);
+  void finish(const JobPtr& job) EXCLUDES(mu_);
+  void post_ack(const JobPtr& job) EXCLUDES(mu_);
   // Records an outcome produced outside the task's own run (not registered, time limit).
-  void record_outcome(Broker& broker, const Outcome& outcome, const Job& job);
+  void record_outcome(Broker& broker, const Outcome& outcome, const Job& job) EXCLUDES(mu_);
   // With mu_ held (or before the threads start).
-  void spawn_pool_thread();
-  void spawn_waiter(const std::string& queue);
-  void shutdown();
+  void spawn_pool_thread() REQUIRES(mu_);
+  void spawn_waiter(const std::string& queue) REQUIRES(mu_);
+  void shutdown() EXCLUDES(mu_, fetch_mu_);
 
   // Runs `op` until it succeeds, backing off while the connection is lost; the back-off wait
   // ends early at stop(). Gives up, rethrowing the connection error, once `give_up()` (called
@@ -179,32 +180,34 @@ class Worker {
   template <typename F>
   auto io(F&& op) -> decltype(op());
   auto when_stopping() {
-    return [this] { return stopping_; };
+    return [this]() REQUIRES(mu_) { return stopping_; };
   }
 
   bool expired(const Job& job) const;
   bool stores_result(const Job& job) const;
   // Stores REVOKED (`why`: "revoked", "expired", "terminated") and sends task-revoked.
-  void store_revoked(const Job& job, const std::string& why, std::optional<int> signum = {});
+  void store_revoked(const Job& job, const std::string& why, std::optional<int> signum = {})
+      EXCLUDES(mu_);
   // Metrics, `processed` and the task-succeeded/-failed/-retried event of an outcome.
   void on_outcome(const TaskMessage& msg, const Outcome& outcome);
   void send_task_event(const std::string& type, json fields);
   // Takes a running task away from its thread (hard time limit, revoke with terminate): kills
   // its subprocesses with `signum` and cancels it. False if it is completing already.
-  bool claim_running(const JobPtr& job, int signum);
+  bool claim_running(const JobPtr& job, int signum) EXCLUDES(mu_);
   // After claim_running() and recording the outcome: acks it and replaces the pool thread.
-  void replace_thread(const JobPtr& job);
+  void replace_thread(const JobPtr& job) EXCLUDES(mu_);
 
   // Remote control commands (worker_control.cpp): registers each in panel_.
   void register_control_commands();
-  json request_info(const Job& job) const;
+  json request_info(const Job& job) const REQUIRES(mu_);  // reads the job's mu_ fields
   json set_time_limit(const json& arguments);
   json set_rate_limit(const json& arguments);
-  json revoke(const json& ids, bool terminate, const json& signal);
+  json revoke(const json& ids, bool terminate, const json& signal) EXCLUDES(mu_);
   json stats();
-  json add_consumer(const std::string& queue);
-  json cancel_consumer(const std::string& queue);
-  std::map<std::string, int64_t> queue_lengths();  // throws when the broker is unreachable
+  json add_consumer(const std::string& queue) EXCLUDES(mu_);
+  json cancel_consumer(const std::string& queue) EXCLUDES(mu_);
+  // Throws when the broker is unreachable.
+  std::map<std::string, int64_t> queue_lengths() EXCLUDES(mu_, status_mu_);
 
   const Settings& settings_;
   WorkerConfig config_;
@@ -214,7 +217,7 @@ class Worker {
   const Clock& clock_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<ResultBackend> backend_;  // writes through outbox_; null: no backend
-  std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
+  Mutex fetch_mu_ ACQUIRED_BEFORE(mu_);  // one take at a time keeps the prefetch limit
 
   LamportClock lamport_;
   ControlPanel panel_;  // filled by the constructor, read-only afterwards
@@ -222,46 +225,55 @@ class Worker {
   std::unique_ptr<EventDispatcher> events_;  // null: no heartbeat and no task events
   std::unique_ptr<Pidbox> pidbox_;           // null: remote control off
   std::unique_ptr<Broker> control_broker_;   // the pidbox thread's, made on first use
-  std::mutex status_mu_;                     // guards status_broker_
-  std::unique_ptr<Broker> status_broker_;    // /healthz and queue lengths, made on first use
+  Mutex status_mu_;
+  // /healthz and queue lengths, made on first use
+  std::unique_ptr<Broker> status_broker_ GUARDED_BY(status_mu_);
   std::atomic<uint64_t> processed_{0};
   const MonoTime started_;
   std::atomic<MonoTime::rep> timer_tick_{0};     // last timer loop pass
   std::atomic<MonoTime::rep> last_progress_{0};  // last task start or end
 
-  mutable std::mutex mu_;
+  // The worker's shared state: everything below up to the threads. Some fields of Job are
+  // guarded by it too (worker_job.h says which; the analysis cannot check those).
+  mutable Mutex mu_;
   std::condition_variable stop_cv_;   // run(): stop requested
   std::condition_variable ready_cv_;  // threads waiting for room under the prefetch
   std::condition_variable idle_cv_;   // idle pool threads: work, a queue to wait on, or stop
   std::condition_variable timer_cv_;  // timer: new ETA / running task, or stop
   std::condition_variable arm_cv_;    // waiters: the pool is idle
-  std::deque<JobPtr> ready_;
-  std::multimap<TimePoint, JobPtr> held_;
-  std::map<std::string, JobPtr> unacked_;  // every message we hold and have not acked
-  std::list<JobPtr> running_;
-  std::vector<std::string> queues_;  // consumed now (add_consumer/cancel_consumer change it)
-  std::set<std::string> waiters_;    // queues with a waiter (or one in orphans_)
-  std::deque<std::string> orphans_;  // queues whose waiter went to the pool: the next idle
-                                     // pool thread becomes their waiter
-  RevokedSet revoked_;  // honoured when their messages arrive
-  std::map<std::string, RateLimit> rate_limits_;      // by task name (rate_limit command)
+  std::deque<JobPtr> ready_ GUARDED_BY(mu_);
+  std::multimap<TimePoint, JobPtr> held_ GUARDED_BY(mu_);
+  std::map<std::string, JobPtr> unacked_ GUARDED_BY(mu_);  // every message we hold, not acked
+  std::list<JobPtr> running_ GUARDED_BY(mu_);
+  // Consumed now (add_consumer/cancel_consumer change it).
+  std::vector<std::string> queues_ GUARDED_BY(mu_);
+  std::set<std::string> waiters_ GUARDED_BY(mu_);  // queues with a waiter (or one in orphans_)
+  // Queues whose waiter went to the pool: the next idle pool thread becomes their waiter.
+  std::deque<std::string> orphans_ GUARDED_BY(mu_);
+  RevokedSet revoked_ GUARDED_BY(mu_);  // honoured when their messages arrive
+  // By task name (rate_limit command).
+  std::map<std::string, RateLimit> rate_limits_ GUARDED_BY(mu_);
   std::map<std::string, std::pair<std::optional<double>, std::optional<double>>>
-      time_limits_;  // by task name: soft, hard (time_limit command)
-  int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
-  bool queues_drained_ = false;  // the last take got less than it asked for
-  size_t reserved_ = 0;  // prefetch slots held by waiters for the take that ends their wait
-  MonoTime last_idle_poll_;
-  size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
-  int waiting_for_room_ = 0;
-  bool stopping_ = false;
-  bool timer_stop_ = false;
+      time_limits_ GUARDED_BY(mu_);  // by task name: soft, hard (time_limit command)
+  int idle_pool_threads_ GUARDED_BY(mu_) = 0;   // > 0: the waiters block on the queues
+  bool queues_drained_ GUARDED_BY(mu_) = false;  // the last take got less than it asked for
+  // Prefetch slots held by waiters for the take that ends their wait.
+  size_t reserved_ GUARDED_BY(mu_) = 0;
+  MonoTime last_idle_poll_ GUARDED_BY(mu_);
+  size_t acked_count_ GUARDED_BY(mu_) = 0;  // acks posted; wakes pool threads waiting for room
+  int waiting_for_room_ GUARDED_BY(mu_) = 0;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  bool timer_stop_ GUARDED_BY(mu_) = false;
   std::atomic<bool> cold_{false};
-  int live_pool_threads_ = 0;  // threads in the pool role (counting those bound for orphans_)
-  int live_waiters_ = 0;
+  // Threads in the pool role (counting those bound for orphans_).
+  int live_pool_threads_ GUARDED_BY(mu_) = 0;
+  int live_waiters_ GUARDED_BY(mu_) = 0;
   std::condition_variable pool_done_cv_;
 
   std::vector<std::thread> threads_;       // timer
-  std::vector<std::thread> task_threads_;  // pool threads and waiters
+  // Pool threads and waiters: grows under mu_ (spawn_*), joined by shutdown() once nothing can
+  // spawn more (not GUARDED_BY: the joins must not hold mu_).
+  std::vector<std::thread> task_threads_;
   std::atomic<int> stray_threads_{0};
   std::atomic<bool> connection_lost_logged_{false};
 };

@@ -102,21 +102,21 @@ void Worker::register_control_commands() {
     return names;
   });
   p.add("active", [this](const json&) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     json out = json::array();
     for (const auto& j : running_) out.push_back(request_info(*j));
     return out;
   });
   p.add("reserved", [this](const json&) {
     // Celery lists every prefetched request not yet started, ETA ones included.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     json out = json::array();
     for (const auto& j : ready_) out.push_back(request_info(*j));
     for (const auto& [eta, j] : held_) out.push_back(request_info(*j));
     return out;
   });
   p.add("scheduled", [this](const json&) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     json out = json::array();
     for (const auto& [eta, j] : held_)
       if (!j->rate_limited)
@@ -126,7 +126,7 @@ void Worker::register_control_commands() {
     return out;
   });
   p.add("query_task", [this](const json& a) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     json out = json::object();
     for (const auto& id : id_list(a.value("ids", json::array()))) {
       for (const auto& j : running_)
@@ -139,14 +139,14 @@ void Worker::register_control_commands() {
     return out;
   });
   p.add("revoked", [this](const json&) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     json out = json::array();
     for (const auto& id : revoked_.ids()) out.push_back(id);
     return out;
   });
   p.add("stats", [this](const json&) { return stats(); });
   p.add("active_queues", [this](const json&) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     json out = json::array();
     for (const auto& q : queues_) out.push_back(queue_dict(q));
     return out;
@@ -163,7 +163,7 @@ void Worker::register_control_commands() {
   });
   p.add("hello", [this](const json& a) -> json {
     if (a.value("from_node", "") == config_.nodename) return nullptr;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return json{{"revoked", revoked_.to_hello()}, {"clock", lamport_.value()}};
   });
 
@@ -210,7 +210,7 @@ json Worker::set_time_limit(const json& a) {
     const json v = a.value(key, json(nullptr));
     return v.is_number() ? std::optional<double>(v.get<double>()) : std::nullopt;
   };
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   time_limits_[name] = {limit("soft"), limit("hard")};
   spdlog::info("New time limits for tasks of type {}: soft {} hard {}", name,
                a.value("soft", json(nullptr)).dump(), a.value("hard", json(nullptr)).dump());
@@ -232,7 +232,7 @@ json Worker::set_rate_limit(const json& a) {
   } catch (const ConfigError& e) {
     return error_reply(e.what());
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (!per_second) {
     rate_limits_.erase(name);
     return ok_reply("rate limit disabled successfully");
@@ -247,7 +247,7 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
   const int signum = terminate ? parse_signal(signal) : 0;
   std::vector<JobPtr> discard, kill;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     revoked_.add(ids, to_epoch(clock_.now()));
     auto wanted = [&](const JobPtr& j) {
       return std::find(ids.begin(), ids.end(), j->msg.id) != ids.end();
@@ -297,13 +297,13 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
 json Worker::add_consumer(const std::string& queue) {
   if (queue.empty()) return error_reply("no queue given");
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (std::find(queues_.begin(), queues_.end(), queue) != queues_.end())
       return ok_reply("already consuming from '" + queue + "'");
   }
   if (!control_broker_) control_broker_ = brokers_();
   control_broker_->declare({queue});  // a lost connection throws: the client sees the error
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (stopping_) return error_reply("worker is shutting down");
   queues_.push_back(queue);
   // The waiter of a queue cancelled a moment ago may still be winding down: it sees the queue
@@ -314,7 +314,7 @@ json Worker::add_consumer(const std::string& queue) {
 }
 
 json Worker::cancel_consumer(const std::string& queue) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = std::find(queues_.begin(), queues_.end(), queue);
   if (it == queues_.end()) return error_reply("not consuming from " + queue);
   queues_.erase(it);

@@ -5,7 +5,6 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -26,18 +25,19 @@ struct Worker::Job {
   Task* task = nullptr;
   CancelToken cancel;
   bool acks_late = false;
-  bool acked = false;  // guarded by Worker::mu_
-  MonoTime received_at;
-  double time_start = 0;      // epoch when started (0: not started); guarded by Worker::mu_
-  bool rate_limited = false;  // held by a rate limit, not an ETA; guarded by Worker::mu_
-  // Time limits, set when the task starts (guarded by Worker::mu_).
+  // Guarded by Worker::mu_ (not checked: GUARDED_BY cannot name another object's mutex).
+  bool acked = false;
+  double time_start = 0;      // epoch when started (0: not started)
+  bool rate_limited = false;  // held by a rate limit, not an ETA
+  // Time limits, set when the task starts.
   std::optional<MonoTime> soft_deadline, hard_deadline;
   bool soft_fired = false;
-  // Completion race between the pool thread and the timer's hard limit (guarded by mu).
-  std::mutex mu;
-  bool completing = false;
-  bool timed_out = false;
-  std::set<pid_t> processes;
+  MonoTime received_at;  // set before the job is shared
+  // Completion race between the pool thread and the timer's hard limit.
+  Mutex mu;
+  bool completing GUARDED_BY(mu) = false;
+  bool timed_out GUARDED_BY(mu) = false;
+  std::set<pid_t> processes GUARDED_BY(mu);
 };
 
 namespace worker_detail {
@@ -80,7 +80,7 @@ auto Worker::io(F&& op, G&& give_up) -> decltype(op()) {
     } catch (const ServerError& e) {
       if (!e.connection_lost()) throw;
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         if (give_up()) throw;
       }
       lost = true;
@@ -88,8 +88,9 @@ auto Worker::io(F&& op, G&& give_up) -> decltype(op()) {
         spdlog::warn("Connection to Redis lost: {}. Trying to re-establish the connection...",
                      e.what());
     }
-    std::unique_lock lock(mu_);
-    stop_cv_.wait_for(lock, backoff.next(), give_up);  // a stop ends the wait: one last attempt
+    UniqueLock lock(mu_);
+    // A stop ends the wait: one last attempt.
+    stop_cv_.wait_for(lock.native(), backoff.next(), give_up);
   }
 }
 

@@ -69,7 +69,7 @@ void Worker::post_ack(const JobPtr& job) {
     // The prefetch room is free as soon as the ack is decided, as kombu counts it at
     // basic_ack; waiting for Redis to confirm would add a round trip to every take cycle.
     // If the ack never arrives, the message is still in Redis's `unacked` for restore_visible.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     job->acked = true;
     unacked_.erase(job->tag);
     ++acked_count_;
@@ -122,7 +122,7 @@ Worker::JobPtr Worker::start_next_locked() {
 std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
   while (true) {
     if (!job) {
-      std::unique_lock lock(mu_);
+      UniqueLock lock(mu_);
       if (stopping_) break;  // reserved messages are given back by shutdown()
       if (!orphans_.empty()) {
         std::string queue = std::move(orphans_.front());
@@ -149,12 +149,12 @@ std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
       // after visibility_timeout, and its prefetch slot is free again now.
       spdlog::error("Task {}[{}]: could not record the outcome: {}", job->msg.display_name(),
                     job->msg.id, e.what());
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       unacked_.erase(job->tag);
     }
     bool retire;
     {
-      std::lock_guard jl(job->mu);
+      MutexLock jl(job->mu);
       retire = job->timed_out;  // the timer started a replacement for this thread
     }
     if (retire) {
@@ -165,7 +165,7 @@ std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
     finish(job);
     job = nullptr;
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   --live_pool_threads_;
   pool_done_cv_.notify_all();
   return std::nullopt;
@@ -178,7 +178,7 @@ void Worker::find_work(Broker& broker) {
   // right when a client is reading its result, so the thread idles and polls only when its
   // turn comes.
   {
-    std::unique_lock lock(mu_);
+    UniqueLock lock(mu_);
     if (stopping_ || !ready_.empty() || !orphans_.empty()) return;
     if (queues_drained_ && !idle_wait(lock)) return;
   }
@@ -187,7 +187,7 @@ void Worker::find_work(Broker& broker) {
     got = fetch(broker);
   } catch (const Error& e) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_) return;  // the take gave up: nothing is taken in a shutdown
     }
     spdlog::error("Cannot take messages: {}", e.what());
@@ -195,20 +195,21 @@ void Worker::find_work(Broker& broker) {
     return;
   }
   if (got.full) {
-    std::unique_lock lock(mu_);
+    UniqueLock lock(mu_);
     wait_for_room(lock);
   }
   // Empty: queues_drained_ is now set, and the next call idles.
 }
 
-bool Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
+bool Worker::idle_wait(UniqueLock& lock) {
   // The waiters block on the queues while any pool thread is idle. After 100 ms without work
   // one thread polls (a take also covers the priority sub-lists the waiters do not watch).
   ++idle_pool_threads_;
   arm_cv_.notify_all();
-  const bool timed_out = !idle_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
-    return stopping_ || !ready_.empty() || !orphans_.empty();
-  });
+  const bool timed_out =
+      !idle_cv_.wait_for(lock.native(), std::chrono::milliseconds(100), [&]() REQUIRES(mu_) {
+        return stopping_ || !ready_.empty() || !orphans_.empty();
+      });
   --idle_pool_threads_;
   if (!timed_out) return false;
   const MonoTime now = clock_.monotonic();
@@ -222,10 +223,10 @@ void Worker::wake_pool() {
   idle_cv_.notify_all();
 }
 
-void Worker::wait_for_room(std::unique_lock<std::mutex>& lock) {
+void Worker::wait_for_room(UniqueLock& lock) {
   const size_t acked_before = acked_count_;
   ++waiting_for_room_;
-  ready_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+  ready_cv_.wait_for(lock.native(), std::chrono::milliseconds(100), [&]() REQUIRES(mu_) {
     return stopping_ || !ready_.empty() || acked_count_ != acked_before;
   });
   --waiting_for_room_;
@@ -261,7 +262,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
     outbox_->flush_soon();
   };
   auto process_hook = [&](pid_t pid, bool owned) {
-    std::lock_guard jl(job->mu);
+    MutexLock jl(job->mu);
     if (owned)
       job->processes.insert(pid);
     else
@@ -270,7 +271,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   TaskContext ctx(m, settings_, job->cancel, write_state, process_hook);
   const Outcome outcome = trace(job->task, m, ctx);
   {
-    std::lock_guard jl(job->mu);
+    MutexLock jl(job->mu);
     if (job->timed_out) return;  // the timer stored TimeLimitExceeded and acked
     job->completing = true;
   }
@@ -281,7 +282,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   if (job->acks_late) post_ack(job);  // queued after the result: sent once it is stored
   bool more_work;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     more_work = !ready_.empty();
   }
   // Last of a batch: send from here, with no thread switch (the latency path). Otherwise the
@@ -294,7 +295,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
 
 void Worker::finish(const JobPtr& job) {
   last_progress_ = clock_.monotonic().time_since_epoch().count();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   running_.remove(job);
 }
 

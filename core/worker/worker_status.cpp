@@ -54,10 +54,10 @@ json Worker::stats() {
 std::map<std::string, int64_t> Worker::queue_lengths() {
   std::vector<std::string> queues;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queues = queues_;
   }
-  std::lock_guard lock(status_mu_);
+  MutexLock lock(status_mu_);
   if (!status_broker_) status_broker_ = transports_.status_broker();
   return status_broker_->queue_lengths(queues);
 }
@@ -83,7 +83,7 @@ StatusPage Worker::healthz() {
   size_t waiting;
   int live;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping = stopping_;
     waiting = ready_.size();
     live = live_pool_threads_;
@@ -124,7 +124,7 @@ StatusPage Worker::metrics_page() {
     g.up = false;  // lengths left out, celery_worker_up 0
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     g.active = static_cast<int>(running_.size());
     if (stopping_) g.up = false;
   }

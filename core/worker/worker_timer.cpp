@@ -23,7 +23,7 @@ using namespace worker_detail;
 void Worker::release_due() {
   std::vector<JobPtr> due;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     const TimePoint now = clock_.now();
     while (!held_.empty() && held_.begin()->first <= now) {
       due.push_back(held_.begin()->second);
@@ -37,7 +37,7 @@ void Worker::release_due() {
       outbox_->flush_soon();
       continue;
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ready_.push_back(job);
     wake_pool();
   }
@@ -47,7 +47,7 @@ void Worker::enforce_time_limits(Broker& broker) {
   const MonoTime now = clock_.monotonic();
   std::vector<JobPtr> hard;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (auto& job : running_) {
       if (job->soft_deadline && !job->soft_fired && now >= *job->soft_deadline) {
         job->soft_fired = true;
@@ -78,7 +78,7 @@ void Worker::enforce_time_limits(Broker& broker) {
 
 bool Worker::claim_running(const JobPtr& job, int signum) {
   {
-    std::lock_guard jl(job->mu);
+    MutexLock jl(job->mu);
     if (job->completing || job->timed_out) return false;
     job->timed_out = true;
     for (pid_t pid : job->processes) ::kill(pid, signum);
@@ -90,14 +90,14 @@ bool Worker::claim_running(const JobPtr& job, int signum) {
 void Worker::replace_thread(const JobPtr& job) {
   bool needs_ack;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     needs_ack = !job->acked;
   }
   if (needs_ack) post_ack(job);
   outbox_->flush_soon();
   // The task's thread may never come back: it retires when it does, and a new thread
   // keeps the pool at its size.
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   running_.remove(job);
   ++stray_threads_;
   --live_pool_threads_;
@@ -136,7 +136,7 @@ void Worker::timer_loop() {
         next_touch = now + touch_every;
         std::vector<std::string> tags;
         {
-          std::lock_guard lock(mu_);
+          MutexLock lock(mu_);
           for (const auto& [tag, job] : unacked_) tags.push_back(tag);
         }
         if (!tags.empty()) redis_call([&] { broker->touch(tags, clock_.now()); });
@@ -152,7 +152,7 @@ void Worker::timer_loop() {
       spdlog::error("Timer: {}", e.what());
       failed = true;
     }
-    std::unique_lock lock(mu_);
+    UniqueLock lock(mu_);
     if (timer_stop_) break;
     // Deadlines are read on the injected clock; the wait itself is real time, at most 250 ms
     // (clock_moved() cuts it short when a test's clock jumps).
@@ -167,7 +167,7 @@ void Worker::timer_loop() {
     }
     // After an error, a due deadline must not turn the loop into a busy one (or a log flood).
     if (failed) wake = std::max(wake, now + std::chrono::seconds(1));
-    if (wake > now) timer_cv_.wait_for(lock, wake - now);
+    if (wake > now) timer_cv_.wait_for(lock.native(), wake - now);
     if (timer_stop_) break;
   }
 }
@@ -202,7 +202,7 @@ void Worker::shutdown() {
     std::vector<std::string> tags;
     for (const auto& job : jobs) tags.push_back(job->tag);
     this->give_back(*broker, tags);
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (const auto& tag : tags) unacked_.erase(tag);
   };
   // Reserved and ETA-held messages go back to the head of their queues now, so other workers
@@ -210,8 +210,8 @@ void Worker::shutdown() {
   std::vector<JobPtr> not_started;
   {
     // A take in flight finishes first (no new one starts once stopping_ is set).
-    std::lock_guard fetching(fetch_mu_);
-    std::lock_guard lock(mu_);
+    MutexLock fetching(fetch_mu_);
+    MutexLock lock(mu_);
     for (auto& j : ready_) not_started.push_back(j);
     for (auto& [eta, j] : held_) not_started.push_back(j);
     ready_.clear();
@@ -220,17 +220,16 @@ void Worker::shutdown() {
   give_back(not_started);
 
   {
-    std::unique_lock lock(mu_);
+    UniqueLock lock(mu_);
     if (!running_.empty())
       spdlog::info("Waiting for {} running task(s) to finish", running_.size());
     // Warm: as long as they take. Cold: they were told to stop; give them a moment.
+    auto pool_done = [&]() REQUIRES(mu_) { return live_pool_threads_ == 0; };
     if (cold_) {
-      pool_done_cv_.wait_for(lock, std::chrono::seconds(3), [&] { return live_pool_threads_ == 0; });
+      pool_done_cv_.wait_for(lock.native(), std::chrono::seconds(3), pool_done);
     } else {
-      pool_done_cv_.wait(lock, [&] { return live_pool_threads_ == 0 || cold_; });
-      if (cold_)
-        pool_done_cv_.wait_for(lock, std::chrono::seconds(3),
-                               [&] { return live_pool_threads_ == 0; });
+      pool_done_cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return pool_done() || cold_; });
+      if (cold_) pool_done_cv_.wait_for(lock.native(), std::chrono::seconds(3), pool_done);
     }
     stray_threads_ += live_pool_threads_;
   }
@@ -240,13 +239,13 @@ void Worker::shutdown() {
   // Whatever is still unacked (acks_late tasks abandoned in a cold shutdown) goes back too.
   std::vector<JobPtr> left;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (auto& [tag, job] : unacked_)
       if (!job->acked) left.push_back(job);
   }
   give_back(left);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     timer_stop_ = true;
   }
   timer_cv_.notify_all();
@@ -257,8 +256,8 @@ void Worker::shutdown() {
       if (t.joinable()) t.join();
   } else {
     // The stray threads are left to the exit; the waiters end within their wait's timeout.
-    std::unique_lock lock(mu_);
-    pool_done_cv_.wait(lock, [&] { return live_waiters_ == 0; });
+    UniqueLock lock(mu_);
+    pool_done_cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return live_waiters_ == 0; });
   }
   events_->stop();  // worker-offline, after the last task event
   spdlog::info("{}: shutdown complete", config_.nodename);
