@@ -52,7 +52,7 @@ class BeatApp final : public cvtasks::CommandApp {
     const auto level = log_level();
     const Settings settings = load_settings();
 
-    const RedisUrl broker = RedisUrl::parse(settings.celery.broker_url);
+    const RedisUrl broker = broker_redis_url(settings.celery);
     // Before the state file opens: replacing an unreadable one is a warning in the log.
     start_process(level);
     const std::string scheduler_name = settings.celery.beat_scheduler.value_or("");

@@ -136,11 +136,10 @@ class WorkerApp final : public cvtasks::CommandApp {
     if (http_port > 65535) throw ConfigError("--http-port must be at most 65535");
 
     // Validate URLs before anything starts, so a typo is one clear line.
-    BrokerFactory brokers = make_broker_factory(settings.celery.broker_url);
+    BrokerFactory brokers = make_broker_factory(settings.celery);
     Worker::StoreFactory stores;
     if (settings.celery.result_backend) {
-      const std::string url = *settings.celery.result_backend;
-      RedisUrl::parse(url);
+      const RedisUrl url = backend_redis_url(settings.celery);
       stores = [url] { return make_redis_store(url); };
     }
 

@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "core/base/errors.h"
-#include "tls.h"
+#include "core/base/tls/tls.h"
 #include "core/base/utf8.h"
 
 namespace cvtasks {

@@ -18,7 +18,7 @@
 
 #include "core/base/codecs.h"
 #include "core/protocol/task_error.h"
-#include "tls.h"
+#include "core/base/tls/tls.h"
 #include "core/base/utf8.h"
 
 namespace cvtasks {
@@ -290,7 +290,7 @@ std::string encoded_words(const std::string& text, size_t used) {
       if (next - i > budget) break;
       end = next;
     }
-    out += std::string(kWordStart) + base64_line(text.substr(i, end - i)) + "?=";
+    out += std::string(kWordStart) + base64_encode(text.substr(i, end - i)) + "?=";
     i = end;
   }
   return out;

@@ -30,7 +30,8 @@ const std::set<std::string> kKnownCelery = {
     "beat_max_loop_interval", "beat_scheduler", "task_default_exchange",
     "task_default_routing_key", "result_backend_transport_options", "broker_connection_retry",
     "broker_connection_retry_on_startup", "worker_hijack_root_logger", "task_always_eager",
-    "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include"};
+    "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include",
+    "broker_use_ssl", "redis_backend_use_ssl"};
 
 template <typename T>
 T get_as(const json& obj, const std::string& section, const std::string& key) {
@@ -104,6 +105,9 @@ Settings Settings::from_json(const json& doc) {
     str("broker_url", c.broker_url);
     if (cj.contains("result_backend") && !cj["result_backend"].is_null())
       c.result_backend = get_as<std::string>(cj, "celery", "result_backend");
+    // Read with the URLs they belong to (core/broker/redis/redis_url.h), which check them.
+    if (cj.contains("broker_use_ssl")) c.broker_use_ssl = cj["broker_use_ssl"];
+    if (cj.contains("redis_backend_use_ssl")) c.redis_backend_use_ssl = cj["redis_backend_use_ssl"];
     str("task_default_queue", c.task_default_queue);
     str("timezone", c.timezone);
     if (cj.contains("task_routes")) c.task_routes = parse_routes(cj["task_routes"]);

@@ -93,7 +93,11 @@ class Broker {
 
 using BrokerFactory = std::function<std::unique_ptr<Broker>()>;
 
-// A factory for the URL's scheme (redis:// only); throws ConfigError for others.
+// A factory for the URL's scheme (the Redis forms of core/broker/redis/redis_url.h); throws
+// ConfigError for others.
 BrokerFactory make_broker_factory(const std::string& url);
+struct CelerySettings;
+// The same for settings.broker_url, with the broker_use_ssl TLS options.
+BrokerFactory make_broker_factory(const CelerySettings& settings);
 
 }  // namespace cvtasks

@@ -1,7 +1,7 @@
 #include "task_error.h"
 
 #include "protocol.h"
-#include "utf8.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 

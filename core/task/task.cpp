@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "utf8.h"
+#include "core/base/utf8.h"
 
 namespace cvtasks {
 

@@ -40,7 +40,7 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       clock_(clock),
       metrics_(registry.names(), config_.nodename) {
   queues_ = config_.queues;
-  const RedisUrl url = RedisUrl::parse(settings_.celery.broker_url);
+  const RedisUrl url = broker_redis_url(settings_.celery);
   // Always made, even with heartbeats off: enable_events can turn task events on later.
   events_ = std::make_unique<EventDispatcher>(
       url, config_.nodename, lamport_,

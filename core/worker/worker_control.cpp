@@ -303,7 +303,7 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
 json Worker::stats() {
   json total = json::object();
   for (const auto& [name, n] : metrics_.started_by_name()) total[name] = n;
-  const RedisUrl url = RedisUrl::parse(settings_.celery.broker_url);
+  const RedisUrl url = broker_redis_url(settings_.celery);
   auto zero_if_none = [](const std::optional<double>& v) { return v.value_or(0); };
   return {{"total", total},
           {"pid", ::getpid()},
@@ -377,7 +377,7 @@ std::map<std::string, int64_t> Worker::queue_lengths() {
   }
   std::lock_guard lock(status_mu_);
   if (!status_conn_)
-    status_conn_ = std::make_unique<RedisConnection>(RedisUrl::parse(settings_.celery.broker_url),
+    status_conn_ = std::make_unique<RedisConnection>(broker_redis_url(settings_.celery),
                                                      2.0);
   std::vector<Command> cmds;
   for (const auto& q : queues)

@@ -401,4 +401,9 @@ BrokerFactory make_broker_factory(const std::string& url) {
   return [parsed] { return std::make_unique<RedisBroker>(parsed); };
 }
 
+BrokerFactory make_broker_factory(const CelerySettings& settings) {
+  const RedisUrl parsed = broker_redis_url(settings);
+  return [parsed] { return std::make_unique<RedisBroker>(parsed); };
+}
+
 }  // namespace cvtasks

@@ -1,11 +1,11 @@
-// The TLS module (cvtasks_tls): Tls (../tls.h) on Poco NetSSL and OpenSSL.
+// The TLS module (cvtasks_tls): Tls (tls.h) on Poco NetSSL and OpenSSL.
 #include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPSClientSession.h>
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureSMTPClientSession.h>
 #include <Poco/Net/SecureStreamSocket.h>
 
-#include "tls.h"
+#include "core/base/tls/tls.h"
 
 namespace cvtasks {
 namespace {
@@ -41,6 +41,27 @@ class OpenSslTls final : public Tls {
     const Context::Ptr context(
         new Context(Context::TLS_CLIENT_USE, "", Context::VERIFY_RELAXED, 9, true));
     return std::make_unique<Poco::Net::HTTPSClientSession>(host, port, context);
+  }
+
+  Poco::Net::StreamSocket connect_client(const Poco::Net::SocketAddress& address,
+                                         const std::string& host_name,
+                                         const Poco::Timespan& timeout,
+                                         const ClientTls& tls) override {
+    // Poco's RELAXED checks the chain but skips the host name for localhost; STRICT checks it
+    // everywhere, as Python's check_hostname does. Extended verification is Poco's host name
+    // check after the handshake.
+    Context::VerificationMode mode = Context::VERIFY_NONE;
+    if (tls.verify != ClientTls::Verify::None)
+      mode = tls.check_hostname ? Context::VERIFY_STRICT : Context::VERIFY_RELAXED;
+    Context::Ptr context(new Context(Context::TLS_CLIENT_USE, tls.keyfile, tls.certfile,
+                                     tls.ca_certs, mode, 9, tls.ca_certs.empty()));
+    context->enableExtendedCertificateVerification(tls.verify != ClientTls::Verify::None &&
+                                                   tls.check_hostname);
+    Poco::Net::SecureStreamSocket secure(context);
+    secure.setPeerHostName(host_name);
+    secure.connect(address, timeout);
+    secure.completeHandshake();
+    return secure;
   }
 };
 
