@@ -221,6 +221,7 @@ def test_host_name_is_checked_unless_told_not_to(tls_redis, worker_factory, cele
     marker = 'TLS connection to rediss://:**@127.0.0.1:%d/0 failed' % tls_redis.port
     wait_for(lambda: marker in bad.log or not bad.alive, 30, message='host name refusal')
     assert bad.alive and marker in bad.log, bad.log
+    assert "certificate does not name the host '127.0.0.1'" in bad.log, bad.log
     bad.stop()
     opts = dict(tls_redis.ssl_options(), ssl_check_hostname=False)
     worker_factory(settings={'broker_url': tls_redis.url(0, '127.0.0.1'),

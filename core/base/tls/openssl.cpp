@@ -1,6 +1,7 @@
 // The TLS module (cvtasks_tls): Tls (tls.h) on Poco NetSSL and OpenSSL.
 #include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPSClientSession.h>
+#include <Poco/Net/SSLException.h>
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureSMTPClientSession.h>
 #include <Poco/Net/SecureStreamSocket.h>
@@ -59,8 +60,17 @@ class OpenSslTls final : public Tls {
                                                    tls.check_hostname);
     Poco::Net::SecureStreamSocket secure(context);
     secure.setPeerHostName(host_name);
-    secure.connect(address, timeout);
-    secure.completeHandshake();
+    try {
+      secure.connect(address, timeout);
+      secure.completeHandshake();
+    } catch (const Poco::Net::CertificateValidationException& e) {
+      // Poco's host name check fails as "Unacceptable certificate from <host>: application
+      // verification failure", which does not say what was wrong.
+      if (e.message().find("application verification failure") == std::string::npos) throw;
+      throw Poco::Net::CertificateValidationException(
+          "the server's certificate does not name the host '" + host_name +
+          "' (ssl_check_hostname=False skips this check)");
+    }
     return secure;
   }
 };
