@@ -38,16 +38,17 @@ def make_ca(directory, name):
     return os.path.join(directory, key), os.path.join(directory, crt)
 
 
-def make_server_cert(directory, ca_key, ca_crt):
-    """A server certificate for the name `localhost` only (not 127.0.0.1), signed by the CA."""
+def make_cert(directory, name, ca_key, ca_crt):
+    """A certificate for the name `localhost` only (not 127.0.0.1), signed by the CA:
+    (key path, cert path)."""
     _openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost',
-             '-keyout', 'server.key', '-out', 'server.csr', cwd=directory)
+             '-keyout', name + '.key', '-out', name + '.csr', cwd=directory)
     with open(os.path.join(directory, 'san.ext'), 'w') as f:
         f.write('subjectAltName=DNS:localhost\n')
-    _openssl('x509', '-req', '-in', 'server.csr', '-CA', ca_crt, '-CAkey', ca_key,
-             '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', 'server.crt',
+    _openssl('x509', '-req', '-in', name + '.csr', '-CA', ca_crt, '-CAkey', ca_key,
+             '-CAcreateserial', '-days', '2', '-extfile', 'san.ext', '-out', name + '.crt',
              cwd=directory)
-    return os.path.join(directory, 'server.key'), os.path.join(directory, 'server.crt')
+    return os.path.join(directory, name + '.key'), os.path.join(directory, name + '.crt')
 
 
 class PingedServer(RedisServer):
@@ -68,7 +69,8 @@ class PingedServer(RedisServer):
 
 
 class TlsRedisServer(PingedServer):
-    """redis-server with TLS only (no plain port), a password, clients not asked for a cert."""
+    """redis-server with TLS only (no plain port), a password; a client certificate is optional,
+    but one that is presented must come from the CA."""
 
     def __init__(self, workdir, ca_crt, key, crt):
         super().__init__(workdir)
@@ -78,7 +80,7 @@ class TlsRedisServer(PingedServer):
     def _cmd(self):
         return [REDIS_SERVER, '--bind', '127.0.0.1', '--port', '0', '--tls-port', str(self.port),
                 '--tls-cert-file', self.crt, '--tls-key-file', self.key,
-                '--tls-ca-cert-file', self.ca_crt, '--tls-auth-clients', 'no',
+                '--tls-ca-cert-file', self.ca_crt, '--tls-auth-clients', 'optional',
                 '--requirepass', PASSWORD, '--dir', self.dir, '--save', '',
                 '--appendonly', 'no', '--logfile', self.logfile, '--daemonize', 'no']
 
@@ -126,9 +128,11 @@ def certs(tmp_path_factory):
     require(OPENSSL, 'openssl not found (apt-get install openssl)')
     d = str(tmp_path_factory.mktemp('certs'))
     ca_key, ca_crt = make_ca(d, 'ca')
-    _, other_ca = make_ca(d, 'other-ca')
-    key, crt = make_server_cert(d, ca_key, ca_crt)
-    return {'ca': ca_crt, 'other_ca': other_ca, 'key': key, 'crt': crt}
+    other_key, other_ca = make_ca(d, 'other-ca')
+    key, crt = make_cert(d, 'server', ca_key, ca_crt)
+    return {'ca': ca_crt, 'other_ca': other_ca, 'key': key, 'crt': crt,
+            'client': make_cert(d, 'client', ca_key, ca_crt),
+            'stranger': make_cert(d, 'stranger', other_key, other_ca)}
 
 
 @pytest.fixture(scope='module')
@@ -230,6 +234,26 @@ def test_host_name_is_checked_unless_told_not_to(tls_redis, worker_factory, cele
                    ready_timeout=20)
     app = celery_app_factory(conf=python_tls_conf(tls_redis), redis=tls_redis)
     assert app.diag.add.delay(20, 22).get(timeout=20) == 42
+
+
+def test_client_certificate_is_presented(tls_redis, certs, worker_factory, celery_app_factory):
+    """ssl_certfile / ssl_keyfile: a client certificate from another CA is refused by the server
+    (so it was sent); one from the server's CA is accepted."""
+    key, crt = certs['stranger']
+    opts = dict(tls_redis.ssl_options(), ssl_certfile=crt, ssl_keyfile=key)
+    seen = len(tls_redis.log)
+    bad = worker_factory(settings=tls_settings(tls_redis, broker_use_ssl=opts,
+                                               redis_backend_use_ssl=opts), wait=False)
+    wait_for(lambda: 'certificate verify failed' in tls_redis.log[seen:] or not bad.alive, 30,
+             message='the server refusing the client certificate')
+    assert bad.alive, bad.log
+    bad.stop()
+    key, crt = certs['client']
+    opts = dict(tls_redis.ssl_options(), ssl_certfile=crt, ssl_keyfile=key)
+    worker_factory(settings=tls_settings(tls_redis, broker_use_ssl=opts,
+                                         redis_backend_use_ssl=opts), ready_timeout=20)
+    app = celery_app_factory(conf=python_tls_conf(tls_redis), redis=tls_redis)
+    assert app.diag.add.delay(1, 1).get(timeout=20) == 2
 
 
 def test_backend_rediss_without_cert_reqs_is_refused_as_celery_does(tls_redis, worker_factory):
