@@ -11,6 +11,8 @@
 #   make reliability  faults + soak, then docs/reliability.md from their records
 #   make fuzz      scripts/fuzz.sh: libFuzzer on the protocol decoder (clang, build-fuzz/, FUZZ_SECONDS)
 #   make sanitize  unit + integration tests built with ASan/UBSan in build-asan/
+#   make container-test  scripts/container-test.sh: the Dockerfile + compose.yaml end to end with
+#                  podman (image build, tasks from the web container, warm shutdown)
 SHELL       := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -30,7 +32,7 @@ CI          ?=
 
 .NOTPARALLEL:
 .PHONY: all deps configure build test unit interop faults soak reliability fuzz sanitize run \
-        bench clean
+        bench clean container-test
 
 all: build
 
@@ -56,6 +58,7 @@ test: deps build
 	  echo "== soak ($(SOAK_SECONDS) s)"; $(MAKE) --no-print-directory soak || rc=1; \
 	  echo "== fuzzer ($(FUZZ_SECONDS) s)"; $(MAKE) --no-print-directory fuzz || rc=1; \
 	  echo "== sanitizers"; $(MAKE) --no-print-directory sanitize || rc=1; \
+	  echo "== container test"; $(MAKE) --no-print-directory container-test || rc=1; \
 	fi; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED"; else echo "make test: OK"; fi; \
 	exit $$rc
@@ -87,6 +90,10 @@ sanitize:
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_DIR) --output-on-failure -j1
+
+# Needs no host build: the image compiles its own binaries.
+container-test:
+	JOBS=$(JOBS) CI=$(CI) $(ROOT)/scripts/container-test.sh
 
 run: deps build
 	$(ROOT)/scripts/run-dev.sh

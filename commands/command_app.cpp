@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
+#include <limits>
 
 #include "core/base/errors.h"
 #include "core/base/logging.h"
@@ -101,39 +102,44 @@ std::string CommandApp::value(const std::string& opt, const std::string& fallbac
   return it == opts_.end() ? fallback : it->second;
 }
 
-namespace {
-
-// `text` parsed whole by `parse` (std::stoi, std::stod) and at least `min`; else ConfigError
-// naming the option and what it needs (`kind`).
-template <typename T, typename Parse>
-T bounded_option(const std::string& opt, const std::string& text, T min, const char* kind,
-                 Parse parse) {
+int CommandApp::int_option(const std::string& opt, int min, int max) const {
+  const std::string& text = opts_.at(opt);
   try {
     size_t used = 0;
-    const T v = parse(text, &used);
-    if (used == text.size() && v >= min) return v;
+    const int v = std::stoi(text, &used);
+    if (used == text.size() && v >= min && v <= max) return v;
   } catch (const std::exception&) {
   }
-  throw ConfigError("--" + opt + " needs " + kind + " of at least " + std::to_string(min) +
-                    ", got '" + text + "'");
-}
-
-}  // namespace
-
-int CommandApp::int_option(const std::string& opt, int min) const {
-  return bounded_option(opt, opts_.at(opt), min, "a whole number",
-                        [](const std::string& t, size_t* used) { return std::stoi(t, used); });
-}
-
-double CommandApp::number_option(const std::string& opt, double min) const {
-  return bounded_option(opt, opts_.at(opt), min, "a number",
-                        [](const std::string& t, size_t* used) { return std::stod(t, used); });
+  throw ConfigError("--" + opt + " needs a whole number from " + std::to_string(min) + " to " +
+                    std::to_string(max) + ", got '" + text + "'");
 }
 
 Settings CommandApp::load_settings() const {
-  if (has("settings-fd")) return Settings::load_fd(int_option("settings-fd", 0));
+  if (has("settings-fd"))
+    return Settings::load_fd(int_option("settings-fd", 0, std::numeric_limits<int>::max()));
   if (has("settings")) return Settings::load(opts_.at("settings"));
   return Settings::defaults();
+}
+
+Settings CommandApp::with_options(
+    const Settings& settings,
+    const std::vector<std::pair<std::string, std::string>>& options) const {
+  Settings out = settings;
+  for (const auto& [opt, setting] : options) {
+    if (!has(opt)) continue;
+    const std::string& text = opts_.at(opt);
+    // The value as the document would hold it: a JSON number ("4", "2.5").
+    json value = json::parse(text, nullptr, false);
+    if (value.is_discarded() || !value.is_number())
+      throw ConfigError("--" + opt + " needs a number, got '" + text + "'");
+    const auto dot = setting.find('.');
+    try {
+      out = out.overridden({{setting.substr(0, dot), {{setting.substr(dot + 1), value}}}});
+    } catch (const ConfigError& e) {
+      throw ConfigError("--" + opt + " " + text + ": " + e.what());
+    }
+  }
+  return out;
 }
 
 spdlog::level::level_enum CommandApp::log_level() const {

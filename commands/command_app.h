@@ -49,11 +49,15 @@ class CommandApp : public Poco::Util::ServerApplication {
   int fail(const std::string& message, int code = EXIT_CONFIG);
   bool has(const std::string& opt) const { return opts_.count(opt) > 0; }
   std::string value(const std::string& opt, const std::string& fallback) const;
-  // The option's value as a number >= min; ConfigError naming the option otherwise.
-  int int_option(const std::string& opt, int min) const;
-  double number_option(const std::string& opt, double min) const;
+  // The option's value as a whole number in [min, max]; ConfigError naming the option otherwise.
+  int int_option(const std::string& opt, int min, int max) const;
   // --settings-fd, else --settings, else Celery's defaults; environment overrides applied.
   Settings load_settings() const;
+  // `settings` with each given option of `options` (option name -> "section.setting") set as
+  // that setting, parsed again by Settings::overridden: an option that sets a setting goes
+  // through the setting's own type and range checks. ConfigError names the option and the check.
+  Settings with_options(const Settings& settings,
+                        const std::vector<std::pair<std::string, std::string>>& options) const;
   // --loglevel (default info); ConfigError when unknown.
   spdlog::level::level_enum log_level() const;
   // Once the options are checked: the log (--logfile or stderr) at `level`, the crash log

@@ -17,6 +17,7 @@
 #include "core/base/settings.h"
 #include "core/broker/redis/redis_url.h"
 #include "core/protocol/protocol.h"
+#include "django/django_settings.h"
 #include "django_source.h"
 #include "core/broker/redis/redis_leader.h"
 #include "scheduler.h"
@@ -50,7 +51,11 @@ class BeatApp final : public cvtasks::CommandApp {
     using namespace cvtasks;
     using std::chrono::duration;
     const auto level = log_level();
-    const Settings settings = load_settings();
+    const Settings settings =
+        with_options(load_settings(), {{"max-interval", "celery.beat_max_loop_interval"}});
+    // The Django sections beat may read (databases, schema) are checked now, whatever the
+    // scheduler, so a typo there is the same start-up line as for the worker.
+    DjangoSettings::from_document(settings.document);
 
     const RedisUrl broker = broker_redis_url(settings.celery);
     // Before the state file opens: replacing an unreadable one is a warning in the log.
@@ -75,10 +80,8 @@ class BeatApp final : public cvtasks::CommandApp {
     }
 
     SchedulerConfig config;
-    const double max_interval = has("max-interval")
-                                    ? number_option("max-interval", 0.01)
-                                    : settings.celery.beat_max_loop_interval.value_or(
-                                          source->default_max_interval());
+    const double max_interval =
+        settings.celery.beat_max_loop_interval.value_or(source->default_max_interval());
     config.max_interval = span<std::chrono::microseconds>(max_interval);
     const double lock_timeout = settings.beat.beat_lock_timeout;
     // Renewing three times per timeout leaves room for two failed renewals.

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "command_app.h"
+#include "commands/worker_types.h"
 #include "core/backend/result_backend.h"
 #include "core/base/clock.h"
 #include "core/base/errors.h"
@@ -27,21 +28,15 @@
 #include "tasks/diagnostics.h"
 
 using Poco::Util::OptionSet;
+using cvtasks::json;
 
 namespace {
 
-const std::map<std::string, std::vector<std::string>> kWorkerTypes = {
-    {"default", {"default"}},
-    {"pdf", {"pdf_queue"}},
-    {"email", {"email_queue"}},
-    {"analysis", {"analysis_queue"}},
-    {"notification", {"notification_queue"}},
-    {"cleanup", {"cleanup_queue"}},
-    {"statistics", {"statistics_queue"}},
-    {"all",
-     {"default", "pdf_queue", "email_queue", "analysis_queue", "notification_queue",
-      "cleanup_queue", "statistics_queue"}},
-};
+// --worker-type TYPE -> its queues, from worker_types.json (the bridge's file, compiled in).
+const json& worker_types() {
+  static const json types = json::parse(cvtasks::kWorkerTypesJson);
+  return types;
+}
 
 std::vector<std::string> split_csv(const std::string& s) {
   std::vector<std::string> out;
@@ -88,6 +83,7 @@ class WorkerApp final : public cvtasks::CommandApp {
       add_option(options, full, shrt, desc, arg);
     };
     add("worker-type", "", "all|default|pdf|email|analysis|notification|cleanup|statistics", "TYPE");
+    add("worker-types", "", "print the worker types and their queues as JSON, and exit", nullptr);
     add("queues", "Q", "comma-separated queues to consume (wins over --worker-type)", "QUEUES");
     add("concurrency", "c", "pool threads (default: number of CPUs)", "N");
     add("hostname", "n", "node name, default celery@%h (%h host, %n name, %d domain)", "NAME");
@@ -104,36 +100,41 @@ class WorkerApp final : public cvtasks::CommandApp {
 
   int run_command() override {
     using namespace cvtasks;
+    if (has("worker-types")) {  // the map, for the bridge and for operators
+      std::cout << worker_types().dump() << std::endl;
+      return EXIT_OK;
+    }
     const auto level = log_level();
-    const Settings settings = load_settings();
+    // Options that set a setting take the setting's checks (D14: --concurrency 0 is refused
+    // as worker_concurrency 0 is).
+    const Settings settings =
+        with_options(load_settings(), {{"concurrency", "celery.worker_concurrency"},
+                                       {"prefetch-multiplier", "celery.worker_prefetch_multiplier"}});
 
     WorkerConfig config;
     if (has("queues")) {
       config.queues = split_csv(opts_.at("queues"));
       if (config.queues.empty()) throw ConfigError("--queues names no queue");
     } else if (has("worker-type")) {
-      auto it = kWorkerTypes.find(opts_.at("worker-type"));
-      if (it == kWorkerTypes.end())
-        throw ConfigError("unknown --worker-type '" + opts_.at("worker-type") +
-                          "' (all, default, pdf, email, analysis, notification, cleanup, "
-                          "statistics)");
-      config.queues = it->second;
+      const auto it = worker_types().find(opts_.at("worker-type"));
+      if (it == worker_types().end()) {
+        std::string names;
+        for (const auto& [name, queues] : worker_types().items())
+          names += (names.empty() ? "" : ", ") + name;
+        throw ConfigError("unknown --worker-type '" + opts_.at("worker-type") + "' (" + names + ")");
+      }
+      config.queues = it->get<std::vector<std::string>>();
     } else {
       config.queues = {settings.celery.task_default_queue};
     }
-    config.concurrency = has("concurrency")
-                             ? int_option("concurrency", 1)
-                             : settings.celery.worker_concurrency.value_or(
-                                   std::max(1u, std::thread::hardware_concurrency()));
-    config.prefetch_multiplier = has("prefetch-multiplier")
-                                     ? int_option("prefetch-multiplier", 1)
-                                     : settings.celery.worker_prefetch_multiplier;
+    config.concurrency = settings.celery.worker_concurrency.value_or(
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    config.prefetch_multiplier = settings.celery.worker_prefetch_multiplier;
     config.nodename = expand_hostname(value("hostname", "celery@%h"));
     config.task_events = has("task-events");
     config.heartbeat = !has("without-heartbeat");
     config.remote_control = !has("without-control");
-    const int http_port = has("http-port") ? int_option("http-port", 0) : -1;  // -1: none
-    if (http_port > 65535) throw ConfigError("--http-port must be at most 65535");
+    const int http_port = has("http-port") ? int_option("http-port", 0, 65535) : -1;  // -1: none
 
     // Validate URLs before anything starts, so a typo is one clear line.
     BrokerFactory brokers = make_broker_factory(settings.celery);

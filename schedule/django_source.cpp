@@ -5,6 +5,7 @@
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
 #include "crontab.h"
+#include "django/django_settings.h"
 
 namespace cvtasks {
 namespace {
@@ -93,10 +94,9 @@ bool is_django_scheduler(const std::string& s) {
 DjangoSource::DjangoSource(const Settings& settings)
     : default_timezone_(settings.celery.timezone),
       default_deadline_(settings.beat.beat_starting_deadline) {
-  const json db = settings.document.value("databases", json::object()).value("default", json());
-  if (!db.is_object())
-    throw ConfigError("the DatabaseScheduler needs databases.default in the settings document");
-  db_ = open_database(db);  // ConfigError as it is: a bad ENGINE or a missing backend module
+  const auto db = DjangoSettings::from_document(settings.document).database;
+  if (!db) throw ConfigError("the DatabaseScheduler needs databases.default in the settings document");
+  db_ = open_database(db->config());  // ConfigError as it is: a bad ENGINE or a missing backend module
   try {
     db_->query("SELECT count(*) AS n FROM django_celery_beat_periodictask");
   } catch (const Error& e) {

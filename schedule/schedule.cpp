@@ -8,10 +8,11 @@
 namespace cvtasks {
 
 IntervalSchedule::IntervalSchedule(double every_seconds) {
-  // NaN fails this test too.
-  if (!(every_seconds > 0))
-    throw ConfigError(fmt::format("an interval must be positive, got {}", every_seconds));
-  every_ = span<std::chrono::microseconds>(every_seconds);  // at most 100 years: no overflow
+  // NaN fails this test too. Above a century, microseconds would overflow (1e300 wrapped).
+  if (!(every_seconds > 0 && every_seconds <= 100.0 * 365 * 24 * 3600))
+    throw ConfigError(fmt::format("an interval must be positive and at most a century, got {}",
+                                  every_seconds));
+  every_ = span<std::chrono::microseconds>(every_seconds);
 }
 
 std::optional<TimePoint> IntervalSchedule::next_after(TimePoint last_run_at) const {

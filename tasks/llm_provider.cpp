@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/base/errors.h"
+#include "core/base/settings.h"
 #include "core/base/tls/tls.h"
 #include "core/base/utf8.h"
 
@@ -46,22 +47,15 @@ json parse_answer(const std::string& content) {
 
 std::optional<LlmConfig> LlmConfig::from_json(const json& llm) {
   if (llm.is_null()) return std::nullopt;
-  if (!llm.is_object()) throw ConfigError("tasks.analysis.llm must be an object");
-  for (const auto& [k, v] : llm.items())
-    if (k != "base_url" && k != "api_key" && k != "model" && k != "timeout")
-      throw ConfigError("tasks.analysis.llm has an unknown key '" + k + "'");
-  try {
-    LlmConfig c;
-    c.base_url = llm.value("base_url", "");
-    c.api_key = llm.value("api_key", "");
-    c.model = llm.value("model", "");
-    c.timeout = llm.value("timeout", 20.0);
-    if (c.base_url.empty() || c.model.empty()) return std::nullopt;
-    if (c.timeout <= 0) throw ConfigError("tasks.analysis.llm.timeout must be positive");
-    return c;
-  } catch (const json::exception& e) {
-    throw ConfigError(std::string("tasks.analysis.llm: ") + e.what());
-  }
+  SettingsSection section(llm, "tasks.analysis.llm");
+  LlmConfig c;
+  c.base_url = section.string("base_url").value_or("");
+  c.api_key = section.string("api_key").value_or("");
+  c.model = section.string("model").value_or("");
+  if (auto v = section.number("timeout", 0, 3600, true)) c.timeout = *v;
+  section.reject_unknown();
+  if (c.base_url.empty() || c.model.empty()) return std::nullopt;
+  return c;
 }
 
 json ask_llm(const LlmConfig& config, const json& cv, const json& builtin,

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/base/codecs.h"
+#include "core/base/settings.h"
 #include "core/protocol/task_error.h"
 #include "core/base/tls/tls.h"
 #include "core/base/utf8.h"
@@ -217,28 +218,21 @@ void authenticate(Poco::Net::SMTPClientSession& session, const std::string& ehlo
 
 MailSettings MailSettings::from_document(const json& section) {
   MailSettings s;
-  if (section.is_null()) return s;
-  if (!section.is_object()) throw ConfigError("the email section must be an object");
-  try {
-    auto str = [&](const char* key, std::string& out) {
-      if (section.contains(key) && !section[key].is_null()) out = section[key].get<std::string>();
-    };
-    str("backend", s.backend);
-    str("host", s.host);
-    str("host_user", s.host_user);
-    str("host_password", s.host_password);
-    str("ssl_certfile", s.ssl_certfile);
-    str("ssl_keyfile", s.ssl_keyfile);
-    str("subject_prefix", s.subject_prefix);
-    str("default_from_email", s.default_from_email);
-    if (section.contains("port")) s.port = section["port"].get<int>();
-    if (section.contains("use_tls")) s.use_tls = section["use_tls"].get<bool>();
-    if (section.contains("use_ssl")) s.use_ssl = section["use_ssl"].get<bool>();
-    if (section.contains("timeout") && !section["timeout"].is_null())
-      s.timeout = section["timeout"].get<double>();
-  } catch (const json::exception& e) {
-    throw ConfigError(std::string("email section: ") + e.what());
-  }
+  SettingsSection e(section, "email");
+  if (auto v = e.word("backend")) s.backend = *v;
+  if (auto v = e.string("host")) s.host = *v;
+  if (auto v = e.integer("port", 1, 65535)) s.port = static_cast<int>(*v);
+  if (auto v = e.string("host_user")) s.host_user = *v;
+  if (auto v = e.string("host_password")) s.host_password = *v;
+  if (auto v = e.boolean("use_tls")) s.use_tls = *v;
+  if (auto v = e.boolean("use_ssl")) s.use_ssl = *v;
+  s.timeout = e.number("timeout", 0, 86400, true);
+  if (auto v = e.string("ssl_certfile")) s.ssl_certfile = *v;
+  if (auto v = e.string("ssl_keyfile")) s.ssl_keyfile = *v;
+  if (auto v = e.string("subject_prefix")) s.subject_prefix = *v;
+  if (auto v = e.string("default_from_email")) s.default_from_email = *v;
+  if (auto v = e.string("server_email")) s.server_email = *v;
+  e.reject_unknown();
   if (s.use_tls && s.use_ssl)
     throw ConfigError("email: use_tls and use_ssl are mutually exclusive (as in Django)");
   return s;

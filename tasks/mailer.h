@@ -43,8 +43,10 @@ struct MailSettings {
   std::string ssl_keyfile;
   std::string subject_prefix = "[Django] ";
   std::string default_from_email = "webmaster@localhost";
+  std::string server_email = "root@localhost";  // Django's SERVER_EMAIL (read, not used yet)
 
-  // The `email` section; ConfigError for a wrong type or use_tls with use_ssl.
+  // The `email` section (core/base/settings.h's policy); ConfigError for a wrong type, a value
+  // out of range (port 1-65535, timeout > 0), an unknown key, or use_tls with use_ssl.
   static MailSettings from_document(const json& section);
 };
 

@@ -56,7 +56,6 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
   const int64_t cv_id = cv_id_argument(args.at("cv_id"));
   const auto template_name = optional_string_argument(args, "template");
   services.media_root();  // not set: ImproperlyConfigured before any work
-  const json& media = services.settings().document.value("media", json::object());
   return services.with_database(ctx, [&] {
     const RenderedPdf r = render_cv(services, ctx, cv_id, template_name, 4);
     progress(ctx, 4, 4, "Saving PDF");
@@ -84,7 +83,7 @@ json generate_cv_pdf_download(TaskServices& services, TaskContext& ctx, const js
       ::unlink(path.c_str());  // no row points to it: leave no orphan behind
       throw;
     }
-    std::string url = media.value("url", "/media/");
+    std::string url = services.task_settings().media.url;
     if (!url.empty() && url.back() != '/') url += '/';
     return json{{"path", path}, {"url", url + relative}, {"size", r.pdf.size()},
                 {"filename", r.filename}, {"cv_id", cv_id}, {"template", r.template_name}};

@@ -2,19 +2,8 @@
 // database, the CV renderer, the PDF engine and the mailer, each made on first use so that a
 // worker whose database or mail server is down still starts and serves its other tasks.
 //
-// Options, checked at start-up (an unknown key is a ConfigError):
-//   tasks.pdf:   templates_dir, default_template ("classic"), wkhtmltopdf ("/usr/bin/wkhtmltopdf"),
-//                warm_processes (2; 0 = one process per PDF), render_timeout (120 s),
-//                retry_backoff (30 s: the first countdown when MEDIA_ROOT is full, doubled each
-//                retry, at most 5 min), max_retries (3)
-//   tasks.email: retry_backoff (30 s: the first retry's countdown, doubled each retry),
-//                max_retries (3)
-//   tasks.database: retry_backoff (5 s: first countdown when the database is unreachable or
-//                   locked, doubled for each retry; also write_after_effect's waits)
-//   tasks.cleanup: orphan_grace_minutes (60: cleanup_orphaned_files leaves younger files alone)
-//   tasks.clock_now: TEST ONLY. An ISO-8601 time the tasks take as "now" (cleanup cutoffs,
-//                    default statistics dates), so tests can pin the clock; never set it in a
-//                    project.
+// Options and sections: tasks/task_settings.h, read and checked at start-up (an unknown key or
+// a value out of range is a ConfigError).
 //
 // Thread-safety: all accessors may be called from any pool thread.
 #pragma once
@@ -37,45 +26,27 @@
 #include "llm_provider.h"
 #include "mailer.h"
 #include "media_files.h"
+#include "task_settings.h"
 #include "wkhtmltopdf.h"
 
 namespace cvtasks {
 
-struct PdfTaskOptions {
-  std::string templates_dir;
-  std::string default_template = "classic";
-  PdfOptions engine;
-  double retry_backoff = 30;  // first countdown (s) when MEDIA_ROOT is full
-  int max_retries = 3;        // of the PDF tasks
-};
-
-struct AnalysisTaskOptions {
-  std::string skills_file;        // the skills taxonomy; default: the shipped tasks/data/skills.json
-  std::optional<LlmConfig> llm;   // the optional LLM second opinion
-};
-
-struct CleanupTaskOptions {
-  double orphan_grace_minutes = 60;
-};
-
-struct EmailTaskOptions {
-  double retry_backoff = 30;
-  int max_retries = 3;
-};
-
 class TaskServices {
  public:
-  // Parses the options; ConfigError names a bad or unknown key.
+  // Reads the document's sections (TaskSettings::from_document); ConfigError names a bad or
+  // unknown key.
   explicit TaskServices(const Settings& settings);
 
   const Settings& settings() const { return settings_; }
-  const PdfTaskOptions& pdf_options() const { return pdf_; }
-  const EmailTaskOptions& email_options() const { return email_; }
-  const AnalysisTaskOptions& analysis_options() const { return analysis_; }
+  // The domain sections, typed: the one place the tasks read the document from.
+  const TaskSettings& task_settings() const { return options_; }
+  const PdfTaskOptions& pdf_options() const { return options_.pdf; }
+  const EmailTaskOptions& email_options() const { return options_.email_task; }
+  const AnalysisTaskOptions& analysis_options() const { return options_.analysis; }
   // Loaded at construction, so a bad taxonomy file stops the worker at start-up.
   const SkillTaxonomy& skill_taxonomy() const { return taxonomy_; }
-  const CleanupTaskOptions& cleanup_options() const { return cleanup_; }
-  double database_retry_backoff() const { return database_retry_backoff_; }
+  const CleanupTaskOptions& cleanup_options() const { return options_.cleanup; }
+  double database_retry_backoff() const { return options_.database_retry_backoff; }
   // The tasks' "now": the system clock, or the fixed tasks.clock_now.
   const Clock& clock() const {
     if (fixed_clock_) return *fixed_clock_;
@@ -126,13 +97,9 @@ class TaskServices {
   T& lazily(std::unique_ptr<T>& slot, Make make);
 
   const Settings& settings_;
-  PdfTaskOptions pdf_;
-  EmailTaskOptions email_;
-  AnalysisTaskOptions analysis_;
+  TaskSettings options_;
   SkillTaxonomy taxonomy_;
-  CleanupTaskOptions cleanup_;
   std::unique_ptr<ManualClock> fixed_clock_;
-  double database_retry_backoff_ = 5;
   std::mutex mu_;
   std::unique_ptr<Database> database_;
   std::unique_ptr<SchemaMap> schema_;

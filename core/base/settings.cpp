@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "errors.h"
+#include "secrets.h"
 
 namespace cvtasks {
 namespace {
@@ -33,22 +34,12 @@ const std::set<std::string> kKnownCelery = {
     "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include",
     "broker_use_ssl", "redis_backend_use_ssl"};
 
-template <typename T>
-T get_as(const json& obj, const std::string& section, const std::string& key) {
-  try {
-    return obj.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw ConfigError("setting " + section + "." + key + " has the wrong type: " +
-                      obj.at(key).dump());
-  }
-}
-
-std::optional<double> optional_seconds(const json& obj, const std::string& key) {
-  if (!obj.contains(key) || obj[key].is_null()) return std::nullopt;
-  const double v = get_as<double>(obj, "celery", key);
-  if (v < 0) throw ConfigError("setting celery." + key + " must not be negative");
-  return v;
-}
+// Upper bounds of durations (seconds) and sizes: far beyond any real setting, low enough that
+// no arithmetic on them (deadlines, Redis' SETEX, prefetch counts) overflows.
+constexpr double kMaxSeconds = 100.0 * 365 * 24 * 3600;  // a century
+constexpr int64_t kMaxConcurrency = 10000;
+constexpr int64_t kMaxPrefetchMultiplier = 10000;
+constexpr int64_t kMaxMessageBytes = 512LL * 1024 * 1024;  // Redis' largest string
 
 Route parse_route(const std::string& pattern, const json& value) {
   Route r;
@@ -86,88 +77,183 @@ std::vector<Route> parse_routes(const json& routes) {
 
 }  // namespace
 
+SettingsSection::SettingsSection(const json& value, std::string where)
+    : value_(value.is_null() ? json::object() : value), where_(std::move(where)) {
+  if (!value_.is_object()) throw ConfigError("settings section '" + where_ + "' must be an object");
+}
+
+bool SettingsSection::has(const std::string& key) const {
+  return value_.contains(key) && !value_[key].is_null();
+}
+
+const json* SettingsSection::find(const std::string& key) {
+  read_.insert(key);
+  auto it = value_.find(key);
+  if (it == value_.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+ConfigError SettingsSection::error(const std::string& key, const std::string& what) const {
+  return ConfigError("setting " + (where_.empty() ? key : where_ + "." + key) + " " + what);
+}
+
+std::string SettingsSection::shown(const std::string& key, const json& value) const {
+  if (is_secret_key(key)) return std::string(kSecretMask);
+  std::string text = masked_settings(value).dump();
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return text;
+}
+
+std::optional<std::string> SettingsSection::string(const std::string& key) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) throw error(key, "must be a string, got " + shown(key, *v));
+  return v->get<std::string>();
+}
+
+std::optional<std::string> SettingsSection::word(const std::string& key) {
+  auto v = string(key);
+  if (v && v->empty()) throw error(key, "must not be empty");
+  return v;
+}
+
+std::optional<bool> SettingsSection::boolean(const std::string& key) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) throw error(key, "must be true or false, got " + shown(key, *v));
+  return v->get<bool>();
+}
+
+std::optional<int64_t> SettingsSection::integer(const std::string& key, int64_t min,
+                                                int64_t max) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  const std::string range = "from " + std::to_string(min) + " to " + std::to_string(max);
+  if (!v->is_number_integer() || v->is_boolean())
+    throw error(key, "must be a whole number " + range + ", got " + shown(key, *v));
+  // An unsigned value above int64's range cannot be in any range we accept.
+  if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(max))
+    throw error(key, "must be " + range + ", got " + shown(key, *v));
+  const int64_t n = v->get<int64_t>();
+  if (n < min || n > max) throw error(key, "must be " + range + ", got " + shown(key, *v));
+  return n;
+}
+
+std::optional<double> SettingsSection::number(const std::string& key, double min, double max,
+                                              bool above_min) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  auto fmt = [](double d) {
+    json j = d;
+    if (d == static_cast<double>(static_cast<int64_t>(d))) j = static_cast<int64_t>(d);
+    return j.dump();
+  };
+  const std::string range = (above_min ? "above " + fmt(min) : "from " + fmt(min)) + " " +
+                            (above_min ? "up to " : "to ") + fmt(max);
+  if (!v->is_number()) throw error(key, "must be a number " + range + ", got " + shown(key, *v));
+  const double d = v->get<double>();
+  if (!(above_min ? d > min : d >= min) || !(d <= max))
+    throw error(key, "must be " + range + ", got " + shown(key, *v));
+  return d;
+}
+
+std::optional<json> SettingsSection::object(const std::string& key) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  if (!v->is_object()) throw error(key, "must be an object, got " + shown(key, *v));
+  return *v;
+}
+
+std::optional<json> SettingsSection::list(const std::string& key) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  if (!v->is_array()) throw error(key, "must be a list, got " + shown(key, *v));
+  return *v;
+}
+
+std::optional<json> SettingsSection::raw(const std::string& key) {
+  const json* v = find(key);
+  if (!v) return std::nullopt;
+  return *v;
+}
+
+void SettingsSection::reject_unknown() const {
+  for (const auto& [k, v] : value_.items())
+    if (!read_.count(k))
+      throw ConfigError("unknown setting " + (where_.empty() ? k : where_ + "." + k));
+}
+
 Settings Settings::from_json(const json& doc) {
   if (!doc.is_object()) throw ConfigError("the settings document must be a JSON object");
+  // The document's sections (docs/settings.md). Only their names are known here: each one's
+  // content is checked by its typed view (this file: celery, cvtasks; django/ and tasks/).
+  static const std::set<std::string> kSections = {
+      "celery", "cvtasks", "databases", "email", "admins", "media", "time_zone", "use_tz",
+      "tasks", "schema"};
+  for (const auto& [k, v] : doc.items())
+    if (!kSections.count(k)) throw ConfigError("unknown settings section '" + k + "'");
   Settings s;
   s.document = doc;
   auto& c = s.celery;
-  if (doc.contains("celery")) {
-    const json& cj = doc["celery"];
-    if (!cj.is_object()) throw ConfigError("settings section 'celery' must be an object");
-    for (const auto& [k, v] : cj.items())
-      if (!kKnownCelery.count(k)) s.unknown_celery_keys.push_back(k);
-    auto str = [&](const char* key, std::string& out) {
-      if (cj.contains(key) && !cj[key].is_null()) out = get_as<std::string>(cj, "celery", key);
-    };
-    auto boolean = [&](const char* key, bool& out) {
-      if (cj.contains(key) && !cj[key].is_null()) out = get_as<bool>(cj, "celery", key);
-    };
-    str("broker_url", c.broker_url);
-    if (cj.contains("result_backend") && !cj["result_backend"].is_null())
-      c.result_backend = get_as<std::string>(cj, "celery", "result_backend");
-    // Read with the URLs they belong to (core/broker/redis/redis_url.h), which check them.
-    if (cj.contains("broker_use_ssl")) c.broker_use_ssl = cj["broker_use_ssl"];
-    if (cj.contains("redis_backend_use_ssl")) c.redis_backend_use_ssl = cj["redis_backend_use_ssl"];
-    str("task_default_queue", c.task_default_queue);
-    str("timezone", c.timezone);
-    if (cj.contains("task_routes")) c.task_routes = parse_routes(cj["task_routes"]);
-    boolean("task_acks_late", c.task_acks_late);
-    boolean("task_track_started", c.task_track_started);
-    boolean("task_ignore_result", c.task_ignore_result);
-    boolean("worker_send_task_events", c.worker_send_task_events);
-    if (cj.contains("worker_prefetch_multiplier") && !cj["worker_prefetch_multiplier"].is_null()) {
-      c.worker_prefetch_multiplier = get_as<int>(cj, "celery", "worker_prefetch_multiplier");
-      if (c.worker_prefetch_multiplier < 1)
-        throw ConfigError("setting celery.worker_prefetch_multiplier must be at least 1");
-    }
-    if (cj.contains("worker_concurrency") && !cj["worker_concurrency"].is_null())
-      c.worker_concurrency = get_as<int>(cj, "celery", "worker_concurrency");
-    if (cj.contains("result_expires")) {
-      c.result_expires = optional_seconds(cj, "result_expires");
-      if (c.result_expires && *c.result_expires == 0) c.result_expires.reset();
-    }
-    c.task_time_limit = optional_seconds(cj, "task_time_limit");
-    c.task_soft_time_limit = optional_seconds(cj, "task_soft_time_limit");
-    if (auto d = optional_seconds(cj, "task_default_retry_delay")) c.task_default_retry_delay = *d;
-    if (cj.contains("beat_schedule") && !cj["beat_schedule"].is_null()) {
-      if (!cj["beat_schedule"].is_object())
-        throw ConfigError("setting celery.beat_schedule must be an object (name -> entry)");
-      c.beat_schedule = cj["beat_schedule"];
-    }
-    if (auto v = optional_seconds(cj, "beat_max_loop_interval"); v && *v > 0)
-      c.beat_max_loop_interval = v;
-    if (cj.contains("beat_scheduler") && !cj["beat_scheduler"].is_null())
-      c.beat_scheduler = get_as<std::string>(cj, "celery", "beat_scheduler");
-    if (cj.contains("broker_transport_options") && cj["broker_transport_options"].is_object()) {
-      const json& bto = cj["broker_transport_options"];
-      if (bto.contains("visibility_timeout") && !bto["visibility_timeout"].is_null())
-        c.visibility_timeout = get_as<double>(bto, "celery.broker_transport_options",
-                                              "visibility_timeout");
-    }
+  SettingsSection cj(doc.value("celery", json()), "celery");
+  if (auto v = cj.word("broker_url")) c.broker_url = *v;
+  if (auto v = cj.string("result_backend")) c.result_backend = *v;
+  // Read with the URLs they belong to (core/broker/redis/redis_url.h), which check them.
+  if (auto v = cj.raw("broker_use_ssl")) c.broker_use_ssl = *v;
+  if (auto v = cj.raw("redis_backend_use_ssl")) c.redis_backend_use_ssl = *v;
+  if (auto v = cj.word("task_default_queue")) c.task_default_queue = *v;
+  if (auto v = cj.word("timezone")) c.timezone = *v;
+  if (auto v = cj.raw("task_routes")) c.task_routes = parse_routes(*v);
+  if (auto v = cj.boolean("task_acks_late")) c.task_acks_late = *v;
+  if (auto v = cj.boolean("task_track_started")) c.task_track_started = *v;
+  if (auto v = cj.boolean("task_ignore_result")) c.task_ignore_result = *v;
+  if (auto v = cj.boolean("worker_send_task_events")) c.worker_send_task_events = *v;
+  // Celery reads a multiplier of 0 as "no prefetch limit"; this worker always bounds prefetch.
+  if (auto v = cj.integer("worker_prefetch_multiplier", 1, kMaxPrefetchMultiplier))
+    c.worker_prefetch_multiplier = static_cast<int>(*v);
+  if (auto v = cj.integer("worker_concurrency", 1, kMaxConcurrency))
+    c.worker_concurrency = static_cast<int>(*v);
+  // 0 or null: keep results for ever.
+  const json& celery_json = doc.value("celery", json::object());
+  if (celery_json.is_object() && celery_json.contains("result_expires")) {
+    const auto v = cj.number("result_expires", 0, kMaxSeconds);
+    c.result_expires = v && *v > 0 ? v : std::nullopt;
   }
-  if (doc.contains("cvtasks")) {
-    const json& w = doc["cvtasks"];
-    if (!w.is_object()) throw ConfigError("settings section 'cvtasks' must be an object");
-    for (const auto& [k, v] : w.items()) {
-      if (k == "max_message_bytes") {
-        s.worker.max_message_bytes = get_as<size_t>(w, "cvtasks", k);
-      } else if (k == "restore_interval") {
-        s.worker.restore_interval = get_as<double>(w, "cvtasks", k);
-      } else if (k == "beat_lock_timeout") {
-        s.beat.beat_lock_timeout = get_as<double>(w, "cvtasks", k);
-        if (s.beat.beat_lock_timeout < 1)
-          throw ConfigError("setting cvtasks.beat_lock_timeout must be at least 1 (seconds)");
-      } else if (k == "beat_starting_deadline") {
-        if (!w[k].is_null()) {
-          s.beat.beat_starting_deadline = get_as<double>(w, "cvtasks", k);
-          if (*s.beat.beat_starting_deadline < 0)
-            throw ConfigError("setting cvtasks.beat_starting_deadline must not be negative");
-        }
-      } else {
-        throw ConfigError("unknown setting cvtasks." + k);
-      }
-    }
+  // 0 is "no limit", as in Celery (its `if hard:` tests).
+  c.task_time_limit = cj.number("task_time_limit", 0, kMaxSeconds);
+  c.task_soft_time_limit = cj.number("task_soft_time_limit", 0, kMaxSeconds);
+  if (auto v = cj.number("task_default_retry_delay", 0, kMaxSeconds))
+    c.task_default_retry_delay = *v;
+  if (auto v = cj.object("beat_schedule")) c.beat_schedule = *v;
+  // 0 or null: the scheduler's default, as Celery's `max_interval or ...` reads it.
+  if (auto v = cj.number("beat_max_loop_interval", 0, kMaxSeconds); v && *v > 0)
+    c.beat_max_loop_interval = v;
+  if (auto v = cj.word("beat_scheduler")) c.beat_scheduler = *v;
+  if (auto bto = cj.object("broker_transport_options")) {
+    // kombu's transport options are open-ended (sentinel_kwargs, master_name, ...): only the
+    // one this worker reads is checked.
+    SettingsSection t(*bto, "celery.broker_transport_options");
+    if (auto v = t.number("visibility_timeout", 0, kMaxSeconds, true)) c.visibility_timeout = *v;
   }
+  cj.object("result_backend_transport_options");
+  for (const auto& [k, v] : celery_json.items())
+    if (!kKnownCelery.count(k)) s.unknown_celery_keys.push_back(k);
+
+  SettingsSection w(doc.value("cvtasks", json()), "cvtasks");
+  if (auto v = w.integer("max_message_bytes", 1, kMaxMessageBytes))
+    s.worker.max_message_bytes = static_cast<size_t>(*v);
+  if (auto v = w.number("restore_interval", 0, 86400, true)) s.worker.restore_interval = *v;
+  if (auto v = w.number("beat_lock_timeout", 1, 86400)) s.beat.beat_lock_timeout = *v;
+  s.beat.beat_starting_deadline = w.number("beat_starting_deadline", 0, kMaxSeconds);
+  w.reject_unknown();
+  return s;
+}
+
+Settings Settings::overridden(const json& patch) const {
+  json doc = document;
+  doc.merge_patch(patch);
+  Settings s = from_json(doc);
+  s.apply_environment();
   return s;
 }
 

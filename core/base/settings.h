@@ -5,10 +5,19 @@
 //   {"celery":  {<Celery's lower-case setting names: broker_url, task_acks_late, ...>},
 //    "cvtasks": {<our own options, see WorkerOptions and BeatOptions>},
 //    ...sections used by the domain tasks (databases, email, media, schema)}
-// Unknown keys in "cvtasks" are a ConfigError; unknown Celery settings are only listed in
-// Settings::unknown_celery_keys (the worker logs them at debug level), since Django projects
-// carry many Celery settings a worker ignores.
+// One policy for every section (docs/settings.md): each is read once, at start-up, into a typed
+// struct, through SettingsSection below; a wrong type, a value out of its range, or an unknown
+// key in one of OUR sections is a ConfigError naming the key ("setting cvtasks.foo: ..."), which
+// the commands print as their one start-up line. The exception is Celery's own `celery` section:
+// it accepts every Celery setting name, known or not, as Celery does (Django projects carry many
+// a worker ignores); the settings this worker reads are still checked for type and range, and
+// the others are only listed in unknown_celery_keys. This file reads `celery` and `cvtasks`;
+// the domain sections have their typed views beside the code that uses them (django/settings.h:
+// databases, schema; tasks/task_settings.h: email, admins, media, time_zone, tasks).
 #pragma once
+
+#include <cstdint>
+#include <set>
 
 #include <map>
 #include <optional>
@@ -16,6 +25,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "errors.h"
 
 namespace cvtasks {
 
@@ -66,6 +77,48 @@ struct BeatOptions {
   std::optional<double> beat_starting_deadline;     // seconds; a run missed by more is skipped
 };
 
+// Reads one JSON object of the document, typed and range-checked, and remembers which keys it
+// read, so that reject_unknown() can refuse the rest. Every accessor returns nullopt when the
+// key is absent or null, and throws ConfigError naming "<where>.<key>" on a wrong type or a
+// value out of range. Error messages never quote the value of a secret key (is_secret_key).
+// Not thread-safe (used at start-up).
+class SettingsSection {
+ public:
+  // `value` must be an object (or null/absent: an empty section); ConfigError otherwise.
+  SettingsSection(const json& value, std::string where);
+
+  const std::string& where() const { return where_; }
+  bool has(const std::string& key) const;
+  std::optional<std::string> string(const std::string& key);
+  // A string that must not be empty.
+  std::optional<std::string> word(const std::string& key);
+  std::optional<bool> boolean(const std::string& key);
+  // A whole number (JSON integer; 3.0 is refused as Python's int() would not see it) in
+  // [min, max].
+  std::optional<int64_t> integer(const std::string& key, int64_t min, int64_t max);
+  // Any JSON number in [min, max]; with `above_min`, strictly greater than min.
+  std::optional<double> number(const std::string& key, double min, double max,
+                               bool above_min = false);
+  // A member that must be an object (or a list when `list`): returned raw for a nested reader.
+  std::optional<json> object(const std::string& key);
+  std::optional<json> list(const std::string& key);
+  // Any value, unchecked (a value whose shape its reader checks itself).
+  std::optional<json> raw(const std::string& key);
+  // ConfigError "unknown setting <where>.<key>" for the first key no accessor read.
+  void reject_unknown() const;
+
+  // The error for `key`: ConfigError("setting <where>.<key> <what>").
+  ConfigError error(const std::string& key, const std::string& what) const;
+
+ private:
+  const json* find(const std::string& key);
+  std::string shown(const std::string& key, const json& value) const;
+
+  json value_;
+  std::string where_;
+  std::set<std::string> read_;
+};
+
 struct Settings {
   CelerySettings celery;
   WorkerOptions worker;
@@ -85,6 +138,11 @@ struct Settings {
 
   // CELERY_BROKER_URL / CELERY_RESULT_BACKEND, as Celery reads them.
   void apply_environment();
+
+  // This document with `patch` merged in (RFC 7386), parsed again with the same checks and the
+  // environment applied: how command-line options that set a setting (--concurrency ->
+  // celery.worker_concurrency) share its validation. ConfigError as from_json.
+  Settings overridden(const json& patch) const;
 };
 
 // The route for a task name: the first matching task_routes entry, else the default queue.

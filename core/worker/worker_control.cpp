@@ -7,12 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <regex>
 
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "core/base/secrets.h"
 #include "core/broker/redis/redis_connection.h"
 #include "core/broker/redis/redis_url.h"
 #include "worker.h"
@@ -80,22 +80,6 @@ json rusage_dict() {
           {"inblock", u.ru_inblock},   {"oublock", u.ru_oublock},   {"msgsnd", u.ru_msgsnd},
           {"msgrcv", u.ru_msgrcv},     {"nsignals", u.ru_nsignals}, {"nvcsw", u.ru_nvcsw},
           {"nivcsw", u.ru_nivcsw}};
-}
-
-// Celery's conf reply is censored: secrets never leave the worker.
-json censored(const json& conf) {
-  static const std::regex kSecret("API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE",
-                                  std::regex::icase);
-  json out = json::object();
-  for (const auto& [k, v] : conf.items()) {
-    if (v.is_string() && (k == "broker_url" || k == "result_backend"))
-      out[k] = SafeUrl(v.get<std::string>());
-    else if (std::regex_search(k, kSecret))
-      out[k] = "********";
-    else
-      out[k] = v;
-  }
-  return out;
 }
 
 }  // namespace
@@ -188,7 +172,8 @@ std::optional<json> Worker::control(const std::string& method, const json& a) {
   }
   if (method == "add_consumer") return add_consumer(a.value("queue", ""));
   if (method == "cancel_consumer") return cancel_consumer(a.value("queue", ""));
-  if (method == "conf") return censored(settings_.document.value("celery", json::object()));
+  if (method == "conf")  // secrets never leave the worker, at any depth (core/base/secrets.h)
+    return masked_settings(settings_.document.value("celery", json::object()));
   if (method == "report") {
     std::string text = "software -> cvtasks (Celery protocol 2) on " + config_.nodename +
                        "\npid -> " + std::to_string(::getpid()) + "\nconcurrency -> " +

@@ -12,19 +12,21 @@
 - ``WORKER``: options of the worker itself (the document's ``cvtasks`` section).
 - ``TASKS``: options of the domain tasks (the document's ``tasks`` section).
 """
+import json
+import pathlib
+
 from django.conf import settings
 
-QUEUES = {
-    "default": "default",
-    "pdf": "pdf_queue",
-    "email": "email_queue",
-    "analysis": "analysis_queue",
-    "notification": "notification_queue",
-    "cleanup": "cleanup_queue",
-    "statistics": "statistics_queue",
-}
+# --worker-type TYPE -> the queues it consumes. worker_types.json is the one source: the C++
+# binary compiles the same file in (run_celery_worker --worker-types prints it).
+WORKER_TYPE_QUEUES = json.loads(
+    (pathlib.Path(__file__).with_name("worker_types.json")).read_text(encoding="utf-8"))
 
-WORKER_TYPES = ["all", *QUEUES]
+WORKER_TYPES = list(WORKER_TYPE_QUEUES)
+
+# Each task module's worker type names its one queue ("pdf" -> "pdf_queue").
+QUEUES = {worker_type: queues[0] for worker_type, queues in WORKER_TYPE_QUEUES.items()
+          if len(queues) == 1}
 
 # Each proxy module's tasks go to its module's queue.
 DEFAULT_TASK_ROUTES = {

@@ -345,6 +345,8 @@ TEST(BeatEntry, BadEntriesNameTheEntry) {
       {"no task", {{"schedule", 1}}},
       {"no schedule", {{"task", "t"}}},
       {"zero interval", {{"task", "t"}, {"schedule", 0}}},
+      // Range (issue 19 D20's class): 1e300 s overflowed the microsecond count before.
+      {"huge interval", {{"task", "t"}, {"schedule", {{"type", "interval"}, {"seconds", 1e300}}}}},
       {"bad minute", {{"task", "t"}, {"schedule", {{"type", "crontab"}, {"minute", "61"}}}}},
       {"bad zone", {{"task", "t"}, {"schedule", {{"type", "crontab"}, {"timezone", "X/Y"}}}}},
       {"solar", {{"task", "t"}, {"schedule", {{"type", "solar"}}}}},

@@ -151,6 +151,113 @@ INSTANTIATE_TEST_SUITE_P(
         WrongType{R"({"celery": []})", "celery"},
         WrongType{R"({"cvtasks": 1})", "cvtasks"}));
 
+// One validation at start-up, with ranges (issue 19 D14, D20): each document below was
+// accepted before (worker_concurrency 0 or -3 ran nothing; max_message_bytes -1 wrapped to
+// 2**64-1), and is now a ConfigError whose one line names the setting.
+struct OutOfRange {
+  const char* doc;
+  const char* message;  // a fragment of the error
+};
+void PrintTo(const OutOfRange& c, std::ostream* os) { *os << c.doc; }
+
+class SettingsOutOfRange : public ::testing::TestWithParam<OutOfRange> {};
+
+TEST_P(SettingsOutOfRange, ConfigErrorNamesTheSetting) {
+  const std::string msg = expect_config_error(json::parse(GetParam().doc));
+  EXPECT_NE(msg.find(GetParam().message), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, SettingsOutOfRange,
+    ::testing::Values(
+        OutOfRange{R"({"celery": {"worker_concurrency": 0}})", "celery.worker_concurrency must be from 1 to"},
+        OutOfRange{R"({"celery": {"worker_concurrency": -3}})", "celery.worker_concurrency must be from 1 to"},
+        OutOfRange{R"({"celery": {"worker_concurrency": 2.5}})", "celery.worker_concurrency must be a whole number"},
+        OutOfRange{R"({"celery": {"worker_concurrency": "2"}})", "celery.worker_concurrency must be a whole number"},
+        OutOfRange{R"({"celery": {"worker_concurrency": true}})", "celery.worker_concurrency must be a whole number"},
+        OutOfRange{R"({"celery": {"worker_concurrency": 100000}})", "celery.worker_concurrency must be from 1 to 10000"},
+        OutOfRange{R"({"celery": {"worker_prefetch_multiplier": -12}})", "celery.worker_prefetch_multiplier"},
+        OutOfRange{R"({"celery": {"worker_prefetch_multiplier": 4294967297}})", "celery.worker_prefetch_multiplier"},
+        OutOfRange{R"({"celery": {"result_expires": -1}})", "celery.result_expires must be from 0"},
+        OutOfRange{R"({"celery": {"result_expires": 1e300}})", "celery.result_expires must be from 0"},
+        OutOfRange{R"({"celery": {"task_time_limit": -1}})", "celery.task_time_limit"},
+        OutOfRange{R"({"celery": {"task_soft_time_limit": 1e20}})", "celery.task_soft_time_limit"},
+        OutOfRange{R"({"celery": {"task_default_retry_delay": -5}})", "celery.task_default_retry_delay"},
+        OutOfRange{R"({"celery": {"beat_max_loop_interval": -1}})", "celery.beat_max_loop_interval must be from 0"},
+        OutOfRange{R"({"celery": {"broker_transport_options": {"visibility_timeout": 0}}})",
+                   "celery.broker_transport_options.visibility_timeout must be above 0"},
+        OutOfRange{R"({"celery": {"broker_transport_options": {"visibility_timeout": -3600}}})",
+                   "celery.broker_transport_options.visibility_timeout"},
+        OutOfRange{R"({"celery": {"broker_transport_options": "visibility_timeout=10"}})",
+                   "celery.broker_transport_options must be an object"},
+        OutOfRange{R"({"celery": {"result_backend_transport_options": []}})",
+                   "celery.result_backend_transport_options must be an object"},
+        OutOfRange{R"({"celery": {"broker_url": ""}})", "celery.broker_url must not be empty"},
+        OutOfRange{R"({"celery": {"task_default_queue": ""}})", "celery.task_default_queue must not be empty"},
+        OutOfRange{R"({"cvtasks": {"max_message_bytes": -1}})", "cvtasks.max_message_bytes must be from 1 to"},
+        OutOfRange{R"({"cvtasks": {"max_message_bytes": 0}})", "cvtasks.max_message_bytes must be from 1 to"},
+        OutOfRange{R"({"cvtasks": {"max_message_bytes": 18446744073709551615}})", "cvtasks.max_message_bytes"},
+        OutOfRange{R"({"cvtasks": {"max_message_bytes": 1.5}})", "cvtasks.max_message_bytes must be a whole number"},
+        OutOfRange{R"({"cvtasks": {"restore_interval": 0}})", "cvtasks.restore_interval must be above 0"},
+        OutOfRange{R"({"cvtasks": {"restore_interval": "10"}})", "cvtasks.restore_interval must be a number"},
+        OutOfRange{R"({"cvtasks": {"beat_lock_timeout": 0.5}})", "cvtasks.beat_lock_timeout"},
+        OutOfRange{R"({"cvtasks": {"beat_starting_deadline": -1}})", "cvtasks.beat_starting_deadline"},
+        OutOfRange{R"({"cvtasks": {"max_mesage_bytes": 10}})", "unknown setting cvtasks.max_mesage_bytes"},
+        OutOfRange{R"({"cvtasks": []})", "settings section 'cvtasks' must be an object"},
+        OutOfRange{R"({"celery": 3})", "settings section 'celery' must be an object"},
+        OutOfRange{R"({"celry": {}})", "unknown settings section 'celry'"}));
+
+// The edges of each range are accepted.
+TEST(Settings, RangeEdgesAreAccepted) {
+  const Settings s = Settings::from_json(json::parse(R"({
+    "celery": {"worker_concurrency": 1, "worker_prefetch_multiplier": 1, "result_expires": 0,
+               "task_time_limit": 0, "task_soft_time_limit": 0, "task_default_retry_delay": 0,
+               "broker_transport_options": {"visibility_timeout": 0.5, "sentinel_kwargs": {"password": "x"}},
+               "result_backend_transport_options": {"password": "y"}},
+    "cvtasks": {"max_message_bytes": 1, "restore_interval": 0.1, "beat_lock_timeout": 1,
+                "beat_starting_deadline": 0}})"));
+  EXPECT_EQ(s.celery.worker_concurrency, std::optional<int>(1));
+  EXPECT_FALSE(s.celery.result_expires.has_value());
+  EXPECT_DOUBLE_EQ(s.celery.visibility_timeout, 0.5);
+  EXPECT_EQ(s.worker.max_message_bytes, 1u);
+  EXPECT_EQ(Settings::from_json({{"cvtasks", {{"max_message_bytes", 512 * 1024 * 1024}}}})
+                .worker.max_message_bytes,
+            512u * 1024 * 1024);
+  EXPECT_EQ(Settings::from_json({{"celery", {{"worker_concurrency", 10000}}}})
+                .celery.worker_concurrency,
+            std::optional<int>(10000));
+}
+
+// Celery's section takes any Celery setting, known or not, of any shape, as Celery does.
+TEST(Settings, CelerySectionAcceptsEverySettingName) {
+  const Settings s = Settings::from_json(json::parse(
+      R"({"celery": {"worker_max_tasks_per_child": "odd", "some_future_setting": [1, 2]}})"));
+  EXPECT_EQ(s.unknown_celery_keys.size(), 2u);
+}
+
+// A wrong value under a secret key is never quoted back.
+TEST(Settings, ErrorsDoNotQuoteSecrets) {
+  SettingsSection section(json{{"password", 12345678}}, "email");
+  try {
+    section.string("password");
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).find("12345678"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("email.password"), std::string::npos) << e.what();
+  }
+}
+
+// Command-line options that set a setting go through overridden(), so through the same checks.
+TEST(Settings, OverriddenUsesTheSameChecks) {
+  const Settings base = Settings::from_json({{"celery", {{"worker_concurrency", 4}}}});
+  EXPECT_EQ(base.overridden({{"celery", {{"worker_concurrency", 2}}}}).celery.worker_concurrency,
+            std::optional<int>(2));
+  EXPECT_THROW(base.overridden({{"celery", {{"worker_concurrency", 0}}}}), ConfigError);
+  EXPECT_THROW(base.overridden({{"celery", {{"worker_prefetch_multiplier", -12}}}}), ConfigError);
+  EXPECT_EQ(base.overridden(json::object()).celery.worker_concurrency, std::optional<int>(4));
+}
+
 TEST(Settings, LoadFdReadsTheWholeDocumentAndClosesTheDescriptor) {
   ScopedEnv broker("CELERY_BROKER_URL", nullptr);
   int fds[2];

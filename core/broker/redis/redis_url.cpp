@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/base/errors.h"
+#include "core/base/secrets.h"
 #include "core/base/settings.h"
 
 namespace cvtasks {
@@ -116,19 +117,7 @@ bool truthy(const nlohmann::json& value, const std::string& key, const std::stri
 
 }  // namespace
 
-std::string SafeUrl(const std::string& url) {
-  // Wider than the parse on purpose: everything from the first ':' after "//" to the LAST '@'
-  // of the whole URL is hidden. The parse ends the credentials at the last '@' before the first
-  // '/', '?' or '#', but a password holding one of those unescaped (":pa/ss@host") is still a
-  // password, and a log must show no part of it. A URL whose query holds "a@b" is over-masked.
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return url;
-  const auto at = url.rfind('@');
-  if (at == std::string::npos || at < scheme_end + 3) return url;
-  const auto colon = url.find(':', scheme_end + 3);
-  if (colon == std::string::npos || colon > at) return url;  // a user name only: nothing to hide
-  return url.substr(0, colon + 1) + "**" + url.substr(at);
-}
+std::string SafeUrl(const std::string& url) { return masked_url(url); }
 
 std::string RedisUrl::where() const {
   return socket_path.empty() ? host + ":" + std::to_string(port) : "unix:" + socket_path;

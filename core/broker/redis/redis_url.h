@@ -54,7 +54,8 @@ RedisUrl broker_redis_url(const CelerySettings& settings);
 // settings.result_backend (which must be set) with redis_backend_use_ssl.
 RedisUrl backend_redis_url(const CelerySettings& settings);
 
-// The URL with any password replaced by "**", for logs and error messages.
+// The URL with any password replaced by "**", for logs and error messages: masked_url()
+// (core/base/secrets.h), the one masking rule.
 std::string SafeUrl(const std::string& url);
 
 }  // namespace cvtasks

@@ -18,11 +18,9 @@ import time
 
 from celery import Celery
 
-QUEUES = {'default': ['default'], 'pdf': ['pdf_queue'], 'email': ['email_queue'],
-          'analysis': ['analysis_queue'], 'notification': ['notification_queue'],
-          'cleanup': ['cleanup_queue'], 'statistics': ['statistics_queue']}
-QUEUES['all'] = [q for k in ('default', 'pdf', 'email', 'analysis', 'notification', 'cleanup',
-                             'statistics') for q in QUEUES[k]]
+# The worker types' queues, from the one file the bridge and the C++ worker share.
+QUEUES = json.loads(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..',
+                                      'manage_bridge', 'cvtasks', 'worker_types.json')).read())
 
 
 def main():
