@@ -22,6 +22,7 @@ RUN apt-get update \
       build-essential cmake pkg-config \
       libpoco-dev libmariadb-dev libpq-dev nlohmann-json3-dev libsimdjson-dev libspdlog-dev \
       libfmt-dev libsqlitecpp-dev libkainjow-mustache-dev libhowardhinnant-date-dev \
+      zlib1g-dev libbz2-dev liblzma-dev libzstd-dev libbrotli-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/cvtasks
 # The C++ sources only (the directories the top-level CMakeLists adds): a change to the Python

@@ -19,6 +19,9 @@
 #include "core/base/logging.h"
 #include "core/base/settings.h"
 #include "core/broker/broker.h"
+#include "core/broker/redis/control.h"
+#include "core/broker/redis/events.h"
+#include "core/broker/redis/redis_broker.h"
 #include "core/broker/redis/redis_store.h"
 #include "core/broker/redis/redis_url.h"
 #include "core/task/registry.h"
@@ -136,13 +139,20 @@ class WorkerApp final : public cvtasks::CommandApp {
     config.remote_control = !has("without-control");
     const int http_port = has("http-port") ? int_option("http-port", 0, 65535) : -1;  // -1: none
 
-    // Validate URLs before anything starts, so a typo is one clear line.
-    BrokerFactory brokers = make_broker_factory(settings.celery);
-    Worker::StoreFactory stores;
+    // Validate URLs before anything starts, so a typo is one clear line. Redis throughout:
+    // the broker, the result store, remote control and events.
+    const RedisUrl broker_url = broker_redis_url(settings.celery);
+    WorkerTransports transports;
+    transports.brokers = make_broker_factory(broker_url);
+    transports.status_broker = make_broker_factory(broker_url, 2.0);
     if (settings.celery.result_backend) {
       const RedisUrl url = backend_redis_url(settings.celery);
-      stores = [url] { return make_redis_store(url); };
+      transports.stores = [url] { return make_redis_store(url); };
     }
+    transports.pidboxes = make_redis_pidboxes(broker_url);
+    transports.events = make_redis_event_publishers(broker_url);
+    transports.broker_info =
+        broker_connection_info(settings.celery.broker_url, settings.celery.visibility_timeout);
 
     TaskRegistry registry;
     register_domain_tasks(registry, settings);
@@ -163,7 +173,7 @@ class WorkerApp final : public cvtasks::CommandApp {
     for (const auto& n : registry.names()) tasks += "\n  . " + n;
     spdlog::info("[tasks]{}", tasks.empty() ? " (none)" : tasks);
 
-    Worker worker(settings, config, registry, brokers, stores, SystemClock::instance());
+    Worker worker(settings, config, registry, std::move(transports), SystemClock::instance());
     std::unique_ptr<StatusServer> status;
     if (http_port >= 0) {
       const std::string host = value("http-host", "127.0.0.1");

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/base/backoff.h"
 #include "core/base/errors.h"
 
 namespace cvtasks {
@@ -120,7 +121,7 @@ void Outbox::run_rounds(std::unique_lock<std::mutex>& lock, int max_rounds) {
 }
 
 void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& acks) {
-  auto backoff = std::chrono::milliseconds(100);
+  Backoff backoff;
   bool logged = false;
   auto retry = [&](auto&& op) {
     while (true) {
@@ -140,8 +141,7 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
         std::unique_lock lock(mu_);
         if (abandoned_) return false;
       }
-      std::this_thread::sleep_for(backoff);
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      std::this_thread::sleep_for(backoff.next());
     }
   };
   if (!writes.empty() && store_) {

@@ -71,12 +71,16 @@ class Outbox {
   std::thread sender_;
 };
 
-// A KeyValueStore whose writes go through an Outbox; reads are not supported.
+// A write-only KeyValueStore whose writes go through an Outbox: the worker's result path flows
+// one way (task -> ResultBackend -> outbox -> store), and nothing inside the worker reads a
+// result back. Thread-safe (the Outbox is).
 class OutboxStore final : public KeyValueStore {
  public:
   explicit OutboxStore(Outbox& outbox) : outbox_(outbox) {}
+  // Throws BackendError: results are not read through the outbox.
   std::optional<std::string> get(const std::string& key) override;
-  // Always returns true: the SUCCESS guard is applied when the round is sent.
+  // Queues the write and returns true: the SUCCESS guard is applied by the underlying store
+  // when the round is sent (a skipped write is then dropped silently, as Celery's is).
   bool set_unless_success(const std::string& key, const std::string& value,
                           std::optional<double> ttl_s) override;
 

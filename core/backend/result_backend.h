@@ -45,8 +45,9 @@ class KeyValueStore {
   virtual ~KeyValueStore() = default;
   virtual std::optional<std::string> get(const std::string& key) = 0;
   // Writes `value` under `key` with `ttl_s` (none = no expiry) and publishes it on the channel
-  // named like the key, unless the key already holds a SUCCESS meta. Returns false when it
-  // skipped. Atomic: no reader sees the SUCCESS overwritten in between.
+  // named like the key, unless the key already holds a SUCCESS meta. Atomic: no reader sees the
+  // SUCCESS overwritten in between. Returns false when it skipped; a store that defers its
+  // writes (OutboxStore) returns true once the write is queued, and skips it when sending.
   virtual bool set_unless_success(const std::string& key, const std::string& value,
                                   std::optional<double> ttl_s) = 0;
   // The same for several entries, in order (one round trip where the store allows it).

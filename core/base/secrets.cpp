@@ -24,17 +24,17 @@ std::string masked_one_url(std::string_view url, std::string_view mask) {
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) return std::string(url);
   const size_t start = scheme_end + 3;
-  // The authority ends at the first '/', '?' or '#'; within it the user-info ends at the last
-  // '@' (kombu's rule), so "Lk9@Zq7SECRET" in ":Lk9@Zq7SECRET@host" is one password.
-  const size_t end = std::min(url.find_first_of("/?#", start), url.size());
-  const std::string_view authority = url.substr(start, end - start);
-  const auto at = authority.rfind('@');
-  if (at == std::string_view::npos) return std::string(url);
-  const auto colon = authority.find(':');
+  // kombu's parse ends the user-info at the last '@' of the authority, so "Lk9@Zq7SECRET" in
+  // ":Lk9@Zq7SECRET@host" is one password. The mask is wider on purpose: from the first ':' to
+  // the last '@' before the query, since a password holding an unescaped '/' (":pa/ss@host")
+  // is still a password and no part of it may reach a log; a query's "a@b" is left alone.
+  const auto at = url.substr(0, url.find_first_of("?#", start)).rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(url);
+  const auto colon = url.find(':', start);
   if (colon == std::string_view::npos || colon > at) return std::string(url);  // user name only
-  std::string out(url.substr(0, start + colon + 1));
+  std::string out(url.substr(0, colon + 1));
   out += mask;
-  out += url.substr(start + at);
+  out += url.substr(at);
   return out;
 }
 

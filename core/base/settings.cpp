@@ -20,7 +20,10 @@ namespace {
 // Celery settings the worker reads or that are meaningful only to producers/beat and can be
 // accepted silently. task_reject_on_worker_lost is among the latter: it concerns a pool child
 // process dying, and a thread pool has none (a dead worker's messages come back through
-// restore_visible). Anything else in the "celery" section is reported once at start-up.
+// restore_visible). So are the producers' message forms, which the worker reads whatever they
+// say: task_protocol, task_compression and result_compression (which Celery 5.2 applies to the
+// task messages a client publishes, never to stored results). Anything else in the "celery"
+// section is reported once at start-up.
 const std::set<std::string> kKnownCelery = {
     "broker_url", "result_backend", "task_default_queue", "task_routes", "task_acks_late",
     "task_reject_on_worker_lost", "worker_prefetch_multiplier", "worker_concurrency",
@@ -32,7 +35,8 @@ const std::set<std::string> kKnownCelery = {
     "task_default_routing_key", "result_backend_transport_options", "broker_connection_retry",
     "broker_connection_retry_on_startup", "worker_hijack_root_logger", "task_always_eager",
     "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include",
-    "broker_use_ssl", "redis_backend_use_ssl"};
+    "task_protocol", "task_compression", "result_compression", "broker_use_ssl",
+    "redis_backend_use_ssl"};
 
 // Upper bounds of durations (seconds) and sizes: far beyond any real setting, low enough that
 // no arithmetic on them (deadlines, Redis' SETEX, prefetch counts) overflows.

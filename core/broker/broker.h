@@ -7,9 +7,13 @@
 // One Broker object is one connection and is not thread-safe: each thread that talks to the
 // broker owns its own, made by a BrokerFactory. Every method may throw BrokerError; with
 // connection_lost() the caller backs off and calls again (the object reconnects).
+// Implementations: redis/redis_broker.h (kombu's key layout, redis/kombu_keys.h) and
+// memory_broker.h (in-process, for tests).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,34 +22,15 @@
 
 namespace cvtasks {
 
-// kombu's separator between a queue name and its priority step, and the steps.
-inline constexpr const char* kPrioritySep = "\x06\x16";
-inline constexpr int kPrioritySteps[] = {0, 3, 6, 9};
-
-// Where malformed messages go instead of being dropped (capped, newest first).
-inline constexpr const char* kDeadLetterKey = "cvtasks.dead_letter";
-inline constexpr size_t kDeadLetterCap = 10000;
-
-// A message taken off a queue. Unless `malformed` is set it is recorded in `unacked` under
+// A message taken off a queue. Unless `malformed` is set it is recorded as unacked under
 // `tag` and must be acked, requeued or restored. A malformed one (not JSON, no delivery tag,
-// over the size limit) was moved atomically to the dead-letter list instead.
+// over the size limit) was moved atomically to the dead letters instead.
 struct Delivery {
   std::string queue;  // the queue name, without priority suffix
   std::string raw;    // the envelope as received (for malformed ones: at most 512 bytes of it)
   std::string tag;
   bool malformed = false;
 };
-
-// The list a message of `priority` (0-9, lower is served first) goes to.
-std::string priority_list(const std::string& queue, int priority);
-
-// kombu's bindings: the set of exchange `exchange` ("_kombu.binding.<exchange>"), the member
-// that binds a queue to its own direct exchange, and the direct-exchange lookup (the queues
-// among "<routing_key>SEP<pattern>SEP<queue>" members bound with `routing_key`).
-std::string binding_key(const std::string& exchange);
-std::string queue_binding(const std::string& queue);
-std::vector<std::string> bound_queues(const std::vector<std::string>& members,
-                                      const std::string& routing_key);
 
 class Broker {
  public:
@@ -76,8 +61,11 @@ class Broker {
   virtual void requeue(const std::string& tag) = 0;
   // Puts the message back at the head of its queue (served next), marked redelivered.
   virtual void restore(const std::string& tag) = 0;
-  // Moves an unacked message that cannot be processed to the dead-letter list.
+  // Moves an unacked message that cannot be processed to the dead letters (capped, newest
+  // first; kept for an operator, never retried).
   virtual void dead_letter(const std::string& tag) = 0;
+  // Where dead_letter() puts messages, for log lines ("cvtasks.dead_letter" on Redis).
+  virtual std::string dead_letters() const = 0;
   // Publishes an envelope: exchange "" pushes to the list `routing_key`; a named exchange is
   // routed through its _kombu.binding set (no match: dropped, as kombu does, and logged).
   virtual void publish(const std::string& envelope, const std::string& exchange,
@@ -89,15 +77,12 @@ class Broker {
   // now - visibility_timeout. Returns how many were restored (0 if another client holds the
   // mutex).
   virtual size_t restore_visible(double visibility_timeout_s, TimePoint now) = 0;
+  // Messages waiting in each of `queues`, all priority steps together. One round trip: the
+  // /healthz broker check uses it as its ping.
+  virtual std::map<std::string, int64_t> queue_lengths(const std::vector<std::string>& queues) = 0;
 };
 
 using BrokerFactory = std::function<std::unique_ptr<Broker>()>;
 
-// A factory for the URL's scheme (the Redis forms of core/broker/redis/redis_url.h); throws
-// ConfigError for others.
-BrokerFactory make_broker_factory(const std::string& url);
-struct CelerySettings;
-// The same for settings.broker_url, with the broker_use_ssl TLS options.
-BrokerFactory make_broker_factory(const CelerySettings& settings);
 
 }  // namespace cvtasks

@@ -8,7 +8,9 @@
 #include "core/base/codecs.h"
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "envelope.h"
 #include "core/base/utf8.h"
+#include "core/protocol/compression.h"
 
 namespace cvtasks {
 namespace {
@@ -69,11 +71,12 @@ bool json_nesting_within(std::string_view text, size_t limit) {
   return true;
 }
 
-static TaskMessage decode(std::string_view raw, std::string* partial_id);
+static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t max_body_bytes);
 
-TaskMessage decode_task_message(std::string_view raw, std::string* partial_id) {
+TaskMessage decode_task_message(std::string_view raw, std::string* partial_id,
+                                size_t max_body_bytes) {
   try {
-    return decode(raw, partial_id);
+    return decode(raw, partial_id, max_body_bytes);
   } catch (const ProtocolError& e) {
     // nlohmann quotes the bytes it stopped at: a reason in invalid UTF-8 could not be stored.
     throw ProtocolError(valid_utf8(e.what()));
@@ -99,6 +102,20 @@ std::optional<Element> member(const Object& obj, std::string_view key) {
   return found;
 }
 
+// The values of two keys, found in one pass: how the decoder reads `compression` beside `task`
+// without a scan of its own, so a message without compression pays nothing for it.
+std::pair<std::optional<Element>, std::optional<Element>> members(const Object& obj,
+                                                                  std::string_view a,
+                                                                  std::string_view b) {
+  std::pair<std::optional<Element>, std::optional<Element>> found;
+  if (!obj) return found;
+  for (const auto field : *obj) {
+    if (field.key == a) found.first = field.value;
+    else if (field.key == b) found.second = field.value;
+  }
+  return found;
+}
+
 Object object_member(const Object& obj, std::string_view key) {
   const auto v = member(obj, key);
   if (v && v->is_object()) return v->get_object().value_unsafe();
@@ -108,11 +125,14 @@ Object object_member(const Object& obj, std::string_view key) {
 std::string quoted(std::string_view key) { return "'" + std::string(key) + "'"; }
 
 // A header that may be absent or null; any other type is an error.
-std::optional<std::string> opt_string(const Object& obj, std::string_view key) {
-  const auto v = member(obj, key);
+std::optional<std::string> opt_string(const std::optional<Element>& v, std::string_view key) {
   if (!v || v->is_null()) return std::nullopt;
   if (!v->is_string()) throw ProtocolError("header " + quoted(key) + " must be a string");
   return std::string(v->get_string().value_unsafe());
+}
+
+std::optional<std::string> opt_string(const Object& obj, std::string_view key) {
+  return opt_string(member(obj, key), key);
 }
 
 // A property that may be absent (then `fallback`); null or any other type is an error.
@@ -148,6 +168,15 @@ std::optional<bool> opt_bool(const Object& obj, std::string_view key) {
   return std::nullopt;
 }
 
+// Celery's other serializers (pickle, yaml, msgpack) are refused, never decoded (§2.5).
+void check_content_type(const Object& env) {
+  if (const auto ct = member(env, "content-type")) {
+    if (!ct->is_string() || ct->get_string().value_unsafe() != "application/json")
+      throw ProtocolError("refusing content type " + simdjson::to_string(*ct) +
+                          ": only application/json is accepted");
+  }
+}
+
 // Envelopes up to this size are parsed by the thread's own parser, whose buffers grow to the
 // largest envelope it has read; a larger one gets a parser of its own, freed with it.
 constexpr size_t kKeptParserBytes = 64 * 1024;
@@ -158,36 +187,79 @@ simdjson::dom::parser new_parser() {
   return p;
 }
 
+// The message body as JSON: base64-decoded unless body_encoding says otherwise, then
+// decompressed when the headers name kombu's compression (§1.6), which only compressed
+// messages pay for.
+json body_json(const Object& env, const std::optional<Element>& compression, const Object& props,
+               size_t max_body_bytes) {
+  const auto body_value = member(env, "body");
+  if (!body_value || !body_value->is_string()) throw ProtocolError("message body is missing");
+  const std::string_view body_field = body_value->get_string().value_unsafe();
+  std::string body_text;
+  if (string_or(props, "body_encoding", "base64") == "base64") {
+    auto decoded = base64_decode(body_field);
+    if (!decoded) throw ProtocolError("message body is not valid base64");
+    body_text = std::move(*decoded);
+  } else {
+    body_text = body_field;
+  }
+  if (const auto method = opt_string(compression, "compression"))
+    body_text = decompress(*method, body_text, max_body_bytes);
+  if (!json_nesting_within(body_text))
+    throw ProtocolError("message body nests deeper than " + std::to_string(kMaxJsonNesting) +
+                        " levels");
+  try {
+    return json::parse(body_text);
+  } catch (const json::parse_error& e) {
+    throw ProtocolError(std::string("message body is not valid JSON: ") + e.what());
+  }
+}
+
+// A protocol 1 message (§1.6) made into the protocol 2 envelope Celery's worker makes of it
+// (celery.worker.strategy.hybrid_to_proto2): the body's fields become headers, the envelope's
+// own headers override them, and the body becomes [args, kwargs, embed].
+json v1_as_v2_envelope(const Element& env, const Object& h, json body) {
+  if (!body.is_object() || !body.contains("task"))
+    throw ProtocolError("message has no task name (headers.task), and its body is not a "
+                        "protocol 1 task");
+  json headers = json::object();
+  for (const char* key : {"lang", "task", "id", "root_id", "parent_id", "group", "shadow", "eta",
+                          "expires", "argsrepr", "kwargsrepr", "origin"})
+    headers[key] = body.value(key, json(nullptr));
+  headers["retries"] = body.value("retries", json(0));
+  headers["timelimit"] = body.value("timelimit", json::array({nullptr, nullptr}));
+  if (h)
+    for (const auto field : *h)
+      if (field.key != "compression")  // the body handed on is decompressed already
+        headers[std::string(field.key)] = json::parse(simdjson::to_string(field.value));
+  json args = body.value("args", json::array());
+  json kwargs = body.value("kwargs", json::object());
+  if (!args.is_array()) throw ProtocolError("protocol 1 task args must be a list");
+  if (!kwargs.is_object()) throw ProtocolError("protocol 1 task kwargs must be a mapping");
+  // Display only: a protocol 1 producer sends no repr, and an empty one tells inspect nothing.
+  if (!headers["argsrepr"].is_string()) headers["argsrepr"] = python_args_repr(args);
+  if (!headers["kwargsrepr"].is_string()) headers["kwargsrepr"] = python_repr(kwargs);
+  const json embed = {{"callbacks", body.value("callbacks", json(nullptr))},
+                      {"errbacks", body.value("errbacks", json(nullptr))},
+                      {"chain", nullptr},
+                      {"chord", body.value("chord", json(nullptr))}};
+  json envelope = json::parse(simdjson::to_string(env));
+  envelope["headers"] = std::move(headers);
+  envelope["body"] = dump_json(json::array({std::move(args), std::move(kwargs), embed}));
+  if (!envelope["properties"].is_object()) envelope["properties"] = json::object();
+  envelope["properties"]["body_encoding"] = "utf-8";
+  return envelope;
+}
+
 }  // namespace
 
-static TaskMessage decode(std::string_view raw, std::string* partial_id) {
-  // simdjson reads the envelope: with nlohmann's DOM the envelope's parse was a third of the
-  // worker's CPU per task. Message bodies stay nlohmann values (the tasks take those).
-  thread_local simdjson::dom::parser kept = new_parser();
-  std::optional<simdjson::dom::parser> own;
-  simdjson::dom::parser& parser = raw.size() <= kKeptParserBytes ? kept : own.emplace(new_parser());
-  Element root;
-  if (const auto err = parser.parse(raw.data(), raw.size()).get(root)) {
-    // simdjson refuses some JSON that Python's json reads: nesting deeper than kMaxJsonNesting
-    // (which no Celery producer can send) and numbers beyond 64 bits. Such a message is still
-    // rejected, but with its id when it has one, so the client gets its FAILURE.
-    const json loose = json::parse(raw, nullptr, /*allow_exceptions=*/false);
-    if (loose.is_discarded())
-      throw ProtocolError(std::string("envelope is not valid JSON: ") +
-                          simdjson::error_message(err));
-    if (const auto h = loose.find("headers"); loose.is_object() && h != loose.end() &&
-                                              h->is_object() && h->contains("id") &&
-                                              (*h)["id"].is_string())
-      if (partial_id) *partial_id = (*h)["id"].get<std::string>();
-    if (err == simdjson::DEPTH_ERROR)
-      throw ProtocolError("envelope nests deeper than " + std::to_string(kMaxJsonNesting) +
-                          " levels");
-    throw ProtocolError(std::string("envelope is not accepted: ") + simdjson::error_message(err));
-  }
-  if (!root.is_object()) throw ProtocolError("envelope is not a JSON object");
-  const Object env = root.get_object().value_unsafe();
-  const Object h = object_member(env, "headers");
-  if (!h) throw ProtocolError("envelope has no headers (protocol v1 messages are not supported)");
+// The protocol 2 message of `env` (headers `h`, whose task and compression are given), in its
+// own function so that `m` is constructed in place: with the protocol 1 return beside it, the
+// compiler moved the whole TaskMessage out.
+static TaskMessage decode_v2(const Object& env, const Object& h,
+                             const std::optional<Element>& task,
+                             const std::optional<Element>& compression, std::string* partial_id,
+                             size_t max_body_bytes) {
   TaskMessage m;
   if (auto id = opt_string(h, "id")) {
     m.id = *id;
@@ -195,17 +267,13 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id) {
   } else {
     throw ProtocolError("message has no task id (headers.id)");
   }
-  if (auto t = opt_string(h, "task")) {
+  if (auto t = opt_string(task, "task")) {
     m.task = *t;
   } else {
     throw ProtocolError("message has no task name (headers.task)");
   }
 
-  if (const auto ct = member(env, "content-type")) {
-    if (!ct->is_string() || ct->get_string().value_unsafe() != "application/json")
-      throw ProtocolError("refusing content type " + simdjson::to_string(*ct) +
-                          ": only application/json is accepted");
-  }
+  check_content_type(env);
   const Object props = object_member(env, "properties");
 
   m.shadow = opt_string(h, "shadow");
@@ -245,26 +313,7 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id) {
     }
   }
 
-  const auto body_value = member(env, "body");
-  if (!body_value || !body_value->is_string()) throw ProtocolError("message body is missing");
-  const std::string_view body_field = body_value->get_string().value_unsafe();
-  std::string body_text;
-  if (string_or(props, "body_encoding", "base64") == "base64") {
-    auto decoded = base64_decode(body_field);
-    if (!decoded) throw ProtocolError("message body is not valid base64");
-    body_text = std::move(*decoded);
-  } else {
-    body_text = body_field;
-  }
-  if (!json_nesting_within(body_text))
-    throw ProtocolError("message body nests deeper than " + std::to_string(kMaxJsonNesting) +
-                        " levels");
-  json body;
-  try {
-    body = json::parse(body_text);
-  } catch (const json::parse_error& e) {
-    throw ProtocolError(std::string("message body is not valid JSON: ") + e.what());
-  }
+  json body = body_json(env, compression, props, max_body_bytes);
   if (!body.is_array() || body.size() != 3 || !body[0].is_array() || !body[1].is_object())
     throw ProtocolError("message body must be [args, kwargs, embed] (protocol v2)");
   m.args = std::move(body[0]);
@@ -277,6 +326,52 @@ static TaskMessage decode(std::string_view raw, std::string* partial_id) {
     m.chord = embed.value("chord", json(nullptr));
   }
   return m;
+}
+
+static TaskMessage decode(std::string_view raw, std::string* partial_id, size_t max_body_bytes) {
+  // simdjson reads the envelope: with nlohmann's DOM the envelope's parse was a third of the
+  // worker's CPU per task. Message bodies stay nlohmann values (the tasks take those).
+  thread_local simdjson::dom::parser kept = new_parser();
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser& parser = raw.size() <= kKeptParserBytes ? kept : own.emplace(new_parser());
+  Element root;
+  if (const auto err = parser.parse(raw.data(), raw.size()).get(root)) {
+    // simdjson refuses some JSON that Python's json reads: nesting deeper than kMaxJsonNesting
+    // (which no Celery producer can send) and numbers beyond 64 bits. Such a message is still
+    // rejected, but with its id when it has one, so the client gets its FAILURE.
+    const json loose = json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (loose.is_discarded())
+      throw ProtocolError(std::string("envelope is not valid JSON: ") +
+                          simdjson::error_message(err));
+    if (const auto h = loose.find("headers"); loose.is_object() && h != loose.end() &&
+                                              h->is_object() && h->contains("id") &&
+                                              (*h)["id"].is_string())
+      if (partial_id) *partial_id = (*h)["id"].get<std::string>();
+    if (err == simdjson::DEPTH_ERROR)
+      throw ProtocolError("envelope nests deeper than " + std::to_string(kMaxJsonNesting) +
+                          " levels");
+    throw ProtocolError(std::string("envelope is not accepted: ") + simdjson::error_message(err));
+  }
+  if (!root.is_object()) throw ProtocolError("envelope is not a JSON object");
+  const Object env = root.get_object().value_unsafe();
+  const Object h = object_member(env, "headers");
+  // Celery tells the protocols apart as its consumer does: a message without headers.task is
+  // protocol 1, whose task fields are in the body.
+  const auto [task, compression] = members(h, "task", "compression");
+  if (!task) {
+    if (const auto id = opt_string(h, "id"); id && partial_id) *partial_id = *id;
+    check_content_type(env);
+    json body = body_json(env, compression, object_member(env, "properties"), max_body_bytes);
+    if (body.is_object() && body.contains("task"))
+      if (const auto id = body.find("id"); id != body.end() && id->is_string() && partial_id &&
+                                           partial_id->empty())
+        *partial_id = id->get<std::string>();
+    // Built before the recursive call, which reuses this thread's parser and so invalidates
+    // `root` and everything read from it; nothing of them is touched afterwards.
+    const std::string v2 = dump_json(v1_as_v2_envelope(root, h, std::move(body)));
+    return decode(v2, partial_id, max_body_bytes);
+  }
+  return decode_v2(env, h, task, compression, partial_id, max_body_bytes);
 }
 
 std::string encode_task_message(const PublishOptions& o) {
@@ -309,22 +404,10 @@ std::string encode_task_message(const PublishOptions& o) {
       {"ignore_result", o.ignore_result},
   };
   for (const auto& [k, v] : o.extra_headers.items()) headers[k] = v;
-  json properties = {
-      {"correlation_id", id},
-      {"reply_to", o.reply_to},
-      {"delivery_mode", 2},
-      {"delivery_info", {{"exchange", o.exchange}, {"routing_key", o.routing_key}}},
-      {"priority", o.priority},
-      {"body_encoding", "base64"},
-      {"delivery_tag", new_uuid()},
-  };
-  for (const auto& [k, v] : o.extra_properties.items()) properties[k] = v;
-  const json envelope = {{"body", base64_encode(dump_json(body))},
-                         {"content-encoding", "utf-8"},
-                         {"content-type", "application/json"},
-                         {"headers", std::move(headers)},
-                         {"properties", std::move(properties)}};
-  return dump_json(envelope);
+  EnvelopeOptions env{o.exchange, o.routing_key, o.priority, 2,
+                      {{"correlation_id", id}, {"reply_to", o.reply_to}}, o.compression};
+  for (const auto& [k, v] : o.extra_properties.items()) env.extra_properties[k] = v;
+  return encode_envelope(body, std::move(headers), env);
 }
 
 PublishOptions options_from_signature(const json& sig, TimePoint now) {

@@ -1,5 +1,6 @@
 // Celery task protocol v2 over kombu's JSON envelope (docs/protocol.md §1 and §4): decoding what
-// Python producers send and building messages Python workers accept.
+// Python producers send (protocol 1 and compressed bodies too, §1.6) and building messages
+// Python workers accept.
 //
 // Glossary: envelope = kombu's transport message {body, headers, properties, content-*};
 // TaskMessage = the decoded envelope (Celery's `Request` before execution);
@@ -69,13 +70,22 @@ inline constexpr size_t kMaxJsonNesting = 1000;
 // Linear, no allocation: checked before anything walks a parsed value recursively.
 bool json_nesting_within(std::string_view text, size_t limit = kMaxJsonNesting);
 
+// The largest body a compressed message may expand to when the caller names no limit (the
+// worker passes its max_message_bytes, of which this is the default).
+inline constexpr size_t kDefaultMaxBodyBytes = 16 * 1024 * 1024;
+
 // Parses a raw envelope. Throws ProtocolError with a reason (always valid UTF-8, so it can be
 // stored as a result and published as an event); `partial_id` (if given) receives
 // the task id when the headers could be read, so the caller can still store a FAILURE for it.
 // Envelopes or bodies nested deeper than kMaxJsonNesting and times outside years 1-9999 are
 // rejected, and so are envelopes holding a number beyond 64 bits or a double's range anywhere
 // (Python's json reads those, but no field of Celery's carries one).
-TaskMessage decode_task_message(std::string_view raw, std::string* partial_id = nullptr);
+// A body compressed by kombu (header `compression`, see compression.h) is decompressed first;
+// one that would expand beyond `max_body_bytes` is rejected before it is held whole. A message
+// without headers.task is read as protocol 1 (task fields in the body) and decoded into the
+// same TaskMessage a protocol 2 message gives, as Celery's worker does.
+TaskMessage decode_task_message(std::string_view raw, std::string* partial_id = nullptr,
+                                size_t max_body_bytes = kDefaultMaxBodyBytes);
 
 // What a publisher needs to send one task (the apply_async options that matter on the wire).
 struct PublishOptions {
@@ -106,10 +116,13 @@ struct PublishOptions {
   json extra_properties = json::object();  // e.g. replaced_task_nesting for retries
   json extra_headers = json::object();     // apply_async(headers=...): merged into the headers
   std::optional<std::string> argsrepr;     // overrides the "(1, 2)" tuple form of `args`
+  // kombu's compression method or alias (compression.h): the body is compressed and the
+  // header `compression` names it, as `apply_async(compression=...)` does. Absent: plain.
+  std::optional<std::string> compression;
 };
 
 // Builds the envelope string exactly as Celery 5.2's apply_async would
-// (docs/protocol.md §1.1–1.3).
+// (docs/protocol.md §1.1–1.3). Throws ProtocolError for an unknown compression method.
 std::string encode_task_message(const PublishOptions& options);
 
 // Builds PublishOptions from a signature dict (docs/protocol.md §1.4): task, args, kwargs,

@@ -35,7 +35,7 @@ std::optional<double> RateLimit::parse(const std::string& rate) {
   return n / per;
 }
 
-double RateLimit::take(std::chrono::steady_clock::time_point now) {
+double RateLimit::take(MonoTime now) {
   if (last_) {
     const double elapsed = std::chrono::duration<double>(now - *last_).count();
     tokens_ = std::min(1.0, tokens_ + elapsed * per_second_);

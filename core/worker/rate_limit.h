@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include "core/base/clock.h"
+
 namespace cvtasks {
 
 class RateLimit {
@@ -16,12 +18,12 @@ class RateLimit {
 
   explicit RateLimit(double per_second) : per_second_(per_second) {}
   // Takes a token when one is there (returns 0), else returns the seconds until one is.
-  double take(std::chrono::steady_clock::time_point now);
+  double take(MonoTime now);
 
  private:
   double per_second_;
   double tokens_ = 1;
-  std::optional<std::chrono::steady_clock::time_point> last_;
+  std::optional<MonoTime> last_;
 };
 
 }  // namespace cvtasks

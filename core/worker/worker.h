@@ -8,13 +8,16 @@
 // Pool threads and waiters are one kind of thread in two roles: a waiter whose take finds a
 // pool thread idle runs the task itself and the idle thread takes over the wait, so a task that
 // arrives at an idle worker crosses no thread hand-off. At most `concurrency` tasks run at any
-// moment. Every Redis call is retried while the connection is lost: the worker logs it and
-// resumes, and never exits or stops consuming because Redis went away.
+// moment. Every broker call is retried while the connection is lost: the worker logs it and
+// resumes, and never exits or stops consuming because the broker went away.
 //
-// Observability (docs/protocol.md §7, §8): a Pidbox thread answers remote control
-// (worker_control.cpp), an EventDispatcher thread sends worker heartbeats and, when enabled,
-// task events; Metrics counts tasks for /metrics; healthz()/metrics_page() serve the optional
-// HTTP port.
+// The worker sees only interfaces (WorkerTransports): Broker, the result store, the Pidbox and
+// the EventPublisher, and the injected Clock for every reading of time (wall and monotonic).
+// run_celery_worker wires Redis; the unit tests wire the in-memory transport and a ManualClock.
+//
+// Observability (docs/protocol.md §7, §8): a Pidbox answers remote control (worker_control.cpp), an
+// EventDispatcher thread sends worker heartbeats and, when enabled, task events; Metrics
+// counts tasks for /metrics; healthz()/metrics_page() serve the optional HTTP port.
 //
 // Shutdown: stop(false) is warm (stop taking, give back reserved and ETA-held messages,
 // finish running tasks); stop(true) is cold (running tasks are abandoned: acks_late ones are
@@ -40,13 +43,15 @@
 #include "core/base/clock.h"
 #include "core/base/settings.h"
 #include "core/broker/broker.h"
-#include "core/broker/redis/control.h"
-#include "core/broker/redis/events.h"
+#include "core/broker/control.h"
+#include "core/broker/events.h"
 #include "core/task/registry.h"
 #include "core/task/tracer.h"
+#include "control_panel.h"
 #include "http_status.h"
 #include "metrics.h"
 #include "rate_limit.h"
+#include "revoked_set.h"
 
 namespace cvtasks {
 
@@ -60,12 +65,27 @@ struct WorkerConfig {
   bool remote_control = true;   // answer celery inspect/control (--without-control)
 };
 
+// What the worker talks to. Each factory is called on the thread that uses what it makes.
+struct WorkerTransports {
+  using StoreFactory = std::function<std::unique_ptr<KeyValueStore>()>;
+  BrokerFactory brokers;        // one per thread that takes, acks or publishes
+  BrokerFactory status_broker;  // /healthz and queue lengths (short timeouts); empty: brokers
+  StoreFactory stores;          // empty: no result backend configured, nothing is stored
+  PidboxFactory pidboxes;       // used unless WorkerConfig::remote_control is off
+  EventPublisherFactory events;
+  // kombu's Connection.info() of the broker, as `inspect stats` shows it under "broker" (the
+  // transport knows its URL's parts; the worker passes it on). Empty: null.
+  json broker_info;
+  // Called by stop(): ends the broker waits of the waiter threads early where the transport
+  // can (the in-memory one); empty: waits end within their timeout (Redis, 0.5 s).
+  std::function<void()> end_waits;
+};
+
 class Worker {
  public:
-  using StoreFactory = std::function<std::unique_ptr<KeyValueStore>()>;
-  // `stores` may be empty (no result backend configured: nothing is stored).
+  using StoreFactory = WorkerTransports::StoreFactory;
   Worker(const Settings& settings, WorkerConfig config, const TaskRegistry& registry,
-         BrokerFactory brokers, StoreFactory stores, const Clock& clock);
+         WorkerTransports transports, const Clock& clock);
   ~Worker();
 
   // Starts all threads, then blocks until stop() and the shutdown are done.
@@ -73,6 +93,9 @@ class Worker {
   void stop(bool cold);
   // True when a task thread could not be stopped and was left behind (exit with _exit).
   bool has_stray_threads() const { return stray_threads_ > 0; }
+  // The clock jumped (a ManualClock advanced): the timer looks at ETAs, limits and refresh
+  // times now instead of at its next pass (at most 250 ms later). Thread-safe.
+  void clock_moved();
 
   // A remote control command (docs/protocol.md §7.3): the reply value, or nullopt when none is
   // sent (shutdown, heartbeat). Unknown methods get Celery's error reply. Thread-safe; runs on
@@ -172,34 +195,39 @@ class Worker {
   // After claim_running() and recording the outcome: acks it and replaces the pool thread.
   void replace_thread(const JobPtr& job);
 
-  // Remote control commands (worker_control.cpp).
+  // Remote control commands (worker_control.cpp): registers each in panel_.
+  void register_control_commands();
   json request_info(const Job& job) const;
+  json set_time_limit(const json& arguments);
+  json set_rate_limit(const json& arguments);
   json revoke(const json& ids, bool terminate, const json& signal);
   json stats();
   json add_consumer(const std::string& queue);
   json cancel_consumer(const std::string& queue);
-  std::map<std::string, int64_t> queue_lengths();  // throws when Redis is unreachable
+  std::map<std::string, int64_t> queue_lengths();  // throws when the broker is unreachable
 
   const Settings& settings_;
   WorkerConfig config_;
   const TaskRegistry& registry_;
-  BrokerFactory brokers_;
+  WorkerTransports transports_;
+  BrokerFactory& brokers_ = transports_.brokers;
   const Clock& clock_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<ResultBackend> backend_;  // writes through outbox_; null: no backend
   std::mutex fetch_mu_;                     // one take at a time keeps the prefetch limit
 
   LamportClock lamport_;
+  ControlPanel panel_;  // filled by the constructor, read-only afterwards
   Metrics metrics_;
   std::unique_ptr<EventDispatcher> events_;  // null: no heartbeat and no task events
   std::unique_ptr<Pidbox> pidbox_;           // null: remote control off
   std::unique_ptr<Broker> control_broker_;   // the pidbox thread's, made on first use
-  std::mutex status_mu_;                     // guards status_conn_
-  std::unique_ptr<class RedisConnection> status_conn_;  // /healthz and queue lengths
+  std::mutex status_mu_;                     // guards status_broker_
+  std::unique_ptr<Broker> status_broker_;    // /healthz and queue lengths, made on first use
   std::atomic<uint64_t> processed_{0};
-  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
-  std::atomic<std::chrono::steady_clock::rep> timer_tick_{0};    // last timer loop pass
-  std::atomic<std::chrono::steady_clock::rep> last_progress_{0};  // last task start or end
+  const MonoTime started_;
+  std::atomic<MonoTime::rep> timer_tick_{0};     // last timer loop pass
+  std::atomic<MonoTime::rep> last_progress_{0};  // last task start or end
 
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;   // run(): stop requested
@@ -215,16 +243,14 @@ class Worker {
   std::set<std::string> waiters_;    // queues with a waiter (or one in orphans_)
   std::deque<std::string> orphans_;  // queues whose waiter went to the pool: the next idle
                                      // pool thread becomes their waiter
-  // Celery's revoked set: ids in arrival order, capped, honoured when their messages arrive.
-  std::unordered_map<std::string, double> revoked_;  // id -> epoch revoked
-  std::deque<std::string> revoked_order_;
+  RevokedSet revoked_;  // honoured when their messages arrive
   std::map<std::string, RateLimit> rate_limits_;      // by task name (rate_limit command)
   std::map<std::string, std::pair<std::optional<double>, std::optional<double>>>
       time_limits_;  // by task name: soft, hard (time_limit command)
   int idle_pool_threads_ = 0;  // > 0: the waiters block on the queues
   bool queues_drained_ = false;  // the last take got less than it asked for
   size_t reserved_ = 0;  // prefetch slots held by waiters for the take that ends their wait
-  std::chrono::steady_clock::time_point last_idle_poll_;
+  MonoTime last_idle_poll_;
   size_t acked_count_ = 0;    // acks posted; wakes pool threads waiting for room
   int waiting_for_room_ = 0;
   bool stopping_ = false;

@@ -1,9 +1,8 @@
-// The worker's remote control commands (Celery's celery/worker/control.py Panel), its
-// /healthz and /metrics pages. Runs on the pidbox and HTTP threads, never on the pool: it only
-// reads and edits the worker's state under mu_, and talks to Redis on its own connections.
+// The worker's remote control commands (Celery's celery/worker/control.py Panel), each a
+// handler registered in the ControlPanel. Runs on the pidbox thread, never on the pool: it only
+// reads and edits the worker's state under mu_, and talks to the broker on its own connection.
 #include <signal.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,17 +10,13 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
-#include "core/base/isotime.h"
 #include "core/base/secrets.h"
-#include "core/broker/redis/redis_connection.h"
-#include "core/broker/redis/redis_url.h"
+#include "core/base/isotime.h"
 #include "worker.h"
 #include "worker_job.h"
 
 namespace cvtasks {
 namespace {
-
-constexpr size_t kMaxRevoked = 50000;  // Celery's revoked set keeps this many ids
 
 // A signal given by name ("SIGKILL", "KILL") or number, as celery control terminate takes it.
 int parse_signal(const json& sig) {
@@ -70,17 +65,6 @@ json queue_dict(const std::string& name) {
           {"max_length_bytes", nullptr}, {"max_priority", nullptr}};
 }
 
-json rusage_dict() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
-  return {{"utime", secs(u.ru_utime)}, {"stime", secs(u.ru_stime)}, {"maxrss", u.ru_maxrss},
-          {"ixrss", u.ru_ixrss},       {"idrss", u.ru_idrss},       {"isrss", u.ru_isrss},
-          {"minflt", u.ru_minflt},     {"majflt", u.ru_majflt},     {"nswap", u.ru_nswap},
-          {"inblock", u.ru_inblock},   {"oublock", u.ru_oublock},   {"msgsnd", u.ru_msgsnd},
-          {"msgrcv", u.ru_msgrcv},     {"nsignals", u.ru_nsignals}, {"nvcsw", u.ru_nvcsw},
-          {"nivcsw", u.ru_nivcsw}};
-}
 
 }  // namespace
 
@@ -103,126 +87,158 @@ json Worker::request_info(const Job& job) const {
           {"worker_pid", started ? json(::getpid()) : json(nullptr)}};
 }
 
-std::optional<json> Worker::control(const std::string& method, const json& a) {
-  if (method == "ping") return ok_reply("pong");
-  if (method == "clock") return json{{"clock", lamport_.value()}};
-  if (method == "heartbeat") {
-    events_->heartbeat_now();
-    return std::nullopt;
-  }
-  if (method == "shutdown") {
-    spdlog::warn("Got shutdown from remote");
-    stop(false);
-    return std::nullopt;  // Celery never answers shutdown (docs/protocol.md §7.3)
-  }
-  if (method == "enable_events" || method == "disable_events") {
-    const bool on = method == "enable_events";
-    const bool was = events_->task_events();
-    events_->set_task_events(on);
-    if (on != was) spdlog::info("Events of group {{task}} {}.", on ? "enabled" : "disabled");
-    return ok_reply(std::string("task events ") + (on == was ? "already " : "") +
-                    (on ? "enabled" : "disabled"));
-  }
-  if (method == "registered") {
+std::optional<json> Worker::control(const std::string& method, const json& arguments) {
+  return panel_.dispatch(method, arguments);
+}
+
+void Worker::register_control_commands() {
+  ControlPanel& p = panel_;
+  // ---- inspect
+  p.add("ping", [](const json&) { return ok_reply("pong"); });
+  p.add("clock", [this](const json&) { return json{{"clock", lamport_.value()}}; });
+  p.add("registered", [this](const json&) {
     json names = json::array();
     for (const auto& n : registry_.names()) names.push_back(n);
     return names;
-  }
-  if (method == "active" || method == "reserved" || method == "scheduled" ||
-      method == "query_task" || method == "revoked") {
+  });
+  p.add("active", [this](const json&) {
     std::lock_guard lock(mu_);
     json out = json::array();
-    if (method == "active") {
-      for (const auto& j : running_) out.push_back(request_info(*j));
-    } else if (method == "reserved") {
-      // Celery lists every prefetched request not yet started, ETA ones included.
-      for (const auto& j : ready_) out.push_back(request_info(*j));
-      for (const auto& [eta, j] : held_) out.push_back(request_info(*j));
-    } else if (method == "scheduled") {
+    for (const auto& j : running_) out.push_back(request_info(*j));
+    return out;
+  });
+  p.add("reserved", [this](const json&) {
+    // Celery lists every prefetched request not yet started, ETA ones included.
+    std::lock_guard lock(mu_);
+    json out = json::array();
+    for (const auto& j : ready_) out.push_back(request_info(*j));
+    for (const auto& [eta, j] : held_) out.push_back(request_info(*j));
+    return out;
+  });
+  p.add("scheduled", [this](const json&) {
+    std::lock_guard lock(mu_);
+    json out = json::array();
+    for (const auto& [eta, j] : held_)
+      if (!j->rate_limited)
+        out.push_back({{"eta", format_iso8601_utc(eta)},
+                       {"priority", j->msg.priority},
+                       {"request", request_info(*j)}});
+    return out;
+  });
+  p.add("query_task", [this](const json& a) {
+    std::lock_guard lock(mu_);
+    json out = json::object();
+    for (const auto& id : id_list(a.value("ids", json::array()))) {
+      for (const auto& j : running_)
+        if (j->msg.id == id) out[id] = {"active", request_info(*j)};
+      for (const auto& j : ready_)
+        if (j->msg.id == id) out[id] = {"reserved", request_info(*j)};
       for (const auto& [eta, j] : held_)
-        if (!j->rate_limited)
-          out.push_back({{"eta", format_iso8601_utc(eta)},
-                         {"priority", j->msg.priority},
-                         {"request", request_info(*j)}});
-    } else if (method == "revoked") {
-      for (const auto& id : revoked_order_) out.push_back(id);
-    } else {
-      out = json::object();
-      for (const auto& id : id_list(a.value("ids", json::array()))) {
-        for (const auto& j : running_)
-          if (j->msg.id == id) out[id] = {"active", request_info(*j)};
-        for (const auto& j : ready_)
-          if (j->msg.id == id) out[id] = {"reserved", request_info(*j)};
-        for (const auto& [eta, j] : held_)
-          if (j->msg.id == id) out[id] = {"reserved", request_info(*j)};
-      }
+        if (j->msg.id == id) out[id] = {"reserved", request_info(*j)};
     }
     return out;
-  }
-  if (method == "revoke" || method == "terminate")
-    return revoke(a.value("task_id", json(nullptr)),
-                  method == "terminate" || a.value("terminate", false),
-                  a.value("signal", json(nullptr)));
-  if (method == "stats") return stats();
-  if (method == "active_queues") {
+  });
+  p.add("revoked", [this](const json&) {
+    std::lock_guard lock(mu_);
+    json out = json::array();
+    for (const auto& id : revoked_.ids()) out.push_back(id);
+    return out;
+  });
+  p.add("stats", [this](const json&) { return stats(); });
+  p.add("active_queues", [this](const json&) {
     std::lock_guard lock(mu_);
     json out = json::array();
     for (const auto& q : queues_) out.push_back(queue_dict(q));
     return out;
-  }
-  if (method == "add_consumer") return add_consumer(a.value("queue", ""));
-  if (method == "cancel_consumer") return cancel_consumer(a.value("queue", ""));
-  if (method == "conf")  // secrets never leave the worker, at any depth (core/base/secrets.h)
+  });
+  p.add("conf", [this](const json&) {  // secrets never leave the worker, at any depth
     return masked_settings(settings_.document.value("celery", json::object()));
-  if (method == "report") {
+  });
+  p.add("report", [this](const json&) {
     std::string text = "software -> cvtasks (Celery protocol 2) on " + config_.nodename +
                        "\npid -> " + std::to_string(::getpid()) + "\nconcurrency -> " +
                        std::to_string(config_.concurrency) + " threads\nbroker -> " +
-                       SafeUrl(settings_.celery.broker_url) + "\n";
+                       masked_url(settings_.celery.broker_url) + "\n";
     return ok_reply(text);
-  }
-  if (method == "time_limit" || method == "rate_limit") {
-    const std::string name = a.value("task_name", "");
-    if (!registry_.find(name)) {
-      spdlog::error("Change {} attempt for unknown task {}", method, name);
-      return error_reply("unknown task");
-    }
-    if (method == "time_limit") {
-      auto limit = [&](const char* key) -> std::optional<double> {
-        const json v = a.value(key, json(nullptr));
-        return v.is_number() ? std::optional<double>(v.get<double>()) : std::nullopt;
-      };
-      std::lock_guard lock(mu_);
-      time_limits_[name] = {limit("soft"), limit("hard")};
-      spdlog::info("New time limits for tasks of type {}: soft {} hard {}", name,
-                   a.value("soft", json(nullptr)).dump(), a.value("hard", json(nullptr)).dump());
-      return ok_reply("time limits set successfully");
-    }
-    const json rate = a.value("rate_limit", json(nullptr));
-    std::optional<double> per_second;
-    try {
-      per_second = RateLimit::parse(rate.is_string() ? rate.get<std::string>()
-                                    : rate.is_number() ? rate.dump()
-                                                       : std::string());
-    } catch (const ConfigError& e) {
-      return error_reply(e.what());
-    }
+  });
+  p.add("hello", [this](const json& a) -> json {
+    if (a.value("from_node", "") == config_.nodename) return nullptr;
     std::lock_guard lock(mu_);
-    if (!per_second) {
-      rate_limits_.erase(name);
-      return ok_reply("rate limit disabled successfully");
-    }
-    rate_limits_.insert_or_assign(name, RateLimit(*per_second));
-    return ok_reply("new rate limit set successfully");
+    return json{{"revoked", revoked_.to_hello()}, {"clock", lamport_.value()}};
+  });
+
+  // ---- control
+  p.add("heartbeat", [this](const json&) -> std::optional<json> {
+    events_->heartbeat_now();
+    return std::nullopt;
+  });
+  p.add("shutdown", [this](const json&) -> std::optional<json> {
+    spdlog::warn("Got shutdown from remote");
+    stop(false);
+    return std::nullopt;  // Celery never answers shutdown (docs/protocol.md §7.3)
+  });
+  for (const bool on : {true, false}) {
+    p.add(on ? "enable_events" : "disable_events", [this, on](const json&) {
+      const bool was = events_->task_events();
+      events_->set_task_events(on);
+      if (on != was) spdlog::info("Events of group {{task}} {}.", on ? "enabled" : "disabled");
+      return ok_reply(std::string("task events ") + (on == was ? "already " : "") +
+                      (on ? "enabled" : "disabled"));
+    });
   }
-  if (method == "hello") {
-    if (a.value("from_node", "") == config_.nodename) return json(nullptr);
-    std::lock_guard lock(mu_);
-    json revoked = json::object();
-    for (const auto& [id, when] : revoked_) revoked[id] = {when, id};
-    return json{{"revoked", revoked}, {"clock", lamport_.value()}};
+  p.add("revoke", [this](const json& a) {
+    return revoke(a.value("task_id", json(nullptr)), a.value("terminate", false),
+                  a.value("signal", json(nullptr)));
+  });
+  p.add("terminate", [this](const json& a) {
+    return revoke(a.value("task_id", json(nullptr)), true, a.value("signal", json(nullptr)));
+  });
+  p.add("add_consumer", [this](const json& a) { return add_consumer(a.value("queue", "")); });
+  p.add("cancel_consumer",
+        [this](const json& a) { return cancel_consumer(a.value("queue", "")); });
+  p.add("time_limit", [this](const json& a) { return set_time_limit(a); });
+  p.add("rate_limit", [this](const json& a) { return set_rate_limit(a); });
+}
+
+json Worker::set_time_limit(const json& a) {
+  const std::string name = a.value("task_name", "");
+  if (!registry_.find(name)) {
+    spdlog::error("Change time_limit attempt for unknown task {}", name);
+    return error_reply("unknown task");
   }
-  return error_reply("KeyError('" + method + "')");
+  auto limit = [&](const char* key) -> std::optional<double> {
+    const json v = a.value(key, json(nullptr));
+    return v.is_number() ? std::optional<double>(v.get<double>()) : std::nullopt;
+  };
+  std::lock_guard lock(mu_);
+  time_limits_[name] = {limit("soft"), limit("hard")};
+  spdlog::info("New time limits for tasks of type {}: soft {} hard {}", name,
+               a.value("soft", json(nullptr)).dump(), a.value("hard", json(nullptr)).dump());
+  return ok_reply("time limits set successfully");
+}
+
+json Worker::set_rate_limit(const json& a) {
+  const std::string name = a.value("task_name", "");
+  if (!registry_.find(name)) {
+    spdlog::error("Change rate_limit attempt for unknown task {}", name);
+    return error_reply("unknown task");
+  }
+  const json rate = a.value("rate_limit", json(nullptr));
+  std::optional<double> per_second;
+  try {
+    per_second = RateLimit::parse(rate.is_string()   ? rate.get<std::string>()
+                                  : rate.is_number() ? rate.dump()
+                                                     : std::string());
+  } catch (const ConfigError& e) {
+    return error_reply(e.what());
+  }
+  std::lock_guard lock(mu_);
+  if (!per_second) {
+    rate_limits_.erase(name);
+    return ok_reply("rate limit disabled successfully");
+  }
+  rate_limits_.insert_or_assign(name, RateLimit(*per_second));
+  return ok_reply("new rate limit set successfully");
 }
 
 json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
@@ -232,14 +248,7 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
   std::vector<JobPtr> discard, kill;
   {
     std::lock_guard lock(mu_);
-    const double now = to_epoch(clock_.now());
-    for (const auto& id : ids) {
-      if (revoked_.emplace(id, now).second) revoked_order_.push_back(id);
-    }
-    while (revoked_order_.size() > kMaxRevoked) {
-      revoked_.erase(revoked_order_.front());
-      revoked_order_.pop_front();
-    }
+    revoked_.add(ids, to_epoch(clock_.now()));
     auto wanted = [&](const JobPtr& j) {
       return std::find(ids.begin(), ids.end(), j->msg.id) != ids.end();
     };
@@ -285,46 +294,6 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
   return ok_reply("tasks " + join(ids) + " flagged as revoked");
 }
 
-json Worker::stats() {
-  json total = json::object();
-  for (const auto& [name, n] : metrics_.started_by_name()) total[name] = n;
-  const RedisUrl url = broker_redis_url(settings_.celery);
-  auto zero_if_none = [](const std::optional<double>& v) { return v.value_or(0); };
-  return {{"total", total},
-          {"pid", ::getpid()},
-          {"clock", std::to_string(lamport_.value())},
-          {"uptime", std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::steady_clock::now() - started_)
-                         .count()},
-          {"pool",
-           {{"max-concurrency", config_.concurrency},
-            {"processes", json::array({::getpid()})},
-            {"max-tasks-per-child", "N/A"},
-            {"put-guarded-by-semaphore", false},
-            {"timeouts",
-             {zero_if_none(settings_.celery.task_soft_time_limit),
-              zero_if_none(settings_.celery.task_time_limit)}},
-            {"implementation", "cvtasks threads"}}},
-          {"broker",
-           {{"hostname", url.host},
-            {"userid", url.username.empty() ? json(nullptr) : json(url.username)},
-            {"virtual_host", std::to_string(url.db)},
-            {"port", url.port},
-            {"insist", false},
-            {"ssl", false},
-            {"transport", "redis"},
-            {"connect_timeout", 5},
-            {"transport_options",
-             {{"visibility_timeout", settings_.celery.visibility_timeout}}},
-            {"login_method", nullptr},
-            {"uri_prefix", nullptr},
-            {"heartbeat", 0},
-            {"failover_strategy", "round-robin"},
-            {"alternates", json::array()}}},
-          {"prefetch_count", prefetch_count()},
-          {"rusage", rusage_dict()}};
-}
-
 json Worker::add_consumer(const std::string& queue) {
   if (queue.empty()) return error_reply("no queue given");
   {
@@ -352,96 +321,6 @@ json Worker::cancel_consumer(const std::string& queue) {
   arm_cv_.notify_all();  // its waiter notices and ends
   spdlog::info("No longer consuming from {}", queue);
   return ok_reply("no longer consuming from " + queue);
-}
-
-std::map<std::string, int64_t> Worker::queue_lengths() {
-  std::vector<std::string> queues;
-  {
-    std::lock_guard lock(mu_);
-    queues = queues_;
-  }
-  std::lock_guard lock(status_mu_);
-  if (!status_conn_)
-    status_conn_ = std::make_unique<RedisConnection>(broker_redis_url(settings_.celery),
-                                                     2.0);
-  std::vector<Command> cmds;
-  for (const auto& q : queues)
-    for (int step : kPrioritySteps) cmds.push_back({"LLEN", priority_list(q, step)});
-  const auto replies = status_conn_->pipeline(cmds);
-  std::map<std::string, int64_t> out;
-  for (size_t i = 0; i < replies.size(); ++i)
-    out[queues[i / std::size(kPrioritySteps)]] += replies[i].integer;
-  return out;
-}
-
-StatusPage Worker::healthz() {
-  json checks = json::object();
-  bool ok = true;
-  try {
-    queue_lengths();  // a round trip: the broker answers
-    checks["broker"] = "ok";
-  } catch (const Error& e) {
-    checks["broker"] = std::string("unreachable: ") + e.what();
-    ok = false;
-  }
-  const auto now = std::chrono::steady_clock::now();
-  const auto since = [&](const std::atomic<std::chrono::steady_clock::rep>& t) {
-    return std::chrono::duration<double>(now.time_since_epoch() -
-                                         std::chrono::steady_clock::duration(t.load()))
-        .count();
-  };
-  // The timer passes every 250 ms; a stuck timer means ETAs, limits and visibility stop too.
-  const double tick_age = since(timer_tick_);
-  bool stopping;
-  size_t waiting;
-  int live;
-  {
-    std::lock_guard lock(mu_);
-    stopping = stopping_;
-    waiting = ready_.size();
-    live = live_pool_threads_;
-  }
-  if (stopping) {
-    checks["consumer"] = "shutting down";
-    ok = false;
-  } else if (tick_age > 10) {
-    checks["consumer"] = "timer silent for " + std::to_string(static_cast<int>(tick_age)) + " s";
-    ok = false;
-  } else {
-    checks["consumer"] = "ok";
-  }
-  // Wedged: tasks wait while no task started or finished for 5 minutes (every pool thread
-  // stuck, or gone).
-  const double progress_age = last_progress_.load() ? since(last_progress_) : since(timer_tick_);
-  if (live < config_.concurrency) {
-    checks["pool"] = std::to_string(live) + " of " + std::to_string(config_.concurrency) +
-                     " pool threads alive";
-    ok = false;
-  } else if (waiting > 0 && progress_age > 300) {
-    checks["pool"] = std::to_string(waiting) + " task(s) waiting, none started or finished for " +
-                     std::to_string(static_cast<int>(progress_age)) + " s";
-    ok = false;
-  } else {
-    checks["pool"] = "ok";
-  }
-  json body = {{"status", ok ? "ok" : "unhealthy"}, {"hostname", config_.nodename},
-               {"checks", checks}};
-  return {ok ? 200 : 503, "application/json", body.dump() + "\n"};
-}
-
-StatusPage Worker::metrics_page() {
-  Metrics::Gauges g;
-  try {
-    g.queue_lengths = queue_lengths();
-  } catch (const Error&) {
-    g.up = false;  // lengths left out, celery_worker_up 0
-  }
-  {
-    std::lock_guard lock(mu_);
-    g.active = static_cast<int>(running_.size());
-    if (stopping_) g.up = false;
-  }
-  return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(g)};
 }
 
 }  // namespace cvtasks

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import uuid
+import zlib
 
 DIAG = 'cvtasks.diagnostics.'
 DEAD, DEAD_FAILURE = 'DEAD', 'DEAD_FAILURE'
@@ -72,6 +73,27 @@ def _raw_header(raw_value):
     e = envelope(DIAG + 'add', (1, 2))
     e['headers']['x-raw'] = 'PLACEHOLDER'
     return e['headers']['id'], _dump(e).replace(b'"PLACEHOLDER"', raw_value.encode())
+
+
+def _compressed(raw_body, method='application/x-gzip', args=(1, 2)):
+    """An add(*args) whose body is `raw_body` (already compressed) under header `compression`."""
+    e = envelope(DIAG + 'add', args, body=raw_body)
+    e['headers']['compression'] = method
+    return e['headers']['id'], _dump(e)
+
+
+def _protocol1(task=DIAG + 'add', args=(1, 2)):
+    """A protocol 1 message as Celery 5.2 with task_protocol=1 pushes it (docs/protocol.md
+    §1.6): no task headers, the fields in the body."""
+    e = envelope(task, args)
+    tid = e['headers']['id']
+    e['headers'] = {}
+    e['body'] = base64.b64encode(json.dumps({
+        'task': task, 'id': tid, 'args': list(args), 'kwargs': {}, 'group': None,
+        'group_index': None, 'retries': 0, 'eta': None, 'expires': None, 'utc': True,
+        'callbacks': None, 'errbacks': None, 'timelimit': [None, None], 'taskset': None,
+        'chord': None}).encode()).decode()
+    return tid, _dump(e)
 
 
 def _nested(depth):
@@ -135,6 +157,18 @@ def cases():
         _with(lambda e: e['headers'].update({'x-junk': 'A' * (2 << 20)})), 'SUCCESS')
     add('many headers (50 000 keys)', _with(
         lambda e: e['headers'].update({'x-%d' % i: i for i in range(50000)})), 'SUCCESS')
+    plain = json.dumps([[1, 2], {}, {}]).encode()
+    add('compressed body (zlib), a legitimate message', _compressed(zlib.compress(plain)),
+        'SUCCESS')
+    add('protocol 1 message, a legitimate one', _protocol1(), 'SUCCESS')
+    add('compression bomb: 20 MB of spaces zlib-compressed, over max_message_bytes',
+        _compressed(zlib.compress(b'[[1, 2], {}, {}]' + b' ' * (20 << 20), 9)), DEAD_FAILURE)
+    add('compression unknown (snappy)', _compressed(plain, 'application/x-snappy'),
+        DEAD_FAILURE)
+    add('compressed body truncated', _compressed(zlib.compress(plain)[:-4]), DEAD_FAILURE)
+    add('compressed body is not compressed', _compressed(plain, 'application/x-bz2'),
+        DEAD_FAILURE)
+    add('protocol 1 body without a task', _with(lambda e: e.update(headers={})), DEAD)
     add('20 MB body, over max_message_bytes',
         _with(lambda e: e.update(body='A' * (20 << 20))), DEAD)
     return out

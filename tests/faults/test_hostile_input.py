@@ -69,8 +69,9 @@ def test_hostile_corpus_beside_good_messages(worker_factory, celery_app, redis_s
                  % (len(corpus), len(goods), tally['sent']), tally,
                  'Every good message completed once. %d bad messages went to %s (%d expected); '
                  'those with a readable id also got FAILURE ContentDisallowed, wrong arguments '
-                 'TypeError, unknown names NotRegistered, oversized but legal headers ran. The '
-                 'worker stayed up.' % (len(dead), DEAD_LETTER, len(want_dead)),
+                 'TypeError, unknown names NotRegistered; oversized but legal headers, a '
+                 'compressed body and a protocol 1 message ran. The worker stayed up.'
+                 % (len(dead), DEAD_LETTER, len(want_dead)),
                  extra={'dead_lettered': len(dead), 'mismatches': failures})
     assert w.alive, 'worker died on hostile input:\n' + w.log[-3000:]
     assert not failures, '\n'.join(failures)

@@ -10,6 +10,7 @@
 
 #include "core/base/errors.h"
 #include "core/broker/broker.h"
+#include "core/broker/redis/kombu_keys.h"
 #include "core/broker/redis/redis_broker.h"
 #include "core/protocol/protocol.h"
 #include "redis_server.h"

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,7 @@ class FakeBroker final : public Broker {
   void requeue(const std::string&) override {}
   void restore(const std::string&) override {}
   void dead_letter(const std::string&) override {}
+  std::string dead_letters() const override { return "fake dead letters"; }
   void publish(const std::string& envelope, const std::string& exchange,
                const std::string& routing_key, int priority) override {
     ++publish_calls;
@@ -66,6 +68,9 @@ class FakeBroker final : public Broker {
   }
   void touch(const std::vector<std::string>&, TimePoint) override {}
   size_t restore_visible(double, TimePoint) override { return 0; }
+  std::map<std::string, int64_t> queue_lengths(const std::vector<std::string>&) override {
+    return {};
+  }
 };
 
 // A decoded message built the way a Python producer would send it.

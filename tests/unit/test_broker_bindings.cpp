@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "core/broker/broker.h"
+#include "core/broker/redis/kombu_keys.h"
 
 namespace cvtasks {
 namespace {

@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/errors.h"
-#include "core/broker/redis/control.h"
-#include "core/broker/redis/events.h"
+#include "core/broker/control.h"
+#include "core/broker/events.h"
 #include "core/protocol/protocol.h"
 #include "core/worker/metrics.h"
 #include "core/worker/rate_limit.h"

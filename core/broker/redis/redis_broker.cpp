@@ -6,16 +6,10 @@
 
 #include "core/base/errors.h"
 #include "core/protocol/protocol.h"
+#include "kombu_keys.h"
 
 namespace cvtasks {
 namespace {
-
-const std::string kUnacked = "unacked";
-const std::string kUnackedIndex = "unacked_index";
-const std::string kUnackedMutex = "unacked_mutex";
-// One field per broker connection: the tags its last take moved into `unacked`, so that a take
-// whose reply was lost (Redis restarted mid-call) can be undone.
-const std::string kTakeReceipts = "cvtasks.take_receipts";
 
 // Pops and records in one server-side step, so a crash can never lose a message between the
 // pop and the unacked bookkeeping (kombu's BRPOP + MULTI leaves that window open). The stored
@@ -99,34 +93,8 @@ std::string fmt_score(TimePoint t) {
 
 }  // namespace
 
-std::string binding_key(const std::string& exchange) { return "_kombu.binding." + exchange; }
-
-std::string queue_binding(const std::string& queue) {
-  return queue + kPrioritySep + kPrioritySep + queue;
-}
-
-std::vector<std::string> bound_queues(const std::vector<std::string>& members,
-                                      const std::string& routing_key) {
-  std::vector<std::string> out;
-  const std::string sep = kPrioritySep;
-  for (const auto& m : members) {
-    const auto a = m.find(sep);
-    const auto b = a == std::string::npos ? a : m.find(sep, a + sep.size());
-    if (b == std::string::npos) continue;
-    if (m.substr(0, a) == routing_key) out.push_back(m.substr(b + sep.size()));
-  }
-  return out;
-}
-
-std::string priority_list(const std::string& queue, int priority) {
-  priority = std::clamp(priority, 0, 9);
-  int step = 0;
-  for (int s : kPrioritySteps)
-    if (priority >= s) step = s;
-  return step == 0 ? queue : queue + kPrioritySep + std::to_string(step);
-}
-
-RedisBroker::RedisBroker(const RedisUrl& url) : conn_(url), receipt_field_(new_uuid()) {}
+RedisBroker::RedisBroker(const RedisUrl& url, double receive_timeout_s)
+    : conn_(url, receive_timeout_s), receipt_field_(new_uuid()) {}
 
 RedisBroker::~RedisBroker() {
   try {
@@ -396,14 +364,46 @@ size_t RedisBroker::restore_visible(double visibility_timeout_s, TimePoint now) 
   return restored;
 }
 
-BrokerFactory make_broker_factory(const std::string& url) {
-  const RedisUrl parsed = RedisUrl::parse(url);
-  return [parsed] { return std::make_unique<RedisBroker>(parsed); };
+std::string RedisBroker::dead_letters() const { return kDeadLetterKey; }
+
+std::map<std::string, int64_t> RedisBroker::queue_lengths(const std::vector<std::string>& queues) {
+  std::vector<Command> cmds;
+  for (const auto& q : queues)
+    for (int step : kPrioritySteps) cmds.push_back({"LLEN", priority_list(q, step)});
+  const auto replies = conn_.pipeline(cmds);
+  std::map<std::string, int64_t> out;
+  for (size_t i = 0; i < replies.size(); ++i)
+    out[queues[i / std::size(kPrioritySteps)]] += replies[i].integer;
+  return out;
 }
 
-BrokerFactory make_broker_factory(const CelerySettings& settings) {
-  const RedisUrl parsed = broker_redis_url(settings);
-  return [parsed] { return std::make_unique<RedisBroker>(parsed); };
+BrokerFactory make_broker_factory(const std::string& url, double receive_timeout_s) {
+  return make_broker_factory(RedisUrl::parse(url), receive_timeout_s);
 }
+
+BrokerFactory make_broker_factory(const RedisUrl& parsed, double receive_timeout_s) {
+  return [parsed, receive_timeout_s] {
+    return std::make_unique<RedisBroker>(parsed, receive_timeout_s);
+  };
+}
+
+nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s) {
+  const RedisUrl u = RedisUrl::parse(url);
+  return {{"hostname", u.host},
+          {"userid", u.username.empty() ? nlohmann::json(nullptr) : nlohmann::json(u.username)},
+          {"virtual_host", std::to_string(u.db)},
+          {"port", u.port},
+          {"insist", false},
+          {"ssl", u.tls.has_value()},
+          {"transport", "redis"},
+          {"connect_timeout", 5},
+          {"transport_options", {{"visibility_timeout", visibility_timeout_s}}},
+          {"login_method", nullptr},
+          {"uri_prefix", nullptr},
+          {"heartbeat", 0},
+          {"failover_strategy", "round-robin"},
+          {"alternates", nlohmann::json::array()}};
+}
+
 
 }  // namespace cvtasks

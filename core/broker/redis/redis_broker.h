@@ -6,6 +6,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/broker/broker.h"
 #include "redis_connection.h"
 
@@ -13,7 +15,8 @@ namespace cvtasks {
 
 class RedisBroker final : public Broker {
  public:
-  explicit RedisBroker(const RedisUrl& url);
+  // `receive_timeout_s` bounds every reply wait (RedisConnection's).
+  explicit RedisBroker(const RedisUrl& url, double receive_timeout_s = 10.0);
   ~RedisBroker() override;
 
   void declare(const std::vector<std::string>& queues) override;
@@ -30,6 +33,8 @@ class RedisBroker final : public Broker {
                const std::string& routing_key, int priority) override;
   void touch(const std::vector<std::string>& tags, TimePoint now) override;
   size_t restore_visible(double visibility_timeout_s, TimePoint now) override;
+  std::string dead_letters() const override;
+  std::map<std::string, int64_t> queue_lengths(const std::vector<std::string>& queues) override;
 
  private:
   // Puts back the messages of a take whose reply never arrived.
@@ -53,5 +58,14 @@ class RedisBroker final : public Broker {
   std::string lost_take_;      // id of a take whose reply was lost, until recovered
   std::unordered_set<std::string> declared_;
 };
+
+// A factory of RedisBrokers for a redis:// URL; throws ConfigError for a malformed URL or
+// another scheme (checked now, not on first use).
+BrokerFactory make_broker_factory(const std::string& url, double receive_timeout_s = 10.0);
+// The same for a parsed URL (broker_redis_url(): the URL with broker_use_ssl).
+BrokerFactory make_broker_factory(const RedisUrl& url, double receive_timeout_s = 10.0);
+
+// kombu's Connection.info() for `url`, as `celery inspect stats` shows it under "broker".
+nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s);
 
 }  // namespace cvtasks

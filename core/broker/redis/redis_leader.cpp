@@ -3,6 +3,7 @@
 #include "core/base/errors.h"
 #include "core/broker/broker.h"
 #include "core/base/codecs.h"
+#include "core/broker/redis/kombu_keys.h"
 
 namespace cvtasks {
 namespace {

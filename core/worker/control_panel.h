@@ -1,0 +1,36 @@
+// ControlPanel: the remote-control commands a worker answers (Celery's celery.worker.control
+// Panel): each command is a named handler, registered once at start-up. To add a command,
+// register a handler in Worker::register_control_commands (worker_control.cpp).
+//
+// Failure: dispatch() of an unknown name returns Celery's error reply {"error":
+// "KeyError('name')"}; a handler's exception propagates to the pidbox, which sends it back as
+// {"error": ...}. Thread-safety: add() before the worker starts; dispatch() from any thread
+// afterwards (the table is then read-only; handlers guard what they touch).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cvtasks {
+
+class ControlPanel {
+ public:
+  using json = nlohmann::json;
+  // The reply value, or nullopt when none is sent (shutdown, heartbeat).
+  using Handler = std::function<std::optional<json>(const json& arguments)>;
+
+  // Registers `name`; a second registration of a name replaces the first.
+  void add(const std::string& name, Handler handler);
+  std::optional<json> dispatch(const std::string& name, const json& arguments) const;
+  std::vector<std::string> names() const;  // sorted
+
+ private:
+  std::map<std::string, Handler> handlers_;
+};
+
+}  // namespace cvtasks

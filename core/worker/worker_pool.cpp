@@ -1,0 +1,301 @@
+// The pool role: starting ready jobs, running them, recording their outcomes.
+#include "worker.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "core/base/errors.h"
+#include "core/base/isotime.h"
+#include "core/task/tracer.h"
+#include "worker_job.h"
+
+namespace cvtasks {
+
+using namespace worker_detail;
+
+void Worker::store_revoked(const Job& job, const std::string& why, std::optional<int> signum) {
+  spdlog::info("Discarding revoked task: {}[{}] ({})", job.msg.display_name(), job.msg.id, why);
+  metrics_.count(job.msg.display_name(), TaskEvent::Revoked);
+  send_task_event("task-revoked", {{"uuid", job.msg.id},
+                                   {"terminated", why == "terminated"},
+                                   {"signum", signum ? json(*signum) : json(nullptr)},
+                                   {"expired", why == "expired"}});
+  if (!stores_result(job)) return;
+  ResultContext rc{job.msg.id, job.msg.group, job.msg.parent_id, {}};
+  backend_->store(rc, states::REVOKED, task_revoked(why).info().to_json());
+}
+
+void Worker::send_task_event(const std::string& type, json fields) {
+  // Off by default: one relaxed load, nothing built.
+  if (events_->task_events()) events_->send_task_event(type, std::move(fields));
+}
+
+void Worker::on_outcome(const TaskMessage& msg, const Outcome& o) {
+  if (o.state.empty()) return;
+  const std::string& name = msg.display_name();
+  ++processed_;
+  last_progress_ = clock_.monotonic().time_since_epoch().count();
+  if (o.state == states::SUCCESS) {
+    metrics_.count(name, TaskEvent::Succeeded);
+    metrics_.observe_runtime(name, o.runtime_s);
+    if (events_->task_events()) {
+      // Celery sends a repr truncated to resultrepr_maxsize (1024).
+      std::string result = python_repr(o.result);
+      if (result.size() > 1024) result = result.substr(0, 1021) + "...";
+      events_->send_task_event("task-succeeded", {{"uuid", msg.id},
+                                                  {"result", result},
+                                                  {"runtime", o.runtime_s}});
+    }
+    return;
+  }
+  const bool retry = o.state == states::RETRY;
+  metrics_.count(name, retry ? TaskEvent::Retried : TaskEvent::Failed);
+  if (!retry) metrics_.observe_runtime(name, o.runtime_s);
+  if (events_->task_events() && o.exception) {
+    json fields = {{"uuid", msg.id}, {"exception", o.exception->repr()}};
+    // NotRegistered has no traceback in Celery's task-failed.
+    if (o.exception->type != "NotRegistered") fields["traceback"] = o.exception->traceback_text();
+    events_->send_task_event(retry ? "task-retried" : "task-failed", std::move(fields));
+  }
+}
+
+void Worker::post_ack(const JobPtr& job) {
+  {
+    // The prefetch room is free as soon as the ack is decided, as kombu counts it at
+    // basic_ack; waiting for Redis to confirm would add a round trip to every take cycle.
+    // If the ack never arrives, the message is still in Redis's `unacked` for restore_visible.
+    std::lock_guard lock(mu_);
+    job->acked = true;
+    unacked_.erase(job->tag);
+    ++acked_count_;
+    if (waiting_for_room_ > 0) ready_cv_.notify_all();
+  }
+  outbox_->post_ack(job->tag);
+}
+
+void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& job) {
+  on_outcome(job.msg, outcome);
+  TraceEnv env{broker, backend_.get(), settings_, clock_, config_.nodename};
+  RecordProgress progress;
+  io([&] { record(outcome, job.msg, stores_result(job), env, progress); });
+}
+
+// ---------------------------------------------------------------- pool
+
+Worker::JobPtr Worker::start_next_locked() {
+  while (!ready_.empty()) {
+    JobPtr job = std::move(ready_.front());
+    ready_.pop_front();
+    const MonoTime now = clock_.monotonic();
+    if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
+      // Over its rate: held on the timer until a token is due, like an ETA task.
+      if (const double wait = limit->second.take(now); wait > 0) {
+        job->rate_limited = true;
+        held_.emplace(clock_.now() + seconds(wait), std::move(job));
+        timer_cv_.notify_all();
+        continue;
+      }
+    }
+    job->rate_limited = false;
+    job->time_start = to_epoch(clock_.now());
+    running_.push_back(job);
+    std::optional<double> soft = settings_.celery.task_soft_time_limit;
+    std::optional<double> hard = settings_.celery.task_time_limit;
+    if (auto it = time_limits_.find(job->msg.task); it != time_limits_.end()) {
+      soft = first_limit(it->second.first, soft);
+      hard = first_limit(it->second.second, hard);
+    }
+    if ((soft = first_limit(job->msg.soft_time_limit, soft)))
+      job->soft_deadline = now + seconds(*soft);
+    if ((hard = first_limit(job->msg.time_limit, hard))) job->hard_deadline = now + seconds(*hard);
+    if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+    return job;
+  }
+  return nullptr;
+}
+
+std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
+  while (true) {
+    if (!job) {
+      std::unique_lock lock(mu_);
+      if (stopping_) break;  // reserved messages are given back by shutdown()
+      if (!orphans_.empty()) {
+        std::string queue = std::move(orphans_.front());
+        orphans_.pop_front();
+        if (std::find(queues_.begin(), queues_.end(), queue) != queues_.end()) {
+          --live_pool_threads_;
+          ++live_waiters_;
+          return queue;
+        }
+        waiters_.erase(queue);  // cancelled meanwhile: no one waits on it
+        continue;
+      }
+      job = start_next_locked();
+    }
+    if (!job) {
+      find_work(broker);
+      continue;
+    }
+    try {
+      execute(broker, job);
+    } catch (const std::exception& e) {
+      // Redis refused the follow-ups or the result (not a lost connection: that is retried).
+      // An unacked message stays in Redis's `unacked`: no longer refreshed, it is redelivered
+      // after visibility_timeout, and its prefetch slot is free again now.
+      spdlog::error("Task {}[{}]: could not record the outcome: {}", job->msg.display_name(),
+                    job->msg.id, e.what());
+      std::lock_guard lock(mu_);
+      unacked_.erase(job->tag);
+    }
+    bool retire;
+    {
+      std::lock_guard jl(job->mu);
+      retire = job->timed_out;  // the timer started a replacement for this thread
+    }
+    if (retire) {
+      // Counted out of the pool by the timer already; only the stray count is ours to fix.
+      --stray_threads_;
+      return std::nullopt;
+    }
+    finish(job);
+    job = nullptr;
+  }
+  std::lock_guard lock(mu_);
+  --live_pool_threads_;
+  pool_done_cv_.notify_all();
+  return std::nullopt;
+}
+
+void Worker::find_work(Broker& broker) {
+  // An idle pool thread takes the next batch itself (run to completion: no consumer thread to
+  // hand work over); fetch() lets one take run at a time. When the last take emptied the
+  // queues, a new message wakes a waiter anyway: taking again now would only add Redis work
+  // right when a client is reading its result, so the thread idles and polls only when its
+  // turn comes.
+  {
+    std::unique_lock lock(mu_);
+    if (stopping_ || !ready_.empty() || !orphans_.empty()) return;
+    if (queues_drained_ && !idle_wait(lock)) return;
+  }
+  FetchResult got;
+  try {
+    got = fetch(broker);
+  } catch (const Error& e) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;  // the take gave up: nothing is taken in a shutdown
+    }
+    spdlog::error("Cannot take messages: {}", e.what());
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return;
+  }
+  if (got.full) {
+    std::unique_lock lock(mu_);
+    wait_for_room(lock);
+  }
+  // Empty: queues_drained_ is now set, and the next call idles.
+}
+
+bool Worker::idle_wait(std::unique_lock<std::mutex>& lock) {
+  // The waiters block on the queues while any pool thread is idle. After 100 ms without work
+  // one thread polls (a take also covers the priority sub-lists the waiters do not watch).
+  ++idle_pool_threads_;
+  arm_cv_.notify_all();
+  const bool timed_out = !idle_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+    return stopping_ || !ready_.empty() || !orphans_.empty();
+  });
+  --idle_pool_threads_;
+  if (!timed_out) return false;
+  const MonoTime now = clock_.monotonic();
+  if (now - last_idle_poll_ < std::chrono::milliseconds(100)) return false;
+  last_idle_poll_ = now;  // one poll per interval for the whole pool
+  return true;
+}
+
+void Worker::wake_pool() {
+  ready_cv_.notify_all();
+  idle_cv_.notify_all();
+}
+
+void Worker::wait_for_room(std::unique_lock<std::mutex>& lock) {
+  const size_t acked_before = acked_count_;
+  ++waiting_for_room_;
+  ready_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+    return stopping_ || !ready_.empty() || acked_count_ != acked_before;
+  });
+  --waiting_for_room_;
+}
+
+void Worker::execute(Broker& broker, const JobPtr& job) {
+  const TaskMessage& m = job->msg;
+  if (expired(*job)) {
+    store_revoked(*job, "expired");
+    post_ack(job);
+    outbox_->flush_here();
+    return;
+  }
+  // Early ack: sent with the result if the task is quick, else by the sender within 0.5 ms.
+  if (!job->acks_late) post_ack(job);
+  const MonoTime started = clock_.monotonic();
+  last_progress_ = started.time_since_epoch().count();
+  metrics_.count(m.display_name(), TaskEvent::Started);
+  // An ETA task waited for its ETA on purpose: its wait counts from then.
+  double waited = std::chrono::duration<double>(started - job->received_at).count();
+  if (m.eta) waited = std::min(waited, std::max(0.0, to_epoch(clock_.now()) - to_epoch(*m.eta)));
+  metrics_.observe_queue_wait(m.display_name(), waited);
+  send_task_event("task-started", {{"uuid", m.id}});
+  const bool store = stores_result(*job);
+  const ResultContext rc{m.id, m.group, m.parent_id, {}};
+  if (store && settings_.celery.task_track_started) {
+    backend_->store(rc, states::STARTED, {{"pid", ::getpid()}, {"hostname", config_.nodename}});
+    outbox_->flush_here();  // STARTED is visible before the body runs (docs/protocol.md §3.4)
+  }
+  auto write_state = [&](const std::string& state, const json& meta) {
+    if (!store) return;
+    backend_->store(rc, state, meta);
+    outbox_->flush_soon();
+  };
+  auto process_hook = [&](pid_t pid, bool owned) {
+    std::lock_guard jl(job->mu);
+    if (owned)
+      job->processes.insert(pid);
+    else
+      job->processes.erase(pid);
+  };
+  TaskContext ctx(m, settings_, job->cancel, write_state, process_hook);
+  const Outcome outcome = trace(job->task, m, ctx);
+  {
+    std::lock_guard jl(job->mu);
+    if (job->timed_out) return;  // the timer stored TimeLimitExceeded and acked
+    job->completing = true;
+  }
+  if (outcome.state.empty()) return;  // abandoned in a cold shutdown: shutdown() restores it
+  const auto level = outcome.state == states::FAILURE ? spdlog::level::err : spdlog::level::info;
+  if (spdlog::should_log(level)) spdlog::log(level, describe(outcome, m));
+  record_outcome(broker, outcome, *job);
+  if (job->acks_late) post_ack(job);  // queued after the result: sent once it is stored
+  bool more_work;
+  {
+    std::lock_guard lock(mu_);
+    more_work = !ready_.empty();
+  }
+  // Last of a batch: send from here, with no thread switch (the latency path). Otherwise the
+  // sender thread sends while this thread runs the next task.
+  if (more_work)
+    outbox_->flush_soon();
+  else
+    outbox_->flush_here();
+}
+
+void Worker::finish(const JobPtr& job) {
+  last_progress_ = clock_.monotonic().time_since_epoch().count();
+  std::lock_guard lock(mu_);
+  running_.remove(job);
+}
+
+}  // namespace cvtasks
