@@ -57,7 +57,7 @@ class BeatApp final : public cvtasks::CommandApp {
     // scheduler, so a typo there is the same start-up line as for the worker.
     DjangoSettings::from_document(settings.document);
 
-    const RedisUrl broker = RedisUrl::parse(settings.celery.broker_url);
+    const RedisUrl broker = broker_redis_url(settings.celery);
     // Before the state file opens: replacing an unreadable one is a warning in the log.
     start_process(level);
     const std::string scheduler_name = settings.celery.beat_scheduler.value_or("");

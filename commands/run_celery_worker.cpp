@@ -141,13 +141,12 @@ class WorkerApp final : public cvtasks::CommandApp {
 
     // Validate URLs before anything starts, so a typo is one clear line. Redis throughout:
     // the broker, the result store, remote control and events.
-    const RedisUrl broker_url = RedisUrl::parse(settings.celery.broker_url);
+    const RedisUrl broker_url = broker_redis_url(settings.celery);
     WorkerTransports transports;
-    transports.brokers = make_broker_factory(settings.celery.broker_url);
-    transports.status_broker = make_broker_factory(settings.celery.broker_url, 2.0);
+    transports.brokers = make_broker_factory(broker_url);
+    transports.status_broker = make_broker_factory(broker_url, 2.0);
     if (settings.celery.result_backend) {
-      const std::string url = *settings.celery.result_backend;
-      RedisUrl::parse(url);
+      const RedisUrl url = backend_redis_url(settings.celery);
       transports.stores = [url] { return make_redis_store(url); };
     }
     transports.pidboxes = make_redis_pidboxes(broker_url);

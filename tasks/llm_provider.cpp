@@ -14,7 +14,7 @@
 
 #include "core/base/errors.h"
 #include "core/base/settings.h"
-#include "tls.h"
+#include "core/base/tls/tls.h"
 #include "core/base/utf8.h"
 
 namespace cvtasks {

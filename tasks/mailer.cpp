@@ -19,7 +19,7 @@
 #include "core/base/codecs.h"
 #include "core/base/settings.h"
 #include "core/protocol/task_error.h"
-#include "tls.h"
+#include "core/base/tls/tls.h"
 #include "core/base/utf8.h"
 
 namespace cvtasks {

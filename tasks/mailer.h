@@ -105,7 +105,7 @@ std::string message_id_for(const std::string& key);
 
 class Mailer {
  public:
-  // With use_tls or use_ssl this loads the TLS module (tls.h): ConfigError when it is missing.
+  // With use_tls or use_ssl this loads the TLS module (core/base/tls/tls.h): ConfigError when it is missing.
   explicit Mailer(MailSettings settings);
   // Sends and returns the Message-ID (mail.message_id when set). Throws MailError on delivery
   // failure, TaskError(ValueError) for a bad address, ConfigError for an unknown backend.

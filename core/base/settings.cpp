@@ -35,7 +35,8 @@ const std::set<std::string> kKnownCelery = {
     "task_default_routing_key", "result_backend_transport_options", "broker_connection_retry",
     "broker_connection_retry_on_startup", "worker_hijack_root_logger", "task_always_eager",
     "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include",
-    "task_protocol", "task_compression", "result_compression"};
+    "task_protocol", "task_compression", "result_compression", "broker_use_ssl",
+    "redis_backend_use_ssl"};
 
 // Upper bounds of durations (seconds) and sizes: far beyond any real setting, low enough that
 // no arithmetic on them (deadlines, Redis' SETEX, prefetch counts) overflows.
@@ -201,6 +202,9 @@ Settings Settings::from_json(const json& doc) {
   SettingsSection cj(doc.value("celery", json()), "celery");
   if (auto v = cj.word("broker_url")) c.broker_url = *v;
   if (auto v = cj.string("result_backend")) c.result_backend = *v;
+  // Read with the URLs they belong to (core/broker/redis/redis_url.h), which check them.
+  if (auto v = cj.raw("broker_use_ssl")) c.broker_use_ssl = *v;
+  if (auto v = cj.raw("redis_backend_use_ssl")) c.redis_backend_use_ssl = *v;
   if (auto v = cj.word("task_default_queue")) c.task_default_queue = *v;
   if (auto v = cj.word("timezone")) c.timezone = *v;
   if (auto v = cj.raw("task_routes")) c.task_routes = parse_routes(*v);

@@ -44,6 +44,8 @@ struct Route {
 struct CelerySettings {
   std::string broker_url = "redis://localhost:6379/0";  // CELERY_BROKER_URL overrides
   std::optional<std::string> result_backend;            // none: results are not stored
+  json broker_use_ssl;                                  // TLS options for the broker (null: none)
+  json redis_backend_use_ssl;                           // TLS options for the result backend
   std::string task_default_queue = "celery";            // queue when no route matches
   std::vector<Route> task_routes;                       // first match wins
   bool task_acks_late = false;                          // ack after the result is stored

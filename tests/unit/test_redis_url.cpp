@@ -1,7 +1,10 @@
 // Redis URLs (core/broker/redis/redis_url.h).
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "core/base/errors.h"
+#include "core/base/settings.h"
 #include "core/broker/redis/redis_url.h"
 
 namespace cvtasks {
@@ -55,7 +58,7 @@ TEST_P(BadRedisUrl, ConfigError) { EXPECT_THROW(RedisUrl::parse(GetParam()), Con
 
 INSTANTIATE_TEST_SUITE_P(Table, BadRedisUrl,
                          ::testing::Values("amqp://guest:guest@localhost:5672//",
-                                           "http://localhost:6379/0", "rediss://h:6380/0",
+                                           "http://localhost:6379/0",
                                            "sqs://", "redis://h/notanumber", "redis://h/-1",
                                            "redis://h/1x", "redis://h:port/0",
                                            "redis://h:70000/0", "redis://[::1/0"));
@@ -126,6 +129,143 @@ TEST(SafeUrl, BareUserInfoIsAUserNameNotAPassword) {
   EXPECT_EQ(parsed.username, "someone");
   EXPECT_EQ(parsed.password, "");
   EXPECT_EQ(SafeUrl(url), url);
+}
+
+
+// Issue 18 items 1 and 2 (before them, every URL below was a ConfigError: "TLS Redis URLs
+// (rediss://) are not supported yet" or "unsupported broker/backend URL scheme").
+using Role = RedisUrl::Role;
+using Verify = ClientTls::Verify;
+using nlohmann::json;
+
+TEST(RedisUrlTls, RedissVerifiesByDefaultAndReadsTheQuery) {
+  const RedisUrl plain = RedisUrl::parse("redis://h:6379/0");
+  EXPECT_FALSE(plain.tls);
+  const RedisUrl u = RedisUrl::parse("rediss://:pw@cache.example:6380/2");
+  ASSERT_TRUE(u.tls);
+  EXPECT_EQ(u.tls->verify, Verify::Required);
+  EXPECT_TRUE(u.tls->check_hostname);
+  EXPECT_EQ(u.tls->ca_certs, "");
+  EXPECT_EQ(u.host, "cache.example");
+  EXPECT_EQ(u.port, 6380);
+  EXPECT_EQ(u.db, 2);
+  EXPECT_EQ(u.safe_url, "rediss://:**@cache.example:6380/2");
+  const RedisUrl q = RedisUrl::parse(
+      "rediss://h:6380/0?ssl_cert_reqs=optional&ssl_ca_certs=%2Fetc%2Fca+dir%2Fca.pem"
+      "&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_check_hostname=false");
+  ASSERT_TRUE(q.tls);
+  EXPECT_EQ(q.tls->verify, Verify::Optional);
+  EXPECT_EQ(q.tls->ca_certs, "/etc/ca dir/ca.pem");
+  EXPECT_EQ(q.tls->certfile, "/c.pem");
+  EXPECT_EQ(q.tls->keyfile, "/k.pem");
+  EXPECT_FALSE(q.tls->check_hostname);
+}
+
+TEST(RedisUrlTls, CertReqsSpellings) {
+  const std::pair<json, Verify> cases[] = {
+      {"required", Verify::Required}, {"CERT_REQUIRED", Verify::Required}, {2, Verify::Required},
+      {"optional", Verify::Optional}, {"CERT_OPTIONAL", Verify::Optional}, {1, Verify::Optional},
+      {"none", Verify::None},         {"CERT_NONE", Verify::None},         {0, Verify::None}};
+  for (const auto& [value, expected] : cases) {
+    const RedisUrl u = RedisUrl::parse("rediss://h/0", Role::Backend, {{"ssl_cert_reqs", value}});
+    ASSERT_TRUE(u.tls) << value;
+    EXPECT_EQ(u.tls->verify, expected) << value;
+  }
+  EXPECT_THROW(RedisUrl::parse("rediss://h/0?ssl_cert_reqs=maybe"), ConfigError);
+  EXPECT_THROW(RedisUrl::parse("rediss://h/0", Role::Broker, {{"ssl_cert_reqs", 7}}), ConfigError);
+}
+
+TEST(RedisUrlTls, UrlQueryWinsOverTheSettingsDict) {
+  const json dict = {{"ssl_cert_reqs", "none"}, {"ssl_ca_certs", "/dict.pem"}};
+  const RedisUrl u = RedisUrl::parse("rediss://h/0?ssl_ca_certs=/url.pem", Role::Broker, dict);
+  ASSERT_TRUE(u.tls);
+  EXPECT_EQ(u.tls->verify, Verify::None);
+  EXPECT_EQ(u.tls->ca_certs, "/url.pem");
+}
+
+TEST(RedisUrlTls, BrokerTurnsTlsOnForOptionsOnARedisUrlAsKombuDoes) {
+  const RedisUrl u = RedisUrl::parse("redis://h/0", Role::Broker, {{"ssl_cert_reqs", "required"}});
+  EXPECT_TRUE(u.tls);
+}
+
+TEST(RedisUrlTls, BackendRulesAreCeleryRedisBackends) {
+  try {
+    RedisUrl::parse("rediss://:topsecret@h/0", Role::Backend, nullptr);
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("A rediss:// URL must have parameter ssl_cert_reqs"), std::string::npos);
+    EXPECT_EQ(what.find("topsecret"), std::string::npos) << what;
+  }
+  try {
+    RedisUrl::parse("redis://h/0?ssl_cert_reqs=required", Role::Backend, nullptr);
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("should use the scheme rediss://"), std::string::npos);
+  }
+  EXPECT_THROW(RedisUrl::parse("redis://h/0", Role::Backend, {{"ssl_cert_reqs", "none"}}),
+               ConfigError);
+  EXPECT_TRUE(RedisUrl::parse("rediss://h/0?ssl_cert_reqs=CERT_NONE", Role::Backend, nullptr).tls);
+}
+
+TEST(RedisUrlTls, UnknownOptionOrWrongTypeIsAConfigError) {
+  EXPECT_THROW(RedisUrl::parse("rediss://h/0", Role::Broker, {{"ssl_ciphers", "x"}}), ConfigError);
+  EXPECT_THROW(RedisUrl::parse("rediss://h/0", Role::Broker, "yes"), ConfigError);
+  EXPECT_THROW(RedisUrl::parse("rediss://h/0", Role::Broker, {{"ssl_ca_certs", 3}}), ConfigError);
+}
+
+TEST(RedisUrlTls, SettingsDictsComeFromTheCelerySection) {
+  const Settings s = Settings::from_json(
+      {{"celery",
+        {{"broker_url", "rediss://h:6380/0"},
+         {"result_backend", "rediss://h:6380/1"},
+         {"broker_use_ssl", {{"ssl_cert_reqs", 2}, {"ssl_ca_certs", "/ca.pem"}}},
+         {"redis_backend_use_ssl", {{"ssl_cert_reqs", "CERT_NONE"}}}}}});
+  EXPECT_TRUE(s.unknown_celery_keys.empty());
+  const RedisUrl broker = broker_redis_url(s.celery);
+  ASSERT_TRUE(broker.tls);
+  EXPECT_EQ(broker.tls->ca_certs, "/ca.pem");
+  const RedisUrl backend = backend_redis_url(s.celery);
+  ASSERT_TRUE(backend.tls);
+  EXPECT_EQ(backend.tls->verify, Verify::None);
+}
+
+struct SocketCase {
+  const char* url;
+  const char* path;
+  int db;
+  const char* password;
+};
+void PrintTo(const SocketCase& c, std::ostream* os) { *os << c.url; }
+
+class ParseSocketUrl : public ::testing::TestWithParam<SocketCase> {};
+
+TEST_P(ParseSocketUrl, Fields) {
+  const SocketCase& c = GetParam();
+  for (const Role role : {Role::Broker, Role::Backend}) {
+    const RedisUrl u = RedisUrl::parse(c.url, role, nullptr);
+    EXPECT_EQ(u.socket_path, c.path) << c.url;
+    EXPECT_EQ(u.db, c.db) << c.url;
+    EXPECT_EQ(u.password, c.password) << c.url;
+    EXPECT_FALSE(u.tls) << c.url;
+    EXPECT_EQ(u.where(), std::string("unix:") + c.path);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ParseSocketUrl,
+    ::testing::Values(
+        SocketCase{"redis+socket:///run/redis/redis.sock", "/run/redis/redis.sock", 0, ""},
+        SocketCase{"redis+socket:///tmp/r.sock?virtual_host=3", "/tmp/r.sock", 3, ""},
+        SocketCase{"redis+socket://:p%40ss@/tmp/r.sock?virtual_host=/2", "/tmp/r.sock", 2, "p@ss"},
+        SocketCase{"socket:///tmp/r.sock?virtual_host=1", "/tmp/r.sock", 1, ""},
+        SocketCase{"unix:///tmp/r.sock?db=4&password=s3cret", "/tmp/r.sock", 4, "s3cret"},
+        SocketCase{"unix://:pw@/tmp/r.sock?db=5", "/tmp/r.sock", 5, "pw"}));
+
+TEST(RedisUrlSocket, BadSocketUrls) {
+  for (const char* url : {"redis+socket://", "unix://", "socket:///tmp/r.sock?virtual_host=x",
+                          "unix:///tmp/r.sock?db=-1", "unix:///tmp/r.sock?ssl_cert_reqs=none"})
+    EXPECT_THROW(RedisUrl::parse(url), ConfigError) << url;
 }
 
 }  // namespace

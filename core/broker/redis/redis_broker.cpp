@@ -378,7 +378,10 @@ std::map<std::string, int64_t> RedisBroker::queue_lengths(const std::vector<std:
 }
 
 BrokerFactory make_broker_factory(const std::string& url, double receive_timeout_s) {
-  const RedisUrl parsed = RedisUrl::parse(url);
+  return make_broker_factory(RedisUrl::parse(url), receive_timeout_s);
+}
+
+BrokerFactory make_broker_factory(const RedisUrl& parsed, double receive_timeout_s) {
   return [parsed, receive_timeout_s] {
     return std::make_unique<RedisBroker>(parsed, receive_timeout_s);
   };
@@ -391,7 +394,7 @@ nlohmann::json broker_connection_info(const std::string& url, double visibility_
           {"virtual_host", std::to_string(u.db)},
           {"port", u.port},
           {"insist", false},
-          {"ssl", false},
+          {"ssl", u.tls.has_value()},
           {"transport", "redis"},
           {"connect_timeout", 5},
           {"transport_options", {{"visibility_timeout", visibility_timeout_s}}},
@@ -401,5 +404,6 @@ nlohmann::json broker_connection_info(const std::string& url, double visibility_
           {"failover_strategy", "round-robin"},
           {"alternates", nlohmann::json::array()}};
 }
+
 
 }  // namespace cvtasks

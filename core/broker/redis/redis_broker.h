@@ -62,6 +62,8 @@ class RedisBroker final : public Broker {
 // A factory of RedisBrokers for a redis:// URL; throws ConfigError for a malformed URL or
 // another scheme (checked now, not on first use).
 BrokerFactory make_broker_factory(const std::string& url, double receive_timeout_s = 10.0);
+// The same for a parsed URL (broker_redis_url(): the URL with broker_use_ssl).
+BrokerFactory make_broker_factory(const RedisUrl& url, double receive_timeout_s = 10.0);
 
 // kombu's Connection.info() for `url`, as `celery inspect stats` shows it under "broker".
 nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s);

@@ -7,6 +7,7 @@
 #include <Poco/SHA1Engine.h>
 
 #include "core/base/errors.h"
+#include "core/base/tls/tls.h"
 
 namespace cvtasks {
 
@@ -37,7 +38,7 @@ void RedisConnection::disconnect() {
 
 void RedisConnection::fail(const std::string& what) {
   disconnect();
-  throw BrokerError("Redis " + url_.host + ":" + std::to_string(url_.port) + ": " + what, true);
+  throw BrokerError("Redis " + url_.where() + ": " + what, true);
 }
 
 void RedisConnection::set_timeout(double seconds) {
@@ -47,16 +48,44 @@ void RedisConnection::set_timeout(double seconds) {
 
 void RedisConnection::ensure_connected() {
   if (socket_) return;
-  try {
-    auto s = std::make_unique<Poco::Net::StreamSocket>();
-    s->connect(Poco::Net::SocketAddress(url_.host, static_cast<Poco::UInt16>(url_.port)),
-               Poco::Timespan(5, 0));
-    s->setNoDelay(true);
-    socket_ = std::move(s);
-    set_timeout(receive_timeout_s_);
-  } catch (const Poco::Exception& e) {
-    fail("cannot connect: " + e.displayText());
+  if (!url_.socket_path.empty()) {
+    try {
+      auto s = std::make_unique<Poco::Net::StreamSocket>();
+      s->connect(Poco::Net::SocketAddress(Poco::Net::SocketAddress::UNIX_LOCAL, url_.socket_path),
+                 Poco::Timespan(5, 0));
+      socket_ = std::move(s);  // no TCP_NODELAY: a unix socket has no Nagle to turn off
+    } catch (const Poco::Exception& e) {
+      fail("cannot connect: " + e.displayText());
+    }
+  } else if (url_.tls) {
+    // The TLS module is mapped here, on the first rediss:// connection, never for plain Redis.
+    // A refused certificate is a lost connection like any other (the worker retries with
+    // backoff: a renewed certificate or a fixed CA file must not need a restart), with a message
+    // that names the URL and OpenSSL's or Poco's reason.
+    std::string stage = "cannot connect";
+    try {
+      Tls& module = tls();
+      const Poco::Net::SocketAddress address(url_.host, static_cast<Poco::UInt16>(url_.port));
+      stage = "TLS connection to " + url_.safe_url + " failed";
+      auto s = std::make_unique<Poco::Net::StreamSocket>(
+          module.connect_client(address, url_.host, Poco::Timespan(5, 0), *url_.tls));
+      s->setNoDelay(true);
+      socket_ = std::move(s);
+    } catch (const Poco::Exception& e) {
+      fail(stage + ": " + e.displayText());
+    }
+  } else {
+    try {
+      auto s = std::make_unique<Poco::Net::StreamSocket>();
+      s->connect(Poco::Net::SocketAddress(url_.host, static_cast<Poco::UInt16>(url_.port)),
+                 Poco::Timespan(5, 0));
+      s->setNoDelay(true);
+      socket_ = std::move(s);
+    } catch (const Poco::Exception& e) {
+      fail("cannot connect: " + e.displayText());
+    }
   }
+  set_timeout(receive_timeout_s_);
   if (!url_.password.empty()) {
     Command auth{"AUTH"};
     if (!url_.username.empty()) auth.push_back(url_.username);
@@ -243,7 +272,17 @@ void RedisConnection::send(const Command& cmd) {
 
 std::optional<Reply> RedisConnection::receive(double timeout_s) {
   if (!socket_) fail("not connected (subscriptions lost)");
+  // TLS decrypts a whole record at a time: bytes the TLS layer holds already read leave the
+  // socket with nothing to poll for, so ask it first (for a plain socket: bytes queued).
+  bool pending = false;
   if (in_pos_ == in_.size()) {
+    try {
+      pending = socket_->available() > 0;
+    } catch (const Poco::Exception& e) {
+      fail(e.displayText());
+    }
+  }
+  if (in_pos_ == in_.size() && !pending) {
     // Wait for the first byte without a receive timeout, which would count as a lost
     // connection; once data is there, the rest of the reply follows promptly.
     bool readable = false;

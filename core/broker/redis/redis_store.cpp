@@ -80,7 +80,11 @@ class RedisStore final : public KeyValueStore {
 }  // namespace
 
 std::unique_ptr<KeyValueStore> make_redis_store(const std::string& url) {
-  return std::make_unique<RedisStore>(RedisUrl::parse(url));
+  return std::make_unique<RedisStore>(RedisUrl::parse(url, RedisUrl::Role::Backend, nullptr));
+}
+
+std::unique_ptr<KeyValueStore> make_redis_store(const RedisUrl& url) {
+  return std::make_unique<RedisStore>(url);
 }
 
 }  // namespace cvtasks

@@ -9,9 +9,12 @@
 #include <string>
 
 #include "core/backend/result_backend.h"
+#include "redis_url.h"
 
 namespace cvtasks {
 
 std::unique_ptr<KeyValueStore> make_redis_store(const std::string& url);
+// The same for a parsed URL (backend_redis_url(): the URL with redis_backend_use_ssl).
+std::unique_ptr<KeyValueStore> make_redis_store(const RedisUrl& url);
 
 }  // namespace cvtasks

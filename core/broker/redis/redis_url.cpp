@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 #include <optional>
 
 #include "core/base/errors.h"
 #include "core/base/secrets.h"
+#include "core/base/settings.h"
 
 namespace cvtasks {
 namespace {
@@ -47,20 +49,109 @@ std::string decode(const std::string& text) {
   return out;
 }
 
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return text;
+}
+
+// The query as Python's parse_qsl reads it: '&'-separated key=value pairs, '+' a space, then
+// percent-decoded; the last of a repeated key wins (dict(parse_qsl(...))).
+std::map<std::string, std::string> parse_query(const std::string& query) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    const size_t end = std::min(query.find('&', pos), query.size());
+    std::string pair = query.substr(pos, end - pos);
+    std::replace(pair.begin(), pair.end(), '+', ' ');
+    const size_t eq = pair.find('=');
+    if (!pair.empty() && eq != std::string::npos && eq + 1 < pair.size())
+      out[decode(pair.substr(0, eq))] = decode(pair.substr(eq + 1));
+    pos = end + 1;
+  }
+  return out;
+}
+
+const char* const kSslKeys[] = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                                "ssl_check_hostname"};
+
+bool is_ssl_key(const std::string& key) {
+  return std::find(std::begin(kSslKeys), std::end(kSslKeys), key) != std::end(kSslKeys);
+}
+
+// Celery's wording (celery/backends/redis.py), so a search for the message finds both.
+const char* const kSslSchemeMismatch =
+    "SSL connection parameters have been provided but the specified URL scheme is redis://. A "
+    "Redis SSL connection URL should use the scheme rediss://.";
+const char* const kCertReqsMissing =
+    "A rediss:// URL must have parameter ssl_cert_reqs and this must be set to CERT_REQUIRED, "
+    "CERT_OPTIONAL, or CERT_NONE";
+
+ClientTls::Verify cert_reqs(const nlohmann::json& value, const std::string& safe) {
+  if (value.is_number_integer()) {  // Python's ssl.CERT_NONE/OPTIONAL/REQUIRED, exported as ints
+    const auto n = value.get<long long>();
+    if (n == 0) return ClientTls::Verify::None;
+    if (n == 1) return ClientTls::Verify::Optional;
+    if (n == 2) return ClientTls::Verify::Required;
+  } else if (value.is_string()) {
+    const std::string v = value.get<std::string>();
+    if (v == "required" || v == "CERT_REQUIRED") return ClientTls::Verify::Required;
+    if (v == "optional" || v == "CERT_OPTIONAL") return ClientTls::Verify::Optional;
+    if (v == "none" || v == "CERT_NONE") return ClientTls::Verify::None;
+  }
+  throw ConfigError("bad ssl_cert_reqs " + value.dump() + " for " + safe +
+                    " (expected required, optional, none or CERT_REQUIRED, CERT_OPTIONAL, "
+                    "CERT_NONE)");
+}
+
+bool truthy(const nlohmann::json& value, const std::string& key, const std::string& safe) {
+  if (value.is_boolean()) return value.get<bool>();
+  if (value.is_number_integer()) return value.get<long long>() != 0;
+  if (value.is_string()) {  // from a URL query, as redis-py's to_bool reads it
+    const std::string v = lower(value.get<std::string>());
+    return !(v.empty() || v == "0" || v == "f" || v == "false" || v == "n" || v == "no");
+  }
+  throw ConfigError("bad " + key + " " + value.dump() + " for " + safe + " (expected a boolean)");
+}
+
 }  // namespace
 
 std::string SafeUrl(const std::string& url) { return masked_url(url); }
 
+std::string RedisUrl::where() const {
+  return socket_path.empty() ? host + ":" + std::to_string(port) : "unix:" + socket_path;
+}
+
 RedisUrl RedisUrl::parse(const std::string& url) {
+  return parse(url, Role::Broker, nlohmann::json());
+}
+
+RedisUrl broker_redis_url(const CelerySettings& settings) {
+  return RedisUrl::parse(settings.broker_url, RedisUrl::Role::Broker, settings.broker_use_ssl);
+}
+
+RedisUrl backend_redis_url(const CelerySettings& settings) {
+  return RedisUrl::parse(settings.result_backend.value(), RedisUrl::Role::Backend,
+                         settings.redis_backend_use_ssl);
+}
+
+RedisUrl RedisUrl::parse(const std::string& url, Role role, const nlohmann::json& use_ssl) {
   const auto s = split(url);
   if (!s)
     throw ConfigError("malformed Redis URL " + SafeUrl(url) + " (expected redis://host:port/db)");
-  if (s->scheme == "rediss")
-    throw ConfigError("TLS Redis URLs (rediss://) are not supported yet: " + SafeUrl(url));
-  if (s->scheme != "redis")
+  const bool socket = s->scheme == "redis+socket" || s->scheme == "socket" || s->scheme == "unix";
+  if (s->scheme != "redis" && s->scheme != "rediss" && !socket)
     throw ConfigError("unsupported broker/backend URL scheme '" + s->scheme + "' in " +
-                      SafeUrl(url) + " (expected redis://host:port/db)");
+                      SafeUrl(url) +
+                      " (expected redis://, rediss://, redis+socket://, socket:// or unix://)");
   RedisUrl r;
+  r.safe_url = SafeUrl(url);
+  const auto query_start = url.find('?', s->authority_end);
+  const auto fragment = std::min(url.find('#', s->authority_end), url.size());
+  const auto query = query_start < fragment
+                         ? parse_query(url.substr(query_start + 1, fragment - query_start - 1))
+                         : std::map<std::string, std::string>{};
   size_t host_start = s->authority;
   if (s->at) {
     // redis-py and kombu read a bare user-info as a user name without a password, and then send
@@ -70,49 +161,113 @@ RedisUrl RedisUrl::parse(const std::string& url) {
     if (s->colon) r.password = decode(url.substr(*s->colon + 1, *s->at - *s->colon - 1));
     host_start = *s->at + 1;
   }
-  std::string host = url.substr(host_start, s->authority_end - host_start);
-  std::string port;
-  if (!host.empty() && host.front() == '[') {  // [IPv6]:port
-    const auto close = host.find(']');
-    if (close == std::string::npos)
-      throw ConfigError("malformed Redis URL " + SafeUrl(url) + ": unclosed '['");
-    const std::string rest = host.substr(close + 1);
-    if (!rest.empty() && rest.front() != ':')
-      throw ConfigError("malformed Redis URL " + SafeUrl(url) + ": text after ']'");
-    if (!rest.empty()) port = rest.substr(1);
-    host = host.substr(1, close - 1);
-  } else if (const auto colon = host.find(':'); colon != std::string::npos) {
-    port = host.substr(colon + 1);
-    host = host.substr(0, colon);
-  }
-  if (!host.empty()) {
-    std::transform(host.begin(), host.end(), host.begin(),
-                   [](unsigned char c) { return std::tolower(c); });
-    r.host = decode(host);
-  }
-  if (!port.empty()) {
-    const bool digits = std::all_of(port.begin(), port.end(),
-                                    [](unsigned char c) { return std::isdigit(c); });
-    const long n = digits && port.size() <= 5 ? std::stol(port) : -1;
-    if (n < 0 || n > 65535)
-      throw ConfigError("bad Redis port in " + SafeUrl(url));  // its text may be a password's
-    if (n != 0) r.port = static_cast<int>(n);  // kombu: port 0 is no port
-  }
-  // The path up to any query or fragment: the database number.
-  const auto path_end = std::min(url.find_first_of("?#", s->authority_end), url.size());
-  std::string path = decode(url.substr(s->authority_end, path_end - s->authority_end));
-  if (!path.empty() && path.front() == '/') path.erase(0, 1);
-  if (!path.empty()) {
-    try {
-      size_t used = 0;
-      r.db = std::stoi(path, &used);
-      if (used != path.size() || r.db < 0) throw std::invalid_argument(path);
-    } catch (const std::exception&) {
-      // The path is echoed only when it cannot be the tail of a password (":pa/ss@host").
-      throw ConfigError("bad Redis database number " +
-                        (path.find('@') == std::string::npos ? "'" + path + "' " : "") + "in " +
-                        SafeUrl(url));
+  if (socket) {
+    // kombu and Celery: the path is the socket (the host part, empty in their form, is not
+    // read); the database is the virtual_host query key, or redis-py's db.
+    const auto path_end = std::min(url.find_first_of("?#", s->authority_end), url.size());
+    r.socket_path = decode(url.substr(s->authority_end, path_end - s->authority_end));
+    if (r.socket_path.empty() || r.socket_path == "/")
+      throw ConfigError("no socket path in " + r.safe_url +
+                        " (expected redis+socket:///path/to/redis.sock)");
+    if (const auto pw = query.find("password"); pw != query.end() && r.password.empty())
+      r.password = pw->second;
+    for (const char* key : {"virtual_host", "db"}) {
+      const auto it = query.find(key);
+      if (it == query.end()) continue;
+      std::string v = it->second;
+      if (!v.empty() && v.front() == '/') v.erase(0, 1);
+      try {
+        size_t used = 0;
+        r.db = v.empty() ? 0 : std::stoi(v, &used);
+        if ((!v.empty() && used != v.size()) || r.db < 0) throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        throw ConfigError("bad Redis database number '" + it->second + "' in " + r.safe_url);
+      }
     }
+  } else {
+    std::string host = url.substr(host_start, s->authority_end - host_start);
+    std::string port;
+    if (!host.empty() && host.front() == '[') {  // [IPv6]:port
+      const auto close = host.find(']');
+      if (close == std::string::npos)
+        throw ConfigError("malformed Redis URL " + SafeUrl(url) + ": unclosed '['");
+      const std::string rest = host.substr(close + 1);
+      if (!rest.empty() && rest.front() != ':')
+        throw ConfigError("malformed Redis URL " + SafeUrl(url) + ": text after ']'");
+      if (!rest.empty()) port = rest.substr(1);
+      host = host.substr(1, close - 1);
+    } else if (const auto colon = host.find(':'); colon != std::string::npos) {
+      port = host.substr(colon + 1);
+      host = host.substr(0, colon);
+    }
+    if (!host.empty()) {
+      std::transform(host.begin(), host.end(), host.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      r.host = decode(host);
+    }
+    if (!port.empty()) {
+      const bool digits = std::all_of(port.begin(), port.end(),
+                                      [](unsigned char c) { return std::isdigit(c); });
+      const long n = digits && port.size() <= 5 ? std::stol(port) : -1;
+      if (n < 0 || n > 65535)
+        throw ConfigError("bad Redis port in " + SafeUrl(url));  // its text may be a password's
+      if (n != 0) r.port = static_cast<int>(n);  // kombu: port 0 is no port
+    }
+    // The path up to any query or fragment: the database number.
+    const auto path_end = std::min(url.find_first_of("?#", s->authority_end), url.size());
+    std::string path = decode(url.substr(s->authority_end, path_end - s->authority_end));
+    if (!path.empty() && path.front() == '/') path.erase(0, 1);
+    if (!path.empty()) {
+      try {
+        size_t used = 0;
+        r.db = std::stoi(path, &used);
+        if (used != path.size() || r.db < 0) throw std::invalid_argument(path);
+      } catch (const std::exception&) {
+        // The path is echoed only when it cannot be the tail of a password (":pa/ss@host").
+        throw ConfigError("bad Redis database number " +
+                          (path.find('@') == std::string::npos ? "'" + path + "' " : "") + "in " +
+                          SafeUrl(url));
+      }
+    }
+  }
+
+  // The TLS options: the settings dict, then the URL's ssl_* keys over it.
+  nlohmann::json ssl = nlohmann::json::object();
+  if (use_ssl.is_object()) {
+    ssl = use_ssl;
+  } else if (!use_ssl.is_null() && !use_ssl.is_boolean()) {
+    throw ConfigError(std::string(role == Role::Broker ? "broker_use_ssl" : "redis_backend_use_ssl") +
+                      " must be a dict of ssl_* options or a boolean");
+  }
+  for (const auto& [key, value] : query)
+    if (is_ssl_key(key)) ssl[key] = value;
+  for (const auto& [key, value] : ssl.items())
+    if (!is_ssl_key(key))
+      throw ConfigError("unsupported TLS option '" + key + "' for " + r.safe_url +
+                        " (supported: ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile, "
+                        "ssl_check_hostname)");
+  const bool use_tls = s->scheme == "rediss" || use_ssl == true ||
+                       (role == Role::Broker && !socket && !ssl.empty());
+  if (role == Role::Backend && s->scheme == "redis" && (!ssl.empty() || use_ssl == true))
+    throw ConfigError(std::string(kSslSchemeMismatch) + " (" + r.safe_url + ")");
+  if (socket && query.count("ssl_cert_reqs"))
+    throw ConfigError("TLS options on a unix socket URL (" + r.safe_url + ")");
+  if (use_tls && !socket) {
+    if (role == Role::Backend && !ssl.contains("ssl_cert_reqs"))
+      throw ConfigError(std::string(kCertReqsMissing) + " (" + r.safe_url + ")");
+    ClientTls tls;
+    if (ssl.contains("ssl_cert_reqs")) tls.verify = cert_reqs(ssl["ssl_cert_reqs"], r.safe_url);
+    if (ssl.contains("ssl_check_hostname"))
+      tls.check_hostname = truthy(ssl["ssl_check_hostname"], "ssl_check_hostname", r.safe_url);
+    for (auto [key, field] : {std::pair{"ssl_ca_certs", &tls.ca_certs},
+                              std::pair{"ssl_certfile", &tls.certfile},
+                              std::pair{"ssl_keyfile", &tls.keyfile}}) {
+      if (!ssl.contains(key) || ssl[key].is_null()) continue;
+      if (!ssl[key].is_string())
+        throw ConfigError(std::string("bad ") + key + " for " + r.safe_url + " (expected a path)");
+      *field = ssl[key].get<std::string>();
+    }
+    r.tls = tls;
   }
   return r;
 }

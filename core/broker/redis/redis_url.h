@@ -1,20 +1,58 @@
-// Redis URLs as Celery and kombu accept them: redis://[[user]:password@]host[:port][/db].
+// Redis URLs as Celery and kombu accept them, for the broker and the result backend:
+//   redis://[[user]:password@]host[:port][/db]         plain TCP
+//   rediss://[[user]:password@]host[:port][/db][?ssl_cert_reqs=required&ssl_ca_certs=...]  TLS
+//   redis+socket:///path/to/redis.sock[?virtual_host=db]  a unix socket (kombu and Celery's form;
+//   socket:// and redis-py's unix:// are read the same way, and `db` is a synonym of
+//   virtual_host); a password as redis+socket://:password@/path or ?password=.
+// TLS options come from the URL's ssl_* query keys and from the settings dict (broker_use_ssl or
+// redis_backend_use_ssl), the URL's keys winning: ssl_cert_reqs (required/optional/none or
+// CERT_REQUIRED/CERT_OPTIONAL/CERT_NONE or Python's ssl constants 2/1/0), ssl_ca_certs,
+// ssl_certfile, ssl_keyfile and redis-py's ssl_check_hostname. Unlike kombu, which falls back to
+// CERT_NONE when a rediss:// broker has no options, the certificate and the host name are checked
+// unless the options say not to.
+// Failure: parse() throws ConfigError naming the URL with its password masked (SafeUrl).
 #pragma once
 
+#include <optional>
 #include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/tls/tls.h"
 
 namespace cvtasks {
 
+struct CelerySettings;
+
 struct RedisUrl {
+  // Whose URL: the rules differ where kombu (broker) and Celery's RedisBackend differ. The
+  // backend, like Celery's, refuses TLS options on a redis:// URL and a rediss:// URL without
+  // ssl_cert_reqs; the broker, like kombu, speaks TLS whenever it is given TLS options.
+  enum class Role { Broker, Backend };
+
   std::string host = "localhost";
   int port = 6379;
+  std::string socket_path;  // non-empty: a unix socket, host and port unused
   int db = 0;
   std::string username;  // Redis 6 ACL user; empty = default user
   std::string password;  // empty = no AUTH
+  std::optional<ClientTls> tls;  // set: rediss://
+  std::string safe_url;  // the URL as given, password masked, for messages
 
-  // Throws ConfigError for another scheme or a malformed URL, naming the URL safely.
+  // The URL alone (no settings dict), read with the broker's rules.
   static RedisUrl parse(const std::string& url);
+  // `use_ssl`: the broker_use_ssl or redis_backend_use_ssl setting (null or false: none; true
+  // or an object of the ssl_* keys above; anything else is a ConfigError).
+  static RedisUrl parse(const std::string& url, Role role, const nlohmann::json& use_ssl);
+
+  // "host:port" or "unix:/path", for messages.
+  std::string where() const;
 };
+
+// settings.broker_url with broker_use_ssl.
+RedisUrl broker_redis_url(const CelerySettings& settings);
+// settings.result_backend (which must be set) with redis_backend_use_ssl.
+RedisUrl backend_redis_url(const CelerySettings& settings);
 
 // The URL with any password replaced by "**", for logs and error messages: masked_url()
 // (core/base/secrets.h), the one masking rule.

@@ -1,6 +1,7 @@
-// Tls: the TLS the mail and LLM clients need, from the module cvtasks_tls (tls/, Poco NetSSL on
-// OpenSSL). The module is loaded on the first call to tls(), so a worker that sends no mail over
-// TLS and asks no HTTPS provider never maps OpenSSL (core/base/module.h says why modules).
+// Tls: the TLS the mail and LLM clients and the Redis connection (rediss://) need, from the
+// module cvtasks_tls (openssl.cpp, Poco NetSSL on OpenSSL). The module is loaded on the first call
+// to tls(), so a worker that sends no mail over TLS, asks no HTTPS provider and speaks plain Redis
+// never maps OpenSSL (core/base/module.h says why modules).
 //
 // Failure: tls() throws ConfigError when the module cannot be loaded. The methods throw Poco's
 // exceptions (Poco::Net::SSLException and the like, all Poco::Exception), as the plain sockets
@@ -28,6 +29,20 @@ struct SmtpTls {
   std::string certfile;
 };
 
+// A client connection that checks its peer, as Python's ssl module does for redis-py's
+// SSLConnection: `verify` is ssl_cert_reqs (None: no check; Optional and Required: the chain must
+// lead to `ca_certs`, a PEM file or a directory, or to the system's authorities when it is empty);
+// `check_hostname` also matches the certificate against `host_name`, localhost included.
+// certfile/keyfile: the client certificate to present (empty: none).
+struct ClientTls {
+  enum class Verify { None, Optional, Required };
+  Verify verify = Verify::Required;
+  bool check_hostname = true;
+  std::string ca_certs;
+  std::string certfile;
+  std::string keyfile;
+};
+
 class Tls {
  public:
   virtual ~Tls() = default;
@@ -43,6 +58,13 @@ class Tls {
   // certificate authorities.
   virtual std::unique_ptr<Poco::Net::HTTPClientSession> https_session(const std::string& host,
                                                                       Poco::UInt16 port) = 0;
+  // A socket connected to `address` whose TLS handshake is done and whose peer passed the checks
+  // `tls` asks for; `host_name` is sent as SNI and is the name checked. A failed check throws
+  // Poco::Net::SSLException (CertificateValidationException among them) saying why.
+  virtual Poco::Net::StreamSocket connect_client(const Poco::Net::SocketAddress& address,
+                                                 const std::string& host_name,
+                                                 const Poco::Timespan& timeout,
+                                                 const ClientTls& tls) = 0;
 };
 
 // The module's Tls (one for the process), loading the module on the first call.

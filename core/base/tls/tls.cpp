@@ -1,4 +1,4 @@
-#include "tls.h"
+#include "core/base/tls/tls.h"
 
 #include "core/base/module.h"
 
