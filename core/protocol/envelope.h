@@ -20,7 +20,7 @@ struct EnvelopeOptions {
   nlohmann::json extra_properties = nlohmann::json::object();
   // kombu's compression name ("gzip", "zlib", "bzip2", "lzma", "zstd", "brotli"): the body is
   // compressed and its MIME type goes in the `compression` header. None: sent as is.
-  std::optional<std::string> compression;
+  std::optional<std::string> compression = std::nullopt;
 };
 
 std::string encode_envelope(const nlohmann::json& body, nlohmann::json headers,
