@@ -1,6 +1,7 @@
 // What a worker carries through a stop and a restart: Celery 5.5's soft shutdown, revokes that
 // expire after Celery's 3 hours, kept in --statedb across a restart, and learned from the
 // peers at start-up (mingle). In-memory transport and a ManualClock, as test_worker.cpp.
+#include <spdlog/spdlog.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 
 #include <cstdio>
