@@ -255,9 +255,10 @@ def test_master_kill9_under_acks_late_load_fails_over(cluster, worker_factory,
         tally,
         'The worker lost its connections, asked the sentinels again (get-master-addr-by-name, '
         'then ROLE) until they named the promoted replica, and went on. Messages it held stayed '
-        'in `unacked` on the replica (replicated before the kill) and were restored after the '
-        'visibility timeout: at-least-once, so a message whose ack did not reach the new master '
-        'may run again, at most the prefetch window (4).',
+        'in `unacked` on the replica; results and acks waited in memory and went to the new '
+        'master. Replication is asynchronous: an ack the old master took in its last moment '
+        'dies with it and that message runs again after the visibility timeout (at-least-once), '
+        'at most the prefetch window (4).',
         allowed_lost=0, allowed_duplicates=4,
         extra={'failover_s': round(failover_s, 1)})
     harness.assert_ok(rec, tally)
