@@ -158,7 +158,7 @@ class WorkerApp final : public cvtasks::CommandApp {
     transports.events = make_redis_event_publishers(broker_url);
     transports.broadcast = make_redis_control_caller(broker_url);
     transports.broker_info =
-        broker_connection_info(settings.celery.broker_url, settings.celery.visibility_timeout);
+        broker_connection_info(broker_url, settings.celery.visibility_timeout);
 
     TaskRegistry registry;
     register_domain_tasks(registry, settings);

@@ -131,6 +131,10 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
       try {
         op();
         if (logged) spdlog::info("Result/ack sender reconnected; resuming.");
+        // The acks that follow the results go over another connection, which the same outage
+        // broke: its reconnect must start from the first wait, not from where the results'
+        // backoff ended (seconds later, past a short visibility timeout: duplicates).
+        backoff.reset();
         return true;
       } catch (const ServerError& e) {
         if (!e.connection_lost()) {

@@ -244,8 +244,10 @@ Settings Settings::from_json(const json& doc) {
     // one this worker reads is checked.
     SettingsSection t(*bto, "celery.broker_transport_options");
     if (auto v = t.number("visibility_timeout", 0, kMaxSeconds, true)) c.visibility_timeout = *v;
+    c.broker_transport_options = *bto;  // the sentinel keys: read with the URL (redis_url.h)
   }
-  cj.object("result_backend_transport_options");
+  if (auto v = cj.object("result_backend_transport_options"))
+    c.result_backend_transport_options = *v;
   for (const auto& [k, v] : celery_json.items())
     if (!kKnownCelery.count(k)) s.unknown_celery_keys.push_back(k);
 
