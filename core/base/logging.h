@@ -15,4 +15,9 @@ std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name
 // Throws ConfigError when the file cannot be opened.
 void setup_logging(spdlog::level::level_enum level, const std::string& logfile);
 
+// SIGHUP: closes the log file and opens it again by name (after logrotate moved it, a new file).
+// Returns its path, or nullopt when the log is not a file. Throws ConfigError when it cannot be
+// opened (the old file stays in use). Thread-safe: concurrent lines wait and are not lost.
+std::optional<std::string> reopen_log_file();
+
 }  // namespace cvtasks

@@ -28,6 +28,18 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       metrics_(registry.names(), config_.nodename),
       started_(clock.monotonic()) {
   queues_ = config_.queues;
+  autoscale_ = config_.autoscale;
+  pool_size_ = config_.autoscale ? config_.autoscale->second : config_.concurrency;
+  // task_annotations, task_default_rate_limit and worker_disable_rate_limits, resolved once per
+  // registered task (Celery annotates each task class once, at start-up).
+  const CelerySettings& cs = settings_.celery;
+  for (const auto& name : registry.names()) {
+    const TaskAnnotation a = annotation_for(cs, name);
+    annotations_[name] = a;
+    const std::optional<double> rate = a.rate_limit ? *a.rate_limit : cs.task_default_rate_limit;
+    if (rate && !cs.worker_disable_rate_limits) rate_limits_.emplace(name, RateLimit(*rate));
+    if (a.time_limit || a.soft_time_limit) time_limits_[name] = {a.soft_time_limit, a.time_limit};
+  }
   register_control_commands();
   if (!transports_.status_broker) transports_.status_broker = transports_.brokers;
   // Always made, even with heartbeats off: enable_events can turn task events on later.
@@ -38,7 +50,8 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
         return EventDispatcher::WorkerCounts{static_cast<int>(running_.size()),
                                              processed_.load()};
       },
-      config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events);
+      config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events,
+      config_.heartbeat_interval);
   if (config_.remote_control)
     pidbox_ = transports_.pidboxes(
         config_.nodename, lamport_,
@@ -58,7 +71,7 @@ Worker::~Worker() {
 }
 
 size_t Worker::prefetch_count() const {
-  return static_cast<size_t>(config_.concurrency) *
+  return static_cast<size_t>(std::max(1, pool_size_.load())) *
          static_cast<size_t>(config_.prefetch_multiplier);
 }
 
@@ -67,8 +80,21 @@ bool Worker::expired(const Job& job) const {
 }
 
 bool Worker::stores_result(const Job& job) const {
-  return backend_ && !job.msg.ignore_result && !settings_.celery.task_ignore_result &&
-         !(job.task && job.task->ignore_result());
+  if (!backend_ || job.msg.ignore_result || settings_.celery.task_ignore_result) return false;
+  if (!job.task) return true;
+  const auto annotated = annotation(job.msg.task).ignore_result;
+  return !(annotated ? *annotated : job.task->ignore_result());
+}
+
+const TaskAnnotation& Worker::annotation(const std::string& name) const {
+  static const TaskAnnotation none;
+  const auto it = annotations_.find(name);
+  return it == annotations_.end() ? none : it->second;
+}
+
+std::optional<std::string> Worker::restart_reason() const {
+  MutexLock lock(mu_);
+  return restart_reason_;
 }
 
 void Worker::run() {
@@ -89,7 +115,8 @@ void Worker::run() {
   threads_.emplace_back([this] { timer_loop(); });
   {
     MutexLock lock(mu_);
-    for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
+    last_scale_up_ = clock_.monotonic();
+    for (int i = 0; i < pool_size_; ++i) spawn_pool_thread();
     for (const auto& q : config_.queues) {
       waiters_.insert(q);
       spawn_waiter(q);
@@ -128,6 +155,19 @@ void Worker::clock_moved() {
 }
 
 void Worker::spawn_pool_thread() {
+  // Threads that retired (pool_shrink, autoscale) are joined here, so that a pool that grows
+  // and shrinks for weeks does not pile up finished threads. Each left its loop already: the
+  // join waits for its broker connection to close, nothing more.
+  if (!finished_.empty()) {
+    for (auto it = task_threads_.begin(); it != task_threads_.end();) {
+      if (finished_.erase(it->get_id())) {
+        it->join();
+        it = task_threads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   ++live_pool_threads_;
   task_threads_.emplace_back([this] { task_thread(std::nullopt); });
 }
@@ -327,8 +367,9 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   spdlog::info("Task {}[{}] received", m.display_name(), m.id);
   metrics_.count(m.display_name(), TaskEvent::Received);
   if (events_->task_events()) events_->send_task_event("task-received", task_received_fields(m));
-  job->acks_late = m.acks_late.value_or(
-      job->task->acks_late().value_or(settings_.celery.task_acks_late));
+  // The message's own, else task_annotations', else the task's, else the setting.
+  job->acks_late = m.acks_late.value_or(annotation(m.task).acks_late.value_or(
+      job->task->acks_late().value_or(settings_.celery.task_acks_late)));
   if (expired(*job)) {
     store_revoked(*job, "expired");
     outbox_->post_ack(d.tag);

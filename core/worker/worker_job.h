@@ -32,6 +32,8 @@ struct Worker::Job {
   // Time limits, set when the task starts.
   std::optional<MonoTime> soft_deadline, hard_deadline;
   bool soft_fired = false;
+  double hard_limit_s = 0;    // the hard limit armed (for its log line)
+  pid_t thread_id = 0;        // the pool thread running it (SIGUSR1's dump)
   MonoTime received_at;  // set before the job is shared
   // Completion race between the pool thread and the timer's hard limit.
   Mutex mu;
