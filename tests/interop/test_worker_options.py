@@ -384,3 +384,54 @@ def test_supervisor_program_with_celerys_usual_options(tmp_path, redis_server, c
     text = (tmp_path / 'supervisord.log').read_text()
     assert 'stopped: celery-worker (exit status 0)' in text, text
     assert text.count('spawned:') == 1, text  # never crash-looped
+
+
+def _send_redelivered(app, rc0, task, args, task_id):
+    """The message the client publishes for `task`, marked redelivered (as Redis' restore marks
+    a message whose ack was lost), in the `celery` queue."""
+    app.send_task(task, args=args, queue='holding', task_id=task_id)
+    msg = json.loads(rc0.rpop('holding'))
+    msg['properties']['delivery_info']['redelivered'] = True
+    rc0.lpush('celery', json.dumps(msg))
+
+
+@pytest.mark.parametrize('dedup', [True, False])
+def test_deduplicate_successful_tasks(dedup, worker_factory, celery_app, redis_server):
+    """acks_late + worker_deduplicate_successful_tasks: a redelivered task whose SUCCESS is
+    stored is acked without running; without the setting it runs again."""
+    rc0, rc1 = redis_server.client(0), redis_server.client(1)
+    w = worker_factory(settings={'task_acks_late': True,
+                                 'worker_deduplicate_successful_tasks': dedup})
+    done = celery_app.diag.add.delay(2, 3)
+    assert done.get(timeout=15) == 5
+    _send_redelivered(celery_app, rc0, 'cvtasks.diagnostics.add', (2, 3), done.id)
+    marker = celery_app.diag.add.delay(1, 1)  # after it in the queue: it was handled by then
+    assert marker.get(timeout=15) == 2
+    wait_for(lambda: rc0.llen('celery') == 0 and not rc0.hlen('unacked'), 10,
+             message='the redelivered message acked')
+    ran = w.log.count('[%s] succeeded in' % done.id)
+    if dedup:
+        assert ran == 1 and 'add[%s] ignored: Task already completed successfully.' % done.id \
+            in w.log, w.log
+    else:
+        assert ran == 2, w.log
+    assert json.loads(rc1.get('celery-task-meta-' + done.id))['status'] == 'SUCCESS'
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('ack', [True, False])
+def test_acks_on_failure_or_timeout(ack, worker_factory, celery_app):
+    """acks_late and a hard time limit: acked (the default), or, with
+    task_acks_on_failure_or_timeout off, left unacked and redelivered after the visibility
+    timeout, as Celery leaves it."""
+    w = worker_factory(settings={'task_acks_late': True, 'task_acks_on_failure_or_timeout': ack,
+                                 'broker_transport_options': {'visibility_timeout': 1}},
+                       sections={'cvtasks': {'restore_interval': 0.5}}, args=['-c', '2'])
+    r = celery_app.diag.sleep.apply_async((5,), time_limit=1)
+    wait_for(lambda: 'Hard time limit (1s) exceeded' in w.log, 15, message='the time limit')
+    line = 'Hard time limit (1s) exceeded for cvtasks.diagnostics.sleep[%s]' % r.id
+    if ack:
+        time.sleep(3)  # a redelivery would come after the 1 s visibility timeout
+        assert w.log.count(line) == 1, w.log
+    else:
+        wait_for(lambda: w.log.count(line) >= 2, 15, message='the redelivered run')
