@@ -26,6 +26,7 @@ std::vector<std::string> CommandApp::normalize(int argc, char** argv) {
   // Poco wants "--name=value" and "-xVALUE"; Celery users write "--name value" and "-x value".
   OptionSet options;
   defineOptions(options);
+  argv_.assign(argv, argv + argc);
   std::vector<std::string> out{argv[0]};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -332,8 +333,26 @@ void install_crash_log(const std::string& logfile) {
   }
 }
 
-SignalThread::SignalThread(std::function<void(int)> on_shutdown)
-    : thread_([this, on_shutdown = std::move(on_shutdown)] {
+namespace {
+
+// SIGHUP: the log file again by name; the line lands in the new file.
+void on_hangup(const siginfo_t& info) {
+  try {
+    if (const auto path = reopen_log_file())
+      spdlog::warn("Received {} from pid {}: reopened the log file {}", signal_name(SIGHUP),
+                   info.si_pid, *path);
+    else
+      spdlog::warn("Received {} from pid {}: logging to stderr, no log file to reopen",
+                   signal_name(SIGHUP), info.si_pid);
+  } catch (const std::exception& e) {
+    spdlog::error("Received {} from pid {}: {}", signal_name(SIGHUP), info.si_pid, e.what());
+  }
+}
+
+}  // namespace
+
+SignalThread::SignalThread(std::function<void(int)> on_shutdown, std::function<void()> on_usr1)
+    : thread_([this, on_shutdown = std::move(on_shutdown), on_usr1 = std::move(on_usr1)] {
         const sigset_t set = waited_signals();
         for (;;) {
           siginfo_t info{};
@@ -345,7 +364,14 @@ SignalThread::SignalThread(std::function<void(int)> on_shutdown)
               on_shutdown(sig);
               break;
             case SignalKind::Survived:
-              spdlog::warn("Received {} from pid {}: ignored", signal_name(sig), info.si_pid);
+              if (sig == SIGHUP) {
+                on_hangup(info);
+              } else if (sig == SIGUSR1 && on_usr1) {
+                spdlog::warn("Received {} from pid {}", signal_name(sig), info.si_pid);
+                on_usr1();
+              } else {
+                spdlog::warn("Received {} from pid {}: ignored", signal_name(sig), info.si_pid);
+              }
               break;
             case SignalKind::Fatal: {
               spdlog::critical("Received {} from pid {}: the process dies of it",

@@ -35,6 +35,8 @@ class CommandApp : public Poco::Util::ServerApplication {
   // argv with "--name value" / "-x value" joined for Poco, for every option that takes a value.
   std::vector<std::string> normalize(int argc, char** argv);
   const std::string& command() const { return command_; }
+  // The command line as given (for a warm restart's re-exec).
+  const std::vector<std::string>& original_argv() const { return argv_; }
 
  protected:
   // Declares the shared options (help, settings, settings-fd, loglevel, logfile, pidfile,
@@ -75,6 +77,7 @@ class CommandApp : public Poco::Util::ServerApplication {
 
   std::string command_;
   std::string header_;
+  std::vector<std::string> argv_;
   std::unique_ptr<Pidfile> pidfile_;
 };
 
@@ -93,14 +96,17 @@ void install_crash_log(const std::string& logfile);
 
 // Takes the blocked signals on its own thread:
 //   - SIGTERM, SIGINT, SIGQUIT: logged by the caller's `on_shutdown(sig)`, called for each;
-//   - SIGHUP, SIGUSR1, SIGUSR2: a WARNING line, and nothing else (Celery's worker survives them;
-//     it restarts on SIGHUP when detached and dumps its threads on SIGUSR1, which we do not);
+//   - SIGHUP: reopens the log file by name (reopen_log_file: logrotate's "postrotate kill -HUP")
+//     and logs that it did; nothing else stops or waits;
+//   - SIGUSR1: `on_usr1()` when given (the worker logs its pool threads), else a WARNING line;
+//   - SIGUSR2: a WARNING line, and nothing else;
 //   - the fatal asynchronous ones: a CRITICAL line, then the process ends by that signal, as
 //     Python's would.
 // Stops (and joins) when destroyed; no signal a user sends can stop it earlier.
 class SignalThread {
  public:
-  explicit SignalThread(std::function<void(int)> on_shutdown);
+  explicit SignalThread(std::function<void(int)> on_shutdown,
+                        std::function<void()> on_usr1 = {});
   ~SignalThread();
   SignalThread(const SignalThread&) = delete;
   SignalThread& operator=(const SignalThread&) = delete;

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -13,6 +14,8 @@
 
 #include "command_app.h"
 #include "sd_notify.h"
+#include "worker_options.h"
+#include "worker_process.h"
 #include "commands/worker_types.h"
 #include "core/backend/result_backend.h"
 #include "core/base/clock.h"
@@ -99,6 +102,33 @@ class WorkerApp final : public cvtasks::CommandApp {
     add("without-mingle", "", "do not ask the other workers for their revokes at start", nullptr);
     add("statedb", "S", "keep the revoked ids in this SQLite file (worker_state_db)", "FILE");
     add("without-gossip", "", "accepted for Celery compatibility (never gossips)", nullptr);
+    // Celery 5.2-5.6's other `celery worker` options (README: "Celery's worker options").
+    add("events", "", "the same as -E", nullptr);
+    add("time-limit", "", "hard time limit of every task, seconds (task_time_limit)", "SECONDS");
+    add("soft-time-limit", "", "soft time limit of every task, seconds (task_soft_time_limit)",
+        "SECONDS");
+    add("optimization", "O", "default|fair: fair takes only as many messages as idle threads",
+        "PROFILE");
+    add("disable-prefetch", "", "take a message only for an idle thread (as -O fair)", nullptr);
+    add("autoscale", "", "MAX,MIN: pool threads follow the backlog between MIN and MAX", "MAX,MIN");
+    add("max-tasks-per-child", "", "warm restart after N x concurrency tasks", "N");
+    add("max-memory-per-child", "", "warm restart, between tasks, once resident memory passes "
+        "this many KiB", "KIB");
+    add("purge", "", "delete the waiting messages of the consumed queues at start-up", nullptr);
+    add("discard", "", "the same as --purge", nullptr);
+    add("exclude-queues", "X", "comma-separated queues not to consume", "QUEUES");
+    add("heartbeat-interval", "", "seconds between worker-heartbeat events (default 2)", "SECONDS");
+    add("detach", "D", "run in the background (use with --logfile and --pidfile)", nullptr);
+    add("uid", "", "run as this user (name or id)", "USER");
+    add("gid", "", "run as this group (name or id)", "GROUP");
+    add("beat", "B", "also run run_celery_beat, as a child that stops with the worker", nullptr);
+    add("schedule-filename", "s", "-B: beat's state file", "PATH");
+    add("schedule", "", "-B: the same as --schedule-filename", "PATH");
+    add("scheduler", "", "-B: beat_scheduler for the embedded beat", "CLASS");
+    add("pool", "P", "threads (others are accepted with a warning)", "POOL");
+    add("include", "I", "accepted with a warning (the tasks are compiled in)", "MODULES");
+    add("executable", "", "accepted with a warning", "PATH");
+    add("app", "A", "accepted with a warning (celery -A's application)", "APP");
     add("http-port", "", "serve /healthz and /metrics on this port (0: any free port)", "PORT");
     add("http-host", "", "address for --http-port (default 127.0.0.1)", "HOST");
   }
@@ -114,7 +144,9 @@ class WorkerApp final : public cvtasks::CommandApp {
     // as worker_concurrency 0 is).
     const Settings settings =
         with_options(load_settings(), {{"concurrency", "celery.worker_concurrency"},
-                                       {"prefetch-multiplier", "celery.worker_prefetch_multiplier"}});
+                                       {"prefetch-multiplier", "celery.worker_prefetch_multiplier"},
+                                       {"time-limit", "celery.task_time_limit"},
+                                       {"soft-time-limit", "celery.task_soft_time_limit"}});
 
     WorkerConfig config;
     if (has("queues")) {
@@ -132,9 +164,43 @@ class WorkerApp final : public cvtasks::CommandApp {
     } else {
       config.queues = {settings.celery.task_default_queue};
     }
+    if (has("exclude-queues")) {
+      for (const auto& q : split_csv(opts_.at("exclude-queues")))
+        config.queues.erase(std::remove(config.queues.begin(), config.queues.end(), q),
+                            config.queues.end());
+      if (config.queues.empty()) throw ConfigError("--exclude-queues leaves no queue to consume");
+    }
     config.concurrency = settings.celery.worker_concurrency.value_or(
         static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    if (has("autoscale")) {
+      config.autoscale = parse_autoscale(opts_.at("autoscale"));
+      config.concurrency = config.autoscale->first;
+    }
     config.prefetch_multiplier = settings.celery.worker_prefetch_multiplier;
+    const std::string profile = value("optimization", "default");
+    if (profile != "default" && profile != "fair")
+      throw ConfigError("-O needs default or fair, got '" + profile + "'");
+    // fair: with one message per thread, what is taken and not running is exactly one per idle
+    // thread. --disable-prefetch (Celery 5.6) asks the same.
+    if (profile == "fair" || has("disable-prefetch")) config.prefetch_multiplier = 1;
+    if (has("max-tasks-per-child"))
+      config.max_tasks_per_child = parse_whole("max-tasks-per-child",
+                                               opts_.at("max-tasks-per-child"), 1, 1LL << 40);
+    if (has("max-memory-per-child"))
+      config.max_memory_per_child_kib = parse_whole(
+          "max-memory-per-child", opts_.at("max-memory-per-child"), 1, 1LL << 40);
+    if (has("heartbeat-interval")) {
+      const std::string text = opts_.at("heartbeat-interval");
+      try {
+        size_t used = 0;
+        config.heartbeat_interval = std::stod(text, &used);
+        if (used != text.size() || !(config.heartbeat_interval > 0 && config.heartbeat_interval <= 3600))
+          throw ConfigError("");
+      } catch (const std::exception&) {
+        throw ConfigError("--heartbeat-interval needs seconds in (0, 3600], got '" + text + "'");
+      }
+    }
+    if (has("events")) opts_["task-events"] = "";
     config.nodename = expand_hostname(value("hostname", "celery@%h"));
     config.task_events = has("task-events");
     config.heartbeat = !has("without-heartbeat");
@@ -164,14 +230,27 @@ class WorkerApp final : public cvtasks::CommandApp {
     register_domain_tasks(registry, settings);
     if (has("diagnostics")) register_diagnostics(registry);
 
+    if (has("detach")) detach();
+    drop_privileges(value("uid", ""), value("gid", ""));
     start_process(level, settings.worker.log_format);
+    for (const auto& w : inapplicable_option_warnings(opts_)) spdlog::warn("{}", w);
+    if (has("purge") || has("discard")) {
+      RedisBroker purger(broker_url);
+      const int64_t n = purger.purge(config.queues);
+      spdlog::info("purge: Erased {} message{} from the queue.", n, n == 1 ? "" : "s");
+    }
     for (const auto& k : settings.unknown_celery_keys)
       spdlog::debug("Celery setting {} is not used by this worker", k);
     std::string queue_list;
     for (const auto& q : config.queues) queue_list += (queue_list.empty() ? "" : ", ") + q;
-    spdlog::info("cvtasks worker {} | concurrency {} (threads) | prefetch {} | queues: {}",
-                 config.nodename, config.concurrency,
-                 config.concurrency * config.prefetch_multiplier, queue_list);
+    if (config.autoscale)
+      spdlog::info("cvtasks worker {} | autoscale {},{} (threads) | prefetch {} per thread | "
+                   "queues: {}", config.nodename, config.autoscale->first,
+                   config.autoscale->second, config.prefetch_multiplier, queue_list);
+    else
+      spdlog::info("cvtasks worker {} | concurrency {} (threads) | prefetch {} | queues: {}",
+                   config.nodename, config.concurrency,
+                   config.concurrency * config.prefetch_multiplier, queue_list);
     spdlog::info("results: {}", settings.celery.result_backend
                                     ? SafeUrl(*settings.celery.result_backend)
                                     : std::string("disabled (no result_backend)"));
@@ -192,6 +271,17 @@ class WorkerApp final : public cvtasks::CommandApp {
       spdlog::info("Serving /healthz, /livez, /readyz and /metrics on http://{}:{}", host,
                    status->port());
     }
+    std::unique_ptr<BeatChild> beat;
+    if (has("beat")) {
+      // The embedded beat shares the worker's document, level and log file.
+      json document = settings.document;
+      if (has("scheduler")) document["celery"]["beat_scheduler"] = opts_.at("scheduler");
+      std::vector<std::string> args{"--loglevel", value("loglevel", "info")};
+      if (has("logfile")) args.insert(args.end(), {"--logfile", opts_.at("logfile")});
+      const std::string schedule = value("schedule-filename", value("schedule", ""));
+      if (!schedule.empty()) args.insert(args.end(), {"--schedule", schedule});
+      beat = std::make_unique<BeatChild>(document, args);
+    }
     {
       // SIGTERM/SIGINT: warm shutdown; SIGQUIT or a second signal: cold (soft first when
       // worker_soft_shutdown_timeout is set). REMAP_SIGTERM=SIGQUIT makes SIGTERM cold, as
@@ -200,17 +290,29 @@ class WorkerApp final : public cvtasks::CommandApp {
       const char* remap = std::getenv("REMAP_SIGTERM");
       const bool term_is_quit = remap && (std::string(remap) == "SIGQUIT" ||
                                           std::string(remap) == "QUIT");
-      SignalThread signals([&worker, &stopping, term_is_quit](int sig) {
-        const bool cold = stopping || sig == SIGQUIT || (sig == SIGTERM && term_is_quit);
-        spdlog::warn("Received {}: {} shutdown", signal_name(sig), cold ? "cold" : "warm");
-        sd_notify_state("STOPPING=1");
-        worker.stop(cold);
-        stopping = true;
-      });
+      SignalThread signals(
+          [&worker, &stopping, term_is_quit](int sig) {
+            const bool cold = stopping || sig == SIGQUIT || (sig == SIGTERM && term_is_quit);
+            spdlog::warn("Received {}: {} shutdown", signal_name(sig), cold ? "cold" : "warm");
+            sd_notify_state("STOPPING=1");
+            worker.stop(cold);
+            stopping = true;
+          },
+          [&worker] { worker.log_threads(); });
       worker.run();
       status.reset();  // before the worker it reads goes away
     }
+    beat.reset();  // stops with the worker
     spdlog::default_logger()->flush();
+    if (const auto why = worker.restart_reason(); why) {
+      // The recycling guard's warm restart: the same binary, the same options, the same
+      // document (the --settings-fd it read is closed: a new one carries it).
+      spdlog::warn("Warm restart: re-executing {} ({})", original_argv().front(), *why);
+      spdlog::default_logger()->flush();
+      const int fd = settings_memfd(settings.document);
+      release_pidfile();
+      reexec(restart_argv(original_argv(), fd), fd);
+    }
     // A task that ignored cancellation still runs on a thread we cannot join.
     if (worker.has_stray_threads()) {
       release_pidfile();

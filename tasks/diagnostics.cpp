@@ -2,6 +2,10 @@
 
 #include <functional>
 
+#include <mutex>
+#include <string>
+#include <vector>
+
 namespace cvtasks {
 namespace {
 
@@ -80,6 +84,19 @@ void register_diagnostics(TaskRegistry& r) {
       ctx.check_cancelled();
     }
     return steps;
+  }));
+  r.add(std::make_unique<FunctionTask>(p + "leak", [](TaskContext&, const json& a, const json& k) {
+    // A task that leaks: keeps `kib` KiB (touched, so resident) for the process's life. What
+    // --max-memory-per-child guards against; the tests' model of it.
+    Arguments args("leak", a, k, {"kib"}, 1);
+    const json& kib = args.at("kib");
+    if (!kib.is_number_integer() || kib.get<int64_t>() < 0 || kib.get<int64_t>() > (1 << 20))
+      throw type_error("leak() argument 'kib' must be an int from 0 to 1048576");
+    static std::mutex mu;
+    static std::vector<std::string> kept;
+    std::lock_guard<std::mutex> lock(mu);
+    kept.emplace_back(static_cast<size_t>(kib.get<int64_t>()) * 1024, 'x');
+    return kib;
   }));
   r.add(std::make_unique<FunctionTask>(p + "retry", [](TaskContext& ctx, const json& a, const json& k) {
     Arguments args("retry", a, k, {"times", "countdown"}, 1);

@@ -1,15 +1,18 @@
 #include "logging.h"
 
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/details/file_helper.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
@@ -78,6 +81,37 @@ class JsonFormatter final : public spdlog::formatter {
   std::string logger_;
 };
 
+// A file sink that can reopen its file by name (SIGHUP after logrotate moved it): the lines
+// written meanwhile wait on the sink's own mutex, so none is lost or split.
+class ReopenableFileSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit ReopenableFileSink(const std::string& path) { file_.open(path, false); }
+  void reopen() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Tried first: file_helper closes the old file before it opens the new one, and a failed
+    // open would leave no file at all.
+    std::FILE* probe = std::fopen(file_.filename().c_str(), "a");
+    if (!probe) throw spdlog::spdlog_ex("cannot open for appending", errno);
+    std::fclose(probe);
+    file_.reopen(false);
+  }
+  std::string path() const { return file_.filename(); }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    file_.write(formatted);
+  }
+  void flush_() override { file_.flush(); }
+
+ private:
+  spdlog::details::file_helper file_;
+};
+
+std::mutex log_file_mu;
+std::shared_ptr<ReopenableFileSink> log_file;  // the current log file's sink, if any
+
 }  // namespace
 
 LogTaskScope::LogTaskScope(const std::string& name, const std::string& id,
@@ -90,6 +124,22 @@ LogTaskScope::LogTaskScope(const std::string& name, const std::string& id,
 LogTaskScope::~LogTaskScope() { current_task = previous_; }
 
 const LogTaskScope* current_log_task() { return current_task; }
+
+
+std::optional<std::string> reopen_log_file() {
+  std::shared_ptr<ReopenableFileSink> sink;
+  {
+    std::lock_guard<std::mutex> lock(log_file_mu);
+    sink = log_file;
+  }
+  if (!sink) return std::nullopt;
+  try {
+    sink->reopen();
+  } catch (const spdlog::spdlog_ex& e) {
+    throw ConfigError("cannot reopen log file " + sink->path() + ": " + e.what());
+  }
+  return sink->path();
+}
 
 std::optional<spdlog::level::level_enum> parse_log_level(const std::string& name) {
   std::string n = name;
@@ -109,7 +159,12 @@ void setup_logging(spdlog::level::level_enum level, const std::string& logfile,
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
     try {
-      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(logfile);
+      auto file = std::make_shared<ReopenableFileSink>(logfile);
+      {
+        std::lock_guard<std::mutex> lock(log_file_mu);
+        log_file = file;
+      }
+      sink = file;
     } catch (const spdlog::spdlog_ex& e) {
       throw ConfigError("cannot open log file " + logfile + ": " + e.what());
     }

@@ -46,4 +46,9 @@ class LogTaskScope {
 // The innermost scope of this thread, or null.
 const LogTaskScope* current_log_task();
 
+// SIGHUP: closes the log file and opens it again by name (after logrotate moved it, a new file).
+// Returns its path, or nullopt when the log is not a file. Throws ConfigError when it cannot be
+// opened (the old file stays in use). Thread-safe: concurrent lines wait and are not lost.
+std::optional<std::string> reopen_log_file();
+
 }  // namespace cvtasks

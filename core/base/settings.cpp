@@ -37,7 +37,9 @@ const std::set<std::string> kKnownCelery = {
     "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include",
     "task_protocol", "task_compression", "result_compression", "broker_use_ssl",
     "redis_backend_use_ssl", "worker_soft_shutdown_timeout",
-    "worker_enable_soft_shutdown_on_idle", "worker_state_db"};
+    "worker_enable_soft_shutdown_on_idle", "worker_state_db", "task_annotations",
+    "task_default_rate_limit", "worker_disable_rate_limits", "task_acks_on_failure_or_timeout",
+    "worker_deduplicate_successful_tasks"};
 
 // Upper bounds of durations (seconds) and sizes: far beyond any real setting, low enough that
 // no arithmetic on them (deadlines, Redis' SETEX, prefetch counts) overflows.
@@ -45,6 +47,70 @@ constexpr double kMaxSeconds = 100.0 * 365 * 24 * 3600;  // a century
 constexpr int64_t kMaxConcurrency = 10000;
 constexpr int64_t kMaxPrefetchMultiplier = 10000;
 constexpr int64_t kMaxMessageBytes = 512LL * 1024 * 1024;  // Redis' largest string
+
+// A rate limit value as Celery takes it: a rate string, a number (per second) or null.
+std::optional<double> parse_rate_value(SettingsSection& section, const std::string& key,
+                                       const json& value) {
+  if (value.is_null()) return std::nullopt;
+  if (value.is_number() && value.get<double>() >= 0)
+    return value.get<double>() > 0 ? std::optional<double>(value.get<double>()) : std::nullopt;
+  if (!value.is_string()) throw section.error(key, "must be a rate such as \"10/s\"");
+  try {
+    return parse_rate(value.get<std::string>());
+  } catch (const ConfigError& e) {
+    throw section.error(key, e.what());
+  }
+}
+
+TaskAnnotation parse_annotation(const json& value, const std::string& where,
+                                std::vector<std::string>& unknown) {
+  SettingsSection a(value, where);
+  TaskAnnotation out;
+  // Present, even as null: null is Celery's None, "no limit", which overrides a default.
+  if (value.is_object() && value.contains("rate_limit"))
+    out.rate_limit = parse_rate_value(a, "rate_limit", value["rate_limit"]);
+  if (a.has("time_limit")) out.time_limit = a.number("time_limit", 0, kMaxSeconds).value_or(0);
+  if (a.has("soft_time_limit"))
+    out.soft_time_limit = a.number("soft_time_limit", 0, kMaxSeconds).value_or(0);
+  out.acks_late = a.boolean("acks_late");
+  out.ignore_result = a.boolean("ignore_result");
+  if (value.is_object() && value.contains("max_retries")) {
+    const auto v = a.integer("max_retries", 0, 1000000000);
+    out.max_retries = v ? std::optional<int>(static_cast<int>(*v)) : std::nullopt;
+  }
+  out.default_retry_delay = a.number("default_retry_delay", 0, kMaxSeconds);
+  // Other Task attributes (serializer, autoretry_for, '@'-wrappers...) are Python's: listed
+  // with the unknown Celery keys, as an unused setting is.
+  for (const auto& [k, v] : value.items())
+    if (k != "rate_limit" && k != "time_limit" && k != "soft_time_limit" && k != "acks_late" &&
+        k != "ignore_result" && k != "max_retries" && k != "default_retry_delay")
+      unknown.push_back(where.substr(std::string("celery.").size()) + "." + k);
+  return out;
+}
+
+// task_annotations: a map or a list of maps (Celery's prepare()); a class path names Python
+// code, which this worker cannot run: refused.
+TaskAnnotations parse_annotations(SettingsSection& section, const json& value,
+                                  std::vector<std::string>& unknown) {
+  TaskAnnotations out;
+  if (value.is_null()) return out;
+  const json list = value.is_array() ? value : json::array({value});
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!list[i].is_object())
+      throw section.error("task_annotations",
+                          "entries must be maps of task name to attributes (a class path is "
+                          "Python code, which this worker cannot run)");
+    std::map<std::string, TaskAnnotation> one;
+    for (const auto& [task, attrs] : list[i].items()) {
+      const std::string where = "celery.task_annotations" +
+                                (value.is_array() ? "[" + std::to_string(i) + "]" : "") + "." +
+                                task;
+      one[task] = parse_annotation(attrs, where, unknown);
+    }
+    out.push_back(std::move(one));
+  }
+  return out;
+}
 
 Route parse_route(const std::string& pattern, const json& value) {
   Route r;
@@ -248,6 +314,16 @@ Settings Settings::from_json(const json& doc) {
   }
   if (auto v = cj.object("result_backend_transport_options"))
     c.result_backend_transport_options = *v;
+  if (auto v = cj.raw("task_annotations"))
+    c.task_annotations = parse_annotations(cj, *v, s.unknown_celery_keys);
+  if (auto v = cj.raw("task_default_rate_limit"))
+    c.task_default_rate_limit = parse_rate_value(cj, "task_default_rate_limit", *v);
+  if (auto v = cj.boolean("worker_disable_rate_limits")) c.worker_disable_rate_limits = *v;
+  if (auto v = cj.boolean("task_acks_on_failure_or_timeout"))
+    c.task_acks_on_failure_or_timeout = *v;
+  if (auto v = cj.boolean("task_reject_on_worker_lost")) c.task_reject_on_worker_lost = *v;
+  if (auto v = cj.boolean("worker_deduplicate_successful_tasks"))
+    c.worker_deduplicate_successful_tasks = *v;
   for (const auto& [k, v] : celery_json.items())
     if (!kKnownCelery.count(k)) s.unknown_celery_keys.push_back(k);
 
@@ -331,6 +407,61 @@ Settings Settings::defaults() {
 void Settings::apply_environment() {
   if (const char* v = std::getenv("CELERY_BROKER_URL"); v && *v) celery.broker_url = v;
   if (const char* v = std::getenv("CELERY_RESULT_BACKEND"); v && *v) celery.result_backend = v;
+}
+
+std::optional<double> parse_rate(const std::string& rate) {
+  if (rate.empty() || rate == "0" || rate == "None" || rate == "null") return std::nullopt;
+  const auto bad = [&] { return ConfigError("Invalid rate limit string: '" + rate + "'"); };
+  const auto slash = rate.find('/');
+  const std::string number = rate.substr(0, slash);
+  double n = 0;
+  try {
+    size_t used = 0;
+    n = std::stod(number, &used);
+    if (used != number.size()) throw bad();
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  double per = 1;
+  if (slash != std::string::npos) {
+    const std::string unit = rate.substr(slash + 1);
+    if (unit == "s")
+      per = 1;
+    else if (unit == "m")
+      per = 60;
+    else if (unit == "h")
+      per = 3600;
+    else
+      throw bad();
+  }
+  if (n < 0) throw bad();
+  if (n == 0) return std::nullopt;
+  return n / per;
+}
+
+void TaskAnnotation::merge(const TaskAnnotation& o) {
+  if (o.rate_limit) rate_limit = o.rate_limit;
+  if (o.time_limit) time_limit = o.time_limit;
+  if (o.soft_time_limit) soft_time_limit = o.soft_time_limit;
+  if (o.acks_late) acks_late = o.acks_late;
+  if (o.ignore_result) ignore_result = o.ignore_result;
+  if (o.max_retries) max_retries = o.max_retries;
+  if (o.default_retry_delay) default_retry_delay = o.default_retry_delay;
+}
+
+TaskAnnotation annotation_for(const CelerySettings& settings, const std::string& task_name) {
+  TaskAnnotation out;
+  for (const auto& map : settings.task_annotations)
+    if (auto it = map.find(task_name); it != map.end()) {
+      out.merge(it->second);
+      break;
+    }
+  for (const auto& map : settings.task_annotations)
+    if (auto it = map.find("*"); it != map.end()) {
+      out.merge(it->second);
+      break;
+    }
+  return out;
 }
 
 Route route_for(const CelerySettings& settings, const std::string& task_name) {

@@ -41,6 +41,29 @@ struct Route {
   std::optional<int> priority;
 };
 
+// The attributes task_annotations can set on a task (Celery's Task attributes of those names).
+// Each is unset unless an annotation names it.
+struct TaskAnnotation {
+  // Outer: set by an annotation; inner: the tasks per second, nullopt = no limit ("0", null).
+  std::optional<std::optional<double>> rate_limit;
+  std::optional<double> time_limit;       // seconds; 0 = no limit
+  std::optional<double> soft_time_limit;  // seconds; 0 = no limit
+  std::optional<bool> acks_late;
+  std::optional<bool> ignore_result;
+  // Outer: set; inner: the number, nullopt = retry forever (null, as Celery's None).
+  std::optional<std::optional<int>> max_retries;
+  std::optional<double> default_retry_delay;  // seconds
+  // `other`'s attributes over these (Celery applies the '*' annotation after the named one).
+  void merge(const TaskAnnotation& other);
+};
+
+// task_annotations as Celery reads it: a list of {task name or '*': attributes} maps.
+using TaskAnnotations = std::vector<std::map<std::string, TaskAnnotation>>;
+
+// Celery's rate strings: "N" (per second), "N/s", "N/m", "N/h": tasks per second, nullopt for
+// "0", "", "None", "null" (no limit). Throws ConfigError for anything else.
+std::optional<double> parse_rate(const std::string& rate);
+
 struct CelerySettings {
   std::string broker_url = "redis://localhost:6379/0";  // CELERY_BROKER_URL overrides
   std::optional<std::string> result_backend;            // none: results are not stored
@@ -68,7 +91,20 @@ struct CelerySettings {
   double worker_soft_shutdown_timeout = 0;              // Celery 5.5: seconds; 0: no soft shutdown
   bool worker_enable_soft_shutdown_on_idle = false;     // Celery 5.5: soft even with nothing running
   std::optional<std::string> worker_state_db;           // --statedb: the revokes' file
+  TaskAnnotations task_annotations;                     // per-task attributes (annotation_for)
+  std::optional<double> task_default_rate_limit;        // tasks/s for tasks with no rate_limit
+  bool worker_disable_rate_limits = false;              // no rate limit is enforced
+  bool task_acks_on_failure_or_timeout = true;          // acks_late: ack a failed/timed-out task
+  // acks_late: requeue a task whose pool child died. A thread pool has no child to lose; read
+  // for its type only (a dead worker's messages come back through restore_visible anyway).
+  bool task_reject_on_worker_lost = false;
+  // acks_late + redelivered + SUCCESS stored: ack without running again.
+  bool worker_deduplicate_successful_tasks = false;
 };
+
+// Celery's annotation resolution for one task: the first annotation map (in list order) that
+// names the task, then the first that has '*', applied after it (its attributes win).
+TaskAnnotation annotation_for(const CelerySettings& settings, const std::string& task_name);
 
 // Our own worker options (the "cvtasks" section).
 struct WorkerOptions {

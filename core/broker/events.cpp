@@ -99,12 +99,13 @@ std::string encode_event_envelope(const json& body, const std::string& hostname,
 
 EventDispatcher::EventDispatcher(EventPublisherFactory publishers, std::string hostname,
                                  LamportClock& clock, CountsFn counts, bool heartbeat,
-                                 bool task_events)
+                                 bool task_events, double freq)
     : publishers_(std::move(publishers)),
       hostname_(std::move(hostname)),
       clock_(clock),
       counts_(std::move(counts)),
       heartbeat_(heartbeat),
+      freq_(freq),
       task_events_(task_events) {}
 
 EventDispatcher::~EventDispatcher() { stop(); }
@@ -145,7 +146,7 @@ void EventDispatcher::heartbeat_now() {
 
 json EventDispatcher::worker_event(const std::string& type) {
   const WorkerCounts c = counts_ ? counts_() : WorkerCounts{};
-  return make_event(type, worker_event_fields(kFreq, c.active, c.processed), hostname_,
+  return make_event(type, worker_event_fields(freq_, c.active, c.processed), hostname_,
                     clock_.forward(), to_epoch(std::chrono::system_clock::now()));
 }
 
@@ -172,7 +173,7 @@ void EventDispatcher::loop() {
     }
   };
   if (heartbeat_) send({worker_event("worker-online")});
-  auto next_beat = std::chrono::steady_clock::now() + std::chrono::duration<double>(kFreq);
+  auto next_beat = std::chrono::steady_clock::now() + std::chrono::duration<double>(freq_);
   UniqueLock lock(mu_);
   while (true) {
     cv_.wait_until(lock.native(), next_beat,
@@ -187,7 +188,7 @@ void EventDispatcher::loop() {
     if (beat) {
       batch.push_back(worker_event("worker-heartbeat"));
       next_beat = now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                            std::chrono::duration<double>(kFreq));
+                            std::chrono::duration<double>(freq_));
     }
     if (stopping && heartbeat_) batch.push_back(worker_event("worker-offline"));
     send(batch);

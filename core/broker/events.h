@@ -79,8 +79,9 @@ class EventDispatcher {
   // Publishes through a publisher `publishers` makes on its thread. `heartbeat`: send worker-online/-heartbeat/
   // -offline (Celery's default; --without-heartbeat turns it off). `task_events`: the initial
   // state of task events (-E / worker_send_task_events).
+  // `freq`: seconds between heartbeats (--heartbeat-interval), sent as the events' `freq`.
   EventDispatcher(EventPublisherFactory publishers, std::string hostname, LamportClock& clock, CountsFn counts,
-                  bool heartbeat, bool task_events);
+                  bool heartbeat, bool task_events, double freq = kFreq);
   ~EventDispatcher();
 
   // Sends worker-online and starts the thread that sends heartbeats every 2 s and the queued
@@ -108,6 +109,7 @@ class EventDispatcher {
   LamportClock& clock_;
   CountsFn counts_;
   bool heartbeat_;
+  double freq_;
   std::atomic<bool> task_events_;
 
   Mutex mu_;

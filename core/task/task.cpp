@@ -53,7 +53,10 @@ TaskContext::TaskContext(const TaskMessage& request, const Settings& settings,
       process_hook_(std::move(process_hook)) {}
 
 void TaskContext::retry(std::optional<double> countdown, std::optional<ExceptionInfo> exc) {
-  throw RetryRequested(countdown.value_or(settings_.celery.task_default_retry_delay),
+  // task_annotations' default_retry_delay over the setting.
+  const double fallback = annotation_for(settings_.celery, request_.task)
+                              .default_retry_delay.value_or(settings_.celery.task_default_retry_delay);
+  throw RetryRequested(countdown.value_or(fallback),
                        std::move(exc));
 }
 

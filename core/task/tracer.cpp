@@ -67,7 +67,9 @@ Outcome trace(Task* task, const TaskMessage& m, TaskContext& ctx) {
     } catch (const TaskError& e) {
       out = failure(e.info());
     } catch (const RetryRequested& r) {
-      const auto max = task->max_retries();
+      // task_annotations' max_retries over the task's own.
+      const auto annotated = annotation_for(ctx.settings().celery, m.task).max_retries;
+      const auto max = annotated ? *annotated : task->max_retries();
       if (max && m.retries >= *max) {
         out = failure(r.exc ? *r.exc : max_retries_exceeded(m.task, m.id, *max).info());
       } else {

@@ -32,6 +32,7 @@ struct Job {
   bool rate_limited = false;  // held by a rate limit, not an ETA
   Deadlines limits;           // set when the task starts
   MonoTime received_at;       // set before the job is shared
+  pid_t thread_id = 0;        // the pool thread running it (SIGUSR1's dump)
   // Completion race between the pool thread and the timer's hard limit.
   Mutex mu;
   bool completing GUARDED_BY(mu) = false;

@@ -40,6 +40,18 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
     spdlog::info("Loaded {} revoked task id(s) from {}", revoked_.size(), config_.statedb);
     state_db_ = std::move(db);
   }
+  autoscale_ = config_.autoscale;
+  pool_size_ = config_.autoscale ? config_.autoscale->second : config_.concurrency;
+  // task_annotations, task_default_rate_limit and worker_disable_rate_limits, resolved once per
+  // registered task (Celery annotates each task class once, at start-up).
+  const CelerySettings& cs = settings_.celery;
+  for (const auto& name : registry.names()) {
+    const TaskAnnotation a = annotation_for(cs, name);
+    annotations_[name] = a;
+    const std::optional<double> rate = a.rate_limit ? *a.rate_limit : cs.task_default_rate_limit;
+    if (rate && !cs.worker_disable_rate_limits) rate_limits_.emplace(name, RateLimit(*rate));
+    if (a.time_limit || a.soft_time_limit) time_limits_.set(name, a.soft_time_limit, a.time_limit);
+  }
   register_control_commands();
   if (!transports_.status_broker) transports_.status_broker = transports_.brokers;
   // Always made, even with heartbeats off: enable_events can turn task events on later.
@@ -50,7 +62,8 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
         return EventDispatcher::WorkerCounts{static_cast<int>(jobs_.active().size()),
                                              processed_.load()};
       },
-      config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events);
+      config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events,
+      config_.heartbeat_interval);
   if (config_.remote_control)
     pidbox_ = transports_.pidboxes(
         config_.nodename, lamport_,
@@ -70,7 +83,7 @@ Worker::~Worker() {
 }
 
 size_t Worker::prefetch_count() const {
-  return static_cast<size_t>(config_.concurrency) *
+  return static_cast<size_t>(std::max(1, pool_size_.load())) *
          static_cast<size_t>(config_.prefetch_multiplier);
 }
 
@@ -79,8 +92,21 @@ bool Worker::expired(const Job& job) const {
 }
 
 bool Worker::stores_result(const Job& job) const {
-  return backend_ && !job.msg.ignore_result && !settings_.celery.task_ignore_result &&
-         !(job.task && job.task->ignore_result());
+  if (!backend_ || job.msg.ignore_result || settings_.celery.task_ignore_result) return false;
+  if (!job.task) return true;
+  const auto annotated = annotation(job.msg.task).ignore_result;
+  return !(annotated ? *annotated : job.task->ignore_result());
+}
+
+const TaskAnnotation& Worker::annotation(const std::string& name) const {
+  static const TaskAnnotation none;
+  const auto it = annotations_.find(name);
+  return it == annotations_.end() ? none : it->second;
+}
+
+std::optional<std::string> Worker::restart_reason() const {
+  MutexLock lock(mu_);
+  return restart_reason_;
 }
 
 void Worker::run() {
@@ -103,7 +129,8 @@ void Worker::run() {
   threads_.emplace_back([this] { timer_loop(); });
   {
     MutexLock lock(mu_);
-    for (int i = 0; i < config_.concurrency; ++i) spawn_pool_thread();
+    last_scale_up_ = clock_.monotonic();
+    for (int i = 0; i < pool_size_; ++i) spawn_pool_thread();
     for (const auto& q : config_.queues) {
       waiters_.insert(q);
       spawn_waiter(q);
@@ -194,6 +221,19 @@ void Worker::mingle() {
 }
 
 void Worker::spawn_pool_thread() {
+  // Threads that retired (pool_shrink, autoscale) are joined here, so that a pool that grows
+  // and shrinks for weeks does not pile up finished threads. Each left its loop already: the
+  // join waits for its broker connection to close, nothing more.
+  if (!finished_.empty()) {
+    for (auto it = task_threads_.begin(); it != task_threads_.end();) {
+      if (finished_.erase(it->get_id())) {
+        it->join();
+        it = task_threads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   ++live_pool_threads_;
   task_threads_.emplace_back([this] { task_thread(std::nullopt); });
 }
@@ -394,8 +434,9 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   spdlog::info("Task {}[{}] received", m.display_name(), m.id);
   metrics_.count(m.display_name(), TaskEvent::Received);
   if (events_->task_events()) events_->send_task_event("task-received", task_received_fields(m));
-  job->acks_late = m.acks_late.value_or(
-      job->task->acks_late().value_or(settings_.celery.task_acks_late));
+  // The message's own, else task_annotations', else the task's, else the setting.
+  job->acks_late = m.acks_late.value_or(annotation(m.task).acks_late.value_or(
+      job->task->acks_late().value_or(settings_.celery.task_acks_late)));
   if (expired(*job)) {
     store_revoked(*job, "expired");
     outbox_->post_ack(d.tag);

@@ -78,6 +78,15 @@ struct WorkerConfig {
   bool mingle = true;           // ask the peers for their revokes at start (--without-mingle)
   std::string statedb;          // --statedb / worker_state_db: revokes kept here; empty: none
   std::function<void()> on_ready;  // called once, after "ready." (systemd's READY=1)
+  double heartbeat_interval = EventDispatcher::kFreq;  // --heartbeat-interval, seconds
+  // --autoscale MAX,MIN: the pool starts with MIN threads and follows the backlog (autoscale()).
+  std::optional<std::pair<int, int>> autoscale;
+  // The recycling guards (--max-tasks-per-child, --max-memory-per-child). A thread pool has no
+  // child to replace: the worker warm-restarts itself (restart_reason()) between tasks, after
+  // max_tasks_per_child x concurrency tasks (each thread's share, as a child's would be), or
+  // once its resident memory passes max_memory_per_child_kib.
+  std::optional<int64_t> max_tasks_per_child;
+  std::optional<int64_t> max_memory_per_child_kib;
 };
 
 // What the worker talks to. Each factory is called on the thread that uses what it makes.
@@ -108,6 +117,12 @@ class Worker {
   // Starts all threads, then blocks until stop() and the shutdown are done.
   void run();
   void stop(bool cold) EXCLUDES(mu_);
+  // Why the worker stopped to be restarted (a recycling guard), or nullopt for a plain stop.
+  // Read after run() returns.
+  std::optional<std::string> restart_reason() const EXCLUDES(mu_);
+  // SIGUSR1: logs each pool thread's task, its runtime and state, and the idle and waiting
+  // threads. Thread-safe.
+  void log_threads() EXCLUDES(mu_);
   // True when a task thread could not be stopped and was left behind (exit with _exit).
   bool has_stray_threads() const { return stray_threads_ > 0; }
   // The clock jumped (a ManualClock advanced): the timer looks at ETAs, limits and refresh
@@ -231,6 +246,23 @@ class Worker {
   json set_rate_limit(const json& arguments);
   json revoke(const json& ids, bool terminate, const json& signal) EXCLUDES(mu_);
   json stats();
+  // pool_grow / pool_shrink / autoscale (Celery's replies; autoscale without --autoscale is
+  // Celery's "Autoscale not enabled" error).
+  json pool_resize(int delta) EXCLUDES(mu_);
+  json set_autoscale(const json& arguments) EXCLUDES(mu_);
+  // The timer's once-a-second autoscale step: grows to the backlog (up to max) at once,
+  // shrinks towards it (down to min) when no scale-up happened for the keepalive.
+  void autoscale_step() EXCLUDES(mu_);
+  // After each task: starts a warm restart when a recycling guard trips.
+  void check_recycle() EXCLUDES(mu_);
+  // --autoscale's backlog: running + prefetched + waiting in the consumed queues.
+  size_t backlog() EXCLUDES(mu_);
+  // With mu_ held: the pool size to `n` threads (spawning, or letting idle threads retire).
+  void resize_locked(int n) REQUIRES(mu_);
+  // task_annotations of `name` (empty when none).
+  const TaskAnnotation& annotation(const std::string& name) const;
+  // worker_deduplicate_successful_tasks: SUCCESS is stored for this id.
+  bool succeeded_before(const std::string& id) EXCLUDES(dedup_mu_);
   json add_consumer(const std::string& queue) EXCLUDES(mu_);
   json cancel_consumer(const std::string& queue) EXCLUDES(mu_);
   // Throws when the broker is unreachable.
@@ -302,6 +334,18 @@ class Worker {
   std::vector<std::thread> task_threads_;
   std::atomic<int> stray_threads_{0};
   std::atomic<bool> connection_lost_logged_{false};
+
+  // The pool's size now (concurrency, or what --autoscale / pool_grow / pool_shrink made it):
+  // pool threads above it retire when idle.
+  std::atomic<int> pool_size_{1};
+  std::optional<std::pair<int, int>> autoscale_ GUARDED_BY(mu_);  // max, min
+  MonoTime last_scale_up_ GUARDED_BY(mu_);
+  std::optional<std::string> restart_reason_ GUARDED_BY(mu_);
+  // Pool threads that left their loop and have not been joined yet (spawn_pool_thread).
+  std::set<std::thread::id> finished_ GUARDED_BY(mu_);
+  std::map<std::string, TaskAnnotation> annotations_;  // by task name; read-only after start
+  Mutex dedup_mu_;
+  std::unique_ptr<KeyValueStore> dedup_store_ GUARDED_BY(dedup_mu_);  // made on first use
 };
 
 }  // namespace cvtasks

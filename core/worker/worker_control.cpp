@@ -152,7 +152,7 @@ void Worker::register_control_commands() {
   p.add("report", [this](const json&) {
     std::string text = "software -> cvtasks (Celery protocol 2) on " + config_.nodename +
                        "\npid -> " + std::to_string(::getpid()) + "\nconcurrency -> " +
-                       std::to_string(config_.concurrency) + " threads\nbroker -> " +
+                       std::to_string(pool_size_.load()) + " threads\nbroker -> " +
                        masked_url(settings_.celery.broker_url) + "\n";
     return ok_reply(text);
   });
@@ -189,6 +189,46 @@ void Worker::register_control_commands() {
         [this](const json& a) { return cancel_consumer(a.value("queue", "")); });
   p.add("time_limit", [this](const json& a) { return set_time_limit(a); });
   p.add("rate_limit", [this](const json& a) { return set_rate_limit(a); });
+  p.add("pool_grow", [this](const json& a) { return pool_resize(a.value("n", 1)); });
+  p.add("pool_shrink", [this](const json& a) { return pool_resize(-a.value("n", 1)); });
+  p.add("autoscale", [this](const json& a) { return set_autoscale(a); });
+}
+
+json Worker::pool_resize(int delta) {
+  MutexLock lock(mu_);
+  const int now = pool_size_;
+  const int wanted = std::max(0, now + delta);
+  if (autoscale_) {
+    // Celery's force_scale_up/down: the bounds move to let the pool through.
+    autoscale_->first = std::max(autoscale_->first, wanted);
+    autoscale_->second = std::min(autoscale_->second, wanted);
+    if (delta > 0) last_scale_up_ = clock_.monotonic();
+  }
+  resize_locked(wanted);
+  return ok_reply(delta >= 0 ? "pool will grow" : "pool will shrink");
+}
+
+json Worker::set_autoscale(const json& a) {
+  MutexLock lock(mu_);
+  if (!autoscale_) return error_reply("Autoscale not enabled");
+  auto number = [&](const char* key, int fallback) {
+    const json v = a.value(key, json(nullptr));
+    if (v.is_number_integer()) return v.get<int>();
+    if (v.is_string()) {
+      try {
+        return std::stoi(v.get<std::string>());
+      } catch (const std::exception&) {
+      }
+    }
+    return fallback;
+  };
+  const int max = number("max", autoscale_->first);
+  const int min = number("min", autoscale_->second);
+  if (max < 1 || min < 0 || min > max) return error_reply("autoscale needs 0 <= min <= max, max >= 1");
+  autoscale_ = {max, min};
+  const int now = pool_size_;
+  if (now > max || now < min) resize_locked(std::clamp(now, min, max));
+  return ok_reply("autoscale now max=" + std::to_string(max) + " min=" + std::to_string(min));
 }
 
 json Worker::hello(const json& a) {

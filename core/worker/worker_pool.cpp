@@ -5,7 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
+
+#include <spdlog/fmt/ranges.h>
 
 #include <spdlog/spdlog.h>
 
@@ -18,6 +22,11 @@
 namespace cvtasks {
 
 using namespace worker_detail;
+
+namespace {
+// This process's resident set, KiB (0 when /proc cannot say).
+int64_t resident_kib();
+}  // namespace
 
 void Worker::store_revoked(const Job& job, const std::string& why, std::optional<int> signum) {
   LogTaskScope log_task(job.msg.display_name(), job.msg.id, job.queue, job.msg.retries);
@@ -92,7 +101,8 @@ void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& j
 JobPtr Worker::start_next_locked() {
   while (JobPtr job = jobs_.next_reserved()) {
     const MonoTime now = clock_.monotonic();
-    if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
+    if (auto limit = rate_limits_.find(job->msg.task);
+        limit != rate_limits_.end() && !settings_.celery.worker_disable_rate_limits) {
       // Over its rate: held on the timer until a token is due, like an ETA task.
       if (const double wait = limit->second.take(now); wait > 0) {
         job->rate_limited = true;
@@ -116,6 +126,9 @@ std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
     if (!job) {
       UniqueLock lock(mu_);
       if (stopping_) break;  // reserved messages are given back by shutdown()
+      // Above the pool's size (pool_shrink, autoscale): retire, once no orphaned queue needs
+      // this thread (a waiter that handed over counted on an idle pool thread to take it).
+      if (orphans_.empty() && live_pool_threads_ > pool_size_) break;
       if (!orphans_.empty()) {
         std::string queue = std::move(orphans_.front());
         orphans_.pop_front();
@@ -156,9 +169,11 @@ std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
     }
     finish(job);
     job = nullptr;
+    check_recycle();
   }
   MutexLock lock(mu_);
   --live_pool_threads_;
+  finished_.insert(std::this_thread::get_id());  // joined by the next spawn, or by shutdown()
   pool_done_cv_.notify_all();
   return std::nullopt;
 }
@@ -233,6 +248,19 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
     outbox_->flush_here();
     return;
   }
+  if (job->acks_late && m.redelivered && backend_ &&
+      settings_.celery.worker_deduplicate_successful_tasks && succeeded_before(m.id)) {
+    // worker_deduplicate_successful_tasks: it ran to SUCCESS before its ack was lost.
+    spdlog::info("Task {}[{}] ignored: Task already completed successfully.", m.display_name(),
+                 m.id);
+    post_ack(job);
+    outbox_->flush_here();
+    return;
+  }
+  {
+    MutexLock lock(mu_);
+    job->thread_id = ::gettid();
+  }
   // Early ack: sent with the result if the task is quick, else by the sender within 0.5 ms.
   if (!job->acks_late) post_ack(job);
   const MonoTime started = clock_.monotonic();
@@ -284,6 +312,134 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
     outbox_->flush_soon();
   else
     outbox_->flush_here();
+}
+
+bool Worker::succeeded_before(const std::string& id) {
+  MutexLock lock(dedup_mu_);
+  try {
+    if (!dedup_store_) dedup_store_ = transports_.stores();
+    const auto raw = dedup_store_->get(ResultBackend::key_for(id));
+    if (!raw) return false;
+    const json meta = json::parse(*raw, nullptr, false);
+    return meta.is_object() && meta.value("status", std::string()) == states::SUCCESS;
+  } catch (const std::exception& e) {
+    // Unknown: run it (Celery's BackendGetMetaError does the same).
+    spdlog::warn("Cannot read the stored state of {}: {}; running it", id, e.what());
+    dedup_store_.reset();
+    return false;
+  }
+}
+
+void Worker::check_recycle() {
+  std::optional<std::string> why;
+  if (config_.max_tasks_per_child) {
+    const int64_t limit =
+        *config_.max_tasks_per_child *
+        std::max<int64_t>(1, config_.autoscale ? config_.autoscale->first : config_.concurrency);
+    if (static_cast<int64_t>(processed_.load()) >= limit)
+      why = std::to_string(processed_.load()) + " tasks processed (--max-tasks-per-child " +
+            std::to_string(*config_.max_tasks_per_child) + " x " +
+            std::to_string(limit / *config_.max_tasks_per_child) + " threads)";
+  }
+  if (!why && config_.max_memory_per_child_kib) {
+    const int64_t rss = resident_kib();
+    if (rss > *config_.max_memory_per_child_kib)
+      why = "resident memory " + std::to_string(rss) + " KiB is over --max-memory-per-child " +
+            std::to_string(*config_.max_memory_per_child_kib) + " KiB";
+  }
+  if (!why) return;
+  {
+    MutexLock lock(mu_);
+    if (restart_reason_ || stopping_) return;
+    restart_reason_ = why;
+  }
+  spdlog::warn("Restarting the worker (warm): {}", *why);
+  stop(false);
+}
+
+namespace {
+int64_t resident_kib() {
+  // /proc/self/statm: size resident shared ... in pages.
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  long size = 0, resident = 0;
+  const int got = std::fscanf(f, "%ld %ld", &size, &resident);
+  std::fclose(f);
+  return got == 2 ? resident * (::sysconf(_SC_PAGESIZE) / 1024) : 0;
+}
+}  // namespace
+
+size_t Worker::backlog() {
+  size_t held;
+  {
+    MutexLock lock(mu_);
+    held = jobs_.unacked().size();
+  }
+  size_t waiting = 0;
+  try {
+    for (const auto& [queue, n] : queue_lengths()) waiting += static_cast<size_t>(std::max<int64_t>(0, n));
+  } catch (const std::exception&) {
+    // Redis away: the prefetched backlog alone.
+  }
+  return held + waiting;
+}
+
+void Worker::resize_locked(int n) {
+  if (stopping_) return;  // shutdown() joins the threads: none may start now
+  const int before = pool_size_.exchange(n);
+  for (int i = live_pool_threads_; i < n; ++i) spawn_pool_thread();
+  if (n < before) wake_pool();  // idle threads above the size retire
+  ready_cv_.notify_all();       // the prefetch limit moved
+}
+
+void Worker::autoscale_step() {
+  const size_t qty = backlog();
+  MutexLock lock(mu_);
+  if (!autoscale_ || stopping_) return;
+  const auto [max, min] = *autoscale_;
+  const int procs = pool_size_;
+  // Celery's AUTOSCALE_KEEPALIVE: how long after a scale-up the pool may shrink.
+  static const double keepalive = [] {
+    const char* v = std::getenv("AUTOSCALE_KEEPALIVE");
+    try {
+      return v ? std::stod(v) : 30.0;
+    } catch (const std::exception&) {
+      return 30.0;
+    }
+  }();
+  const MonoTime now = clock_.monotonic();
+  if (qty > static_cast<size_t>(procs) && procs < max) {
+    const int n = static_cast<int>(std::min<size_t>(qty, static_cast<size_t>(max)));
+    spdlog::info("Scaling up {} threads.", n - procs);
+    last_scale_up_ = now;
+    resize_locked(n);
+  } else if (qty < static_cast<size_t>(procs) && procs > min &&
+             now - last_scale_up_ > seconds(keepalive)) {
+    const int n = std::max(static_cast<int>(qty), min);
+    spdlog::info("Scaling down {} threads.", procs - n);
+    resize_locked(n);
+  }
+}
+
+void Worker::log_threads() {
+  MutexLock lock(mu_);
+  spdlog::warn("SIGUSR1: pool of {} thread(s): {} running, {} idle; waiting on {}",
+               pool_size_.load(), jobs_.active().size(), idle_pool_threads_,
+               fmt::join(waiters_, ", "));
+  for (const auto& job : jobs_.active()) {
+    std::string state = "running";
+    {
+      MutexLock jl(job->mu);
+      if (job->timed_out)
+        state = "hard time limit: abandoned";
+      else if (job->completing)
+        state = "storing its result";
+    }
+    if (job->limits.soft_fired && state == "running") state = "running past its soft time limit";
+    const double runtime = to_epoch(clock_.now()) - job->time_start;
+    spdlog::warn("  thread {}: {}[{}] for {:.3f} s, {}", job->thread_id,
+                 job->msg.display_name(), job->msg.id, runtime, state);
+  }
 }
 
 void Worker::finish(const JobPtr& job) {

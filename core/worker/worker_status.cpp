@@ -31,6 +31,15 @@ json Worker::stats() {
   json total = json::object();
   for (const auto& [name, n] : metrics_.started_by_name()) total[name] = n;
   auto zero_if_none = [](const std::optional<double>& v) { return v.value_or(0); };
+  int max_concurrency;
+  json autoscaler = nullptr;
+  {
+    MutexLock lock(mu_);
+    max_concurrency = autoscale_ ? autoscale_->first : pool_size_.load();
+    // Celery's autoscaler info: max, min, qty (the pool now).
+    if (autoscale_)
+      autoscaler = {{"max", autoscale_->first}, {"min", autoscale_->second}, {"qty", pool_size_.load()}};
+  }
   return {{"total", total},
           {"pid", ::getpid()},
           {"clock", std::to_string(lamport_.value())},
@@ -38,14 +47,18 @@ json Worker::stats() {
            std::chrono::duration_cast<std::chrono::seconds>(clock_.monotonic() - started_)
                .count()},
           {"pool",
-           {{"max-concurrency", config_.concurrency},
+           {{"max-concurrency", max_concurrency},
+            // The pool's threads now (Celery's thread pool reports "threads").
+            {"threads", pool_size_.load()},
             {"processes", json::array({::getpid()})},
-            {"max-tasks-per-child", "N/A"},
+            {"max-tasks-per-child", config_.max_tasks_per_child
+                                        ? json(*config_.max_tasks_per_child) : json("N/A")},
             {"put-guarded-by-semaphore", false},
             {"timeouts",
              {zero_if_none(settings_.celery.task_soft_time_limit),
               zero_if_none(settings_.celery.task_time_limit)}},
             {"implementation", "cvtasks threads"}}},
+          {"autoscaler", autoscaler},
           {"broker", transports_.broker_info},
           {"prefetch_count", prefetch_count()},
           {"rusage", rusage_dict()}};
@@ -100,8 +113,8 @@ StatusPage Worker::healthz() {
   // Wedged: tasks wait while no task started or finished for 5 minutes (every pool thread
   // stuck, or gone).
   const double progress_age = last_progress_.load() ? since(last_progress_) : since(timer_tick_);
-  if (live < config_.concurrency) {
-    checks["pool"] = std::to_string(live) + " of " + std::to_string(config_.concurrency) +
+  if (live < pool_size_) {
+    checks["pool"] = std::to_string(live) + " of " + std::to_string(pool_size_) +
                      " pool threads alive";
     ok = false;
   } else if (waiting > 0 && progress_age > 300) {

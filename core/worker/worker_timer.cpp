@@ -91,6 +91,13 @@ void Worker::replace_thread(const JobPtr& job) {
   {
     MutexLock lock(mu_);
     needs_ack = !job->acked;
+    if (needs_ack && !settings_.celery.task_acks_on_failure_or_timeout) {
+      // acks_late with task_acks_on_failure_or_timeout off: Celery leaves a timed-out task's
+      // message unacked; Redis redelivers it after the visibility timeout. Its prefetch slot
+      // is free now, and the timer stops refreshing it.
+      jobs_.release(job->tag);
+      needs_ack = false;
+    }
   }
   if (needs_ack) post_ack(job);
   outbox_->flush_soon();
@@ -111,6 +118,7 @@ void Worker::timer_loop() {
   const auto restore_every = seconds(std::max(0.5, settings_.worker.restore_interval));
   MonoTime next_touch = clock_.monotonic() + touch_every;
   MonoTime next_restore = clock_.monotonic() + restore_every;
+  MonoTime next_autoscale = clock_.monotonic() + std::chrono::seconds(1);
   // The timer's Redis calls are tried once per turn, never retried in place: time limits and
   // ETAs must keep firing while Redis is away, and a stop must not wait on it.
   bool redis_lost = false;
@@ -131,6 +139,10 @@ void Worker::timer_loop() {
       release_due();
       enforce_time_limits(*broker);
       const MonoTime now = clock_.monotonic();
+      if (config_.autoscale && now >= next_autoscale) {
+        next_autoscale = now + std::chrono::seconds(1);
+        autoscale_step();
+      }
       if (now >= next_touch) {
         next_touch = now + touch_every;
         std::vector<std::string> tags;

@@ -57,7 +57,8 @@ def test_sigusr2_hup_usr1_then_sigterm(worker_factory, celery_app, redis_server,
                  '60 × sleep(0.1), -c 2; after 5 done SIGUSR2, SIGHUP and SIGUSR1 0.2 s apart, '
                  'then SIGTERM; a second worker drains',
                  tally,
-                 'Each of the three was logged ("Received SIGUSR2 ...: ignored") and changed '
+                 'Each of the three was logged ("Received SIGUSR2 ...: ignored"; SIGHUP: no '
+                 'log file to reopen; SIGUSR1: the pool\'s running tasks) and changed '
                  'nothing: the worker kept running tasks, and SIGTERM was still a warm shutdown '
                  '(exit 0). Before the fix SIGHUP and SIGUSR1 killed it silently, and after '
                  'SIGUSR2 it ignored SIGTERM for ever.')
@@ -98,7 +99,13 @@ def start_beat(redis_server, tmp_path, extra=()):
     argv = [BEAT_BIN, '--settings', settings, '-l', 'debug',
             '-s', str(tmp_path / 'beat-schedule.db')] + list(extra)
     b = interop.Worker(argv, str(tmp_path / 'beat.log'), settings, env, 'beat')
-    interop.wait_for(lambda: 'beat: Starting' in b.log or not b.alive, 10, message='beat start')
+    logfile = extra[extra.index('--logfile') + 1] if '--logfile' in extra else None
+
+    def started():
+        log = b.log if logfile is None else (open(logfile).read() if os.path.exists(logfile) else '')
+        return 'beat: Starting' in log or not b.alive
+
+    interop.wait_for(started, 10, message='beat start')
     return b
 
 
@@ -165,3 +172,70 @@ def test_times_after_2262(worker_factory, celery_app, redis_server, record):
     assert_ok(rec, tally)
     assert listed == {r.id for r in held}, scheduled
     assert back == {r.id for r in held}, back
+
+
+# ---------------------------------------------------------------- issue 17: SIGHUP reopens logs
+
+@pytest.mark.timeout(90)
+def test_sighup_log_rotation_under_load(worker_factory, celery_app, redis_server, record,
+                                        tmp_path):
+    """logrotate's way, three times while 150 tasks run: move the log file away, SIGHUP. Each
+    SIGHUP opens a new file by the old name; no task is lost or run twice, the worker never
+    stops, and the lines land in the file of their time (every task's lines are in some file).
+    Before the change the moved file kept every later line, and nothing reopened it."""
+    rc1 = redis_server.client(1)
+    logfile = tmp_path / 'rotate.log'
+    w = worker_factory(args=['-c', '2', '--logfile', str(logfile)], wait=False)
+    interop.wait_for(lambda: logfile.exists() and 'ready.' in logfile.read_text(), 15,
+                     message='ready in --logfile')
+    ledger = Ledger()
+    for _ in range(150):
+        ledger.send(celery_app.diag.sleep.delay(0.02))
+    rotated = []
+    for n in range(3):
+        interop.wait_for(lambda: len(states(rc1, ledger, 'SUCCESS')) >= 30 * (n + 1), 30,
+                         message='%d done' % (30 * (n + 1)))
+        moved = tmp_path / ('rotate.log.%d' % (n + 1))
+        os.rename(logfile, moved)
+        rotated.append(moved)
+        w.send_signal(signal.SIGHUP)
+        interop.wait_for(logfile.exists, 10, message='a new log file after SIGHUP %d' % (n + 1))
+        assert w.alive
+    ledger.wait(rc1, 45)
+
+    class Logs:  # the harness counts runs in .log: every file, rotated ones included
+        log = ''.join(p.read_text() for p in rotated + [logfile])
+
+    tally = ledger.tally(rc1, [Logs])
+    rec = record('SIGHUP log rotation under load',
+                 '150 × sleep(0.02), -c 2, --logfile; three times: mv the log file, SIGHUP',
+                 tally,
+                 'Each SIGHUP reopened the log file by name ("reopened the log file" in the '
+                 'new file); the worker kept running, and each task finished once, its lines '
+                 'in the file of their time.')
+    assert Logs.log.count('reopened the log file %s' % logfile) == 3
+    # A chain of files: the first from the start, each later one from its SIGHUP on.
+    assert 'ready.' in rotated[0].read_text()
+    for moved in rotated[1:] + [logfile]:
+        assert moved.read_text().count('reopened the log file') == 1
+    assert w.stop(signal.SIGTERM, timeout=20) == 0
+    assert_ok(rec, tally)
+
+
+def test_beat_sighup_reopens_its_log_file(redis_server, tmp_path):
+    rc0 = redis_server.client(0)
+    logfile = tmp_path / 'beat-file.log'
+    b = start_beat(redis_server, tmp_path, extra=['--logfile', str(logfile)])
+    assert b.alive, b.log
+    try:
+        interop.wait_for(lambda: rc0.llen('celery') >= 1, 10, message='a first tick')
+        os.rename(logfile, tmp_path / 'beat-file.log.1')
+        b.send_signal(signal.SIGHUP)
+        interop.wait_for(lambda: logfile.exists() and 'reopened the log file' in
+                         logfile.read_text(), 10, message='the new beat log')
+        sent = rc0.llen('celery')
+        interop.wait_for(lambda: rc0.llen('celery') > sent, 5, message='ticks after SIGHUP')
+        assert b.alive
+        assert b.stop(signal.SIGTERM, timeout=10) == 0
+    finally:
+        b.cleanup()

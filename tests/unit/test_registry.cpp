@@ -50,8 +50,8 @@ TEST(Diagnostics, RegistersExactlyTheseNames) {
   register_diagnostics(r);
   EXPECT_EQ(r.names(), (std::vector<std::string>{
                            "cvtasks.diagnostics.add", "cvtasks.diagnostics.echo",
-                           "cvtasks.diagnostics.fail", "cvtasks.diagnostics.noop",
-                           "cvtasks.diagnostics.progress", "cvtasks.diagnostics.retry",
+                           "cvtasks.diagnostics.fail", "cvtasks.diagnostics.leak",
+                           "cvtasks.diagnostics.noop", "cvtasks.diagnostics.progress", "cvtasks.diagnostics.retry",
                            "cvtasks.diagnostics.sleep"}));
   EXPECT_THROW(register_diagnostics(r), ConfigError) << "registering twice is a duplicate";
 }

@@ -377,6 +377,18 @@ std::map<std::string, int64_t> RedisBroker::queue_lengths(const std::vector<std:
   return out;
 }
 
+int64_t RedisBroker::purge(const std::vector<std::string>& queues) {
+  std::vector<Command> cmds;
+  for (const auto& q : queues)
+    for (int step : kPrioritySteps) cmds.push_back({"LLEN", priority_list(q, step)});
+  for (const auto& q : queues)
+    for (int step : kPrioritySteps) cmds.push_back({"DEL", priority_list(q, step)});
+  const auto replies = conn_.pipeline(cmds);
+  int64_t n = 0;
+  for (size_t i = 0; i < queues.size() * std::size(kPrioritySteps); ++i) n += replies[i].integer;
+  return n;
+}
+
 BrokerFactory make_broker_factory(const std::string& url, double receive_timeout_s) {
   return make_broker_factory(RedisUrl::parse(url), receive_timeout_s);
 }

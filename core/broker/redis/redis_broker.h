@@ -35,6 +35,9 @@ class RedisBroker final : public Broker {
   size_t restore_visible(double visibility_timeout_s, TimePoint now) override;
   std::string dead_letters() const override;
   std::map<std::string, int64_t> queue_lengths(const std::vector<std::string>& queues) override;
+  // --purge: deletes every waiting message of `queues` (all priority lists); returns how many
+  // there were. Messages held unacked by workers are not touched (kombu's queue_purge).
+  int64_t purge(const std::vector<std::string>& queues);
 
  private:
   // Puts back the messages of a take whose reply never arrived.

@@ -44,3 +44,7 @@ CELERY_BEAT_SCHEDULE = {
 ADMINS = [("Ops", "ops@example.com"), ("Dev", "dev@example.com")]
 CVTASKS = {**CVTASKS, "WORKER": {"restore_interval": 5},  # noqa: F405
            "TASKS": {"pdf": {"default_template": "modern"}}}
+# Extra Celery settings for a test, as JSON in BRIDGE_CELERY_EXTRA ({"task_annotations": ...}
+# becomes CELERY_TASK_ANNOTATIONS): what a project writes in its settings.py.
+for _name, _value in json.loads(os.environ.get("BRIDGE_CELERY_EXTRA", "{}")).items():
+    globals()["CELERY_" + _name.upper()] = _value

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, handle_defaul
 
 from ... import launcher, settings_document
 
-LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical", "fatal"]
 
 
 def positive_int(text):
