@@ -45,6 +45,14 @@ local function fields(m)
   end
   return p.delivery_tag, ex, rk
 end
+-- The task id of an envelope too large to take, so that the client waiting on it can be told:
+-- the first "id" key after "headers" (a key cannot occur inside a JSON string), within 64 KB.
+-- Not the %b{} of the headers: Celery cuts argsrepr/kwargsrepr, leaving braces unbalanced.
+local function oversized_id(m)
+  local h = string.find(m, '"headers"', 1, true)
+  if not h then return '' end
+  return string.match(string.sub(m, h, h + 65535), '"id"%s*:%s*"([^"\\]+)"') or ''
+end
 local out, n, taken, stop = {}, 0, {}, #KEYS + 1
 for i = 5, #KEYS do
   local base = ARGV[i + 2]
@@ -61,9 +69,11 @@ for i = 5, #KEYS do
       out[#out + 1] = base; out[#out + 1] = m; out[#out + 1] = tag; out[#out + 1] = '0'
       taken[#taken + 1] = tag
     else
+      local id = ''
+      if #m > max_bytes then id = oversized_id(m) end
       redis.call('LPUSH', KEYS[3], m)
       redis.call('LTRIM', KEYS[3], 0, cap - 1)
-      out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = ''; out[#out + 1] = '1'
+      out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = id; out[#out + 1] = '1'
     end
   end
   if n >= max then stop = i break end
@@ -141,8 +151,8 @@ std::vector<Delivery> deliveries(const Reply& r) {
     Delivery d;
     d.queue = r.elements[i].str;
     d.raw = r.elements[i + 1].str;
-    d.tag = r.elements[i + 2].str;
     d.malformed = r.elements[i + 3].str == "1";
+    (d.malformed ? d.task_id : d.tag) = r.elements[i + 2].str;
     out.push_back(std::move(d));
   }
   return out;
