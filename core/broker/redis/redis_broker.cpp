@@ -136,7 +136,8 @@ void RedisBroker::declare(const std::vector<std::string>& queues) {
   for (const auto& q : queues)
     cmds.push_back({"SADD", binding_key(q), queue_binding(q)});
   for (const auto& r : conn_.pipeline(cmds))
-    if (r.kind == Reply::Kind::Error) throw BrokerError("cannot declare queue: " + r.str, false);
+    if (r.kind == Reply::Kind::Error)
+      throw RedisConnection::reply_error("cannot declare queue: ", r.str);
   declared_.insert(queues.begin(), queues.end());
 }
 
@@ -211,7 +212,7 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
     // The script did not run (first use on this server): eval() loads and runs it.
     r[1] = guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); });
   } else if (r[1].kind == Reply::Kind::Error) {
-    throw BrokerError("Redis script error: " + r[1].str, false);
+    throw RedisConnection::reply_error("Redis script error: ", r[1].str);
   }
   WaitedTake out;
   out.deliveries = deliveries(r[1]);
@@ -219,7 +220,7 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
   // Messages taken are handed over even if the wait failed (a key of the wrong type, say):
   // the error shows on the next call, which takes nothing more.
   if (out.deliveries.empty() && r[0].kind == Reply::Kind::Error)
-    throw BrokerError("Redis error while waiting on " + queue + ": " + r[0].str, false);
+    throw RedisConnection::reply_error("Redis error while waiting on " + queue + ": ", r[0].str);
   return out;
 }
 
@@ -232,7 +233,7 @@ void RedisBroker::ack_many(const std::vector<std::string>& tags) {
   hdel.insert(hdel.end(), tags.begin(), tags.end());
   zrem.insert(zrem.end(), tags.begin(), tags.end());
   for (const auto& r : conn_.pipeline({hdel, zrem}))
-    if (r.kind == Reply::Kind::Error) throw BrokerError("ack failed: " + r.str, false);
+    if (r.kind == Reply::Kind::Error) throw RedisConnection::reply_error("ack failed: ", r.str);
 }
 
 std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
@@ -336,7 +337,7 @@ void RedisBroker::publish(const std::string& envelope, const std::string& exchan
     cmds.push_back({"LPUSH", priority_list(q, priority), envelope});
   }
   for (const auto& r : conn_.pipeline(cmds))
-    if (r.kind == Reply::Kind::Error) throw BrokerError("publish failed: " + r.str, false);
+    if (r.kind == Reply::Kind::Error) throw RedisConnection::reply_error("publish failed: ", r.str);
 }
 
 void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {

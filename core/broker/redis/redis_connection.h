@@ -2,7 +2,8 @@
 // RESP is spoken directly over a Poco StreamSocket with TCP_NODELAY: Poco::Redis::Client hides
 // its socket, and without NODELAY a pipelined write meets delayed ACKs (40 ms stalls).
 // Failure: a broken or timed-out connection throws BrokerError(connection_lost=true) and is
-// reconnected on the next call; a Redis error reply throws BrokerError(connection_lost=false).
+// reconnected on the next call; a Redis error reply throws BrokerError, connection_lost=true
+// when the server may take the command later (busy_reply()), false otherwise.
 // Not thread-safe: each thread owns its connections.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/errors.h"
 #include "redis_url.h"
 
 namespace cvtasks {
@@ -45,6 +47,14 @@ class RedisScript {
 
 class RedisConnection {
  public:
+  // Whether an error reply says the server cannot take the command now but may later: out of
+  // memory under `noeviction` (OOM), loading its data (LOADING), running a script (BUSY), a
+  // replica or a failover (READONLY, MASTERDOWN, NOREPLICAS, TRYAGAIN, CLUSTERDOWN). Such a
+  // write has not happened: the caller sends it again after a backoff.
+  static bool busy_reply(const std::string& error);
+  // The BrokerError for an error reply `error` to `what` (connection_lost() = busy_reply()).
+  static BrokerError reply_error(const std::string& what, const std::string& error);
+
   // `receive_timeout_s` bounds every reply wait (blocking commands add their own timeout).
   explicit RedisConnection(RedisUrl url, double receive_timeout_s = 10.0);
   ~RedisConnection();
