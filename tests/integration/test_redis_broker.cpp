@@ -221,29 +221,30 @@ TEST_P(RedisBrokerMalformed, GoesToDeadLetterNotUnacked) {
 INSTANTIATE_TEST_SUITE_P(
     Table, RedisBrokerMalformed,
     ::testing::Values(
-        MalformedCase{"not_json", [] { return std::string("this is not json {"); }, kMaxBytes},
-        MalformedCase{"json_string", [] { return std::string("\"just a string\""); }, kMaxBytes},
+        MalformedCase{"not_json", [] { return std::string("this is not json {"); }, kMaxBytes, ""},
+        MalformedCase{"json_string", [] { return std::string("\"just a string\""); }, kMaxBytes,
+                      ""},
         MalformedCase{"no_delivery_tag",
                       [] {
                         json e = json::parse(envelope("no-tag"));
                         e["properties"].erase("delivery_tag");
                         return e.dump();
                       },
-                      kMaxBytes},
+                      kMaxBytes, ""},
         MalformedCase{"empty_delivery_tag",
                       [] {
                         json e = json::parse(envelope("empty-tag"));
                         e["properties"]["delivery_tag"] = "";
                         return e.dump();
                       },
-                      kMaxBytes},
+                      kMaxBytes, ""},
         MalformedCase{"no_properties",
                       [] {
                         json e = json::parse(envelope("no-props"));
                         e.erase("properties");
                         return e.dump();
                       },
-                      kMaxBytes},
+                      kMaxBytes, ""},
         MalformedCase{"oversized",
                       [] {
                         PublishOptions o;
