@@ -136,6 +136,9 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
         op();
         if (logged) spdlog::info("Result/ack sender resumed: Redis took them.");
         logged = false;
+        // The acks that follow the results go over another connection, which the same outage
+        // broke: its reconnect must start from the first wait, not from where the results'
+        // backoff ended (seconds later, past a short visibility timeout: duplicates).
         backoff.reset();
         return Sent::done;
       } catch (const ServerError& e) {

@@ -58,17 +58,23 @@ struct CelerySettings {
   std::optional<double> task_soft_time_limit;           // soft limit, seconds
   double task_default_retry_delay = 180;                // retry countdown when none is given
   double visibility_timeout = 3600;                     // broker_transport_options.visibility_timeout
+  json broker_transport_options;                        // whole, for sentinel:// (null: none)
+  json result_backend_transport_options;                // the same for the result backend
   bool worker_send_task_events = false;                 // task events (-E)
   std::string timezone = "UTC";                         // Celery's `timezone`
   json beat_schedule = json::object();                  // beat entries, plain data (docs/settings.md)
   std::optional<double> beat_max_loop_interval;         // seconds; none: the scheduler's default
   std::optional<std::string> beat_scheduler;            // "module:Class"; none: the settings schedule
+  double worker_soft_shutdown_timeout = 0;              // Celery 5.5: seconds; 0: no soft shutdown
+  bool worker_enable_soft_shutdown_on_idle = false;     // Celery 5.5: soft even with nothing running
+  std::optional<std::string> worker_state_db;           // --statedb: the revokes' file
 };
 
 // Our own worker options (the "cvtasks" section).
 struct WorkerOptions {
   size_t max_message_bytes = 16 * 1024 * 1024;  // larger messages are rejected unread
   double restore_interval = 10;                  // seconds between restore_visible runs
+  std::string log_format = "text";               // "text" (Celery's lines) or "json" (worker and beat)
 };
 
 // Our own beat options (the "cvtasks" section too; see docs/beat.md).

@@ -268,5 +268,107 @@ TEST(RedisUrlSocket, BadSocketUrls) {
     EXPECT_THROW(RedisUrl::parse(url), ConfigError) << url;
 }
 
+// kombu's SentinelChannel and Celery's SentinelBackend: a ';' list of sentinel:// URLs, the
+// first one's credentials and database for the master, the rest only addresses; the master's
+// name and the sentinels' own credentials from the transport options. Every case here was a
+// ConfigError ("unsupported broker/backend URL scheme 'sentinel'") before sentinel support.
+TEST(RedisUrlSentinel, ListWithPasswordAndDatabase) {
+  const nlohmann::json options = {{"master_name", "mymaster"},
+                                   {"sentinel_kwargs", {{"password", "sent;pw"},
+                                                        {"socket_timeout", 1}}},
+                                   {"min_other_sentinels", 1}};
+  const std::string url = "sentinel://:m%40ster@Host1:26380/3;sentinel://host2;"
+                          "sentinel://[::1]:26381/3;";
+  for (const Role role : {Role::Broker, Role::Backend}) {
+    const RedisUrl u = RedisUrl::parse(url, role, nullptr, options);
+    ASSERT_TRUE(u.sentinel);
+    const std::vector<std::pair<std::string, int>> want = {
+        {"host1", 26380}, {"host2", 26379}, {"::1", 26381}};
+    EXPECT_EQ(u.sentinel->sentinels, want);
+    EXPECT_EQ(u.sentinel->master_name, "mymaster");
+    EXPECT_EQ(u.sentinel->password, "sent;pw");
+    EXPECT_EQ(u.sentinel->min_other_sentinels, 1);
+    EXPECT_FALSE(u.sentinel->tls);
+    EXPECT_EQ(u.password, "m@ster");
+    EXPECT_EQ(u.db, 3);
+    EXPECT_FALSE(u.tls);
+    EXPECT_EQ(u.where(), "sentinel master 'mymaster'");
+    EXPECT_EQ(u.safe_url, "sentinel://:**@Host1:26380/3;sentinel://host2;sentinel://[::1]:26381/3;");
+  }
+}
+
+TEST(RedisUrlSentinel, OnlyTheFirstUrlGivesTheMastersCredentials) {
+  const RedisUrl u = RedisUrl::parse("sentinel://h1:1;sentinel://user:pw@h2:2/5", Role::Broker,
+                                     nullptr, {{"master_name", "m"}});
+  EXPECT_EQ(u.password, "");
+  EXPECT_EQ(u.username, "");
+  EXPECT_EQ(u.db, 0);
+  EXPECT_EQ(u.sentinel->password, "");  // no sentinel_kwargs: no AUTH to the sentinels
+}
+
+TEST(RedisUrlSentinel, SettingsCarryTheTransportOptionsOfEachRole) {
+  const Settings s = Settings::from_json(
+      {{"celery",
+        {{"broker_url", "sentinel://s1:26379;sentinel://s2:26379/0"},
+         {"result_backend", "sentinel://:pw@s1:26379/1;sentinel://s2:26379/1"},
+         {"broker_transport_options", {{"master_name", "broker-master"},
+                                       {"visibility_timeout", 60}}},
+         {"result_backend_transport_options",
+          {{"master_name", "backend-master"}, {"sentinel_kwargs", {{"password", "x"}}}}}}}});
+  const RedisUrl broker = broker_redis_url(s.celery);
+  EXPECT_EQ(broker.sentinel->master_name, "broker-master");
+  EXPECT_EQ(s.celery.visibility_timeout, 60);
+  const RedisUrl backend = backend_redis_url(s.celery);
+  EXPECT_EQ(backend.sentinel->master_name, "backend-master");
+  EXPECT_EQ(backend.sentinel->password, "x");
+  EXPECT_EQ(backend.password, "pw");
+  EXPECT_EQ(backend.db, 1);
+}
+
+TEST(RedisUrlSentinel, TlsFollowsTheUseSslSettingsAndSentinelKwargs) {
+  const RedisUrl u = RedisUrl::parse(
+      "sentinel://s1:26379", Role::Backend,
+      {{"ssl_cert_reqs", "required"}, {"ssl_ca_certs", "/ca.pem"}},
+      {{"master_name", "m"},
+       {"sentinel_kwargs", {{"ssl", true}, {"ssl_ca_certs", "/sentinel-ca.pem"}}}});
+  ASSERT_TRUE(u.tls);
+  EXPECT_EQ(u.tls->ca_certs, "/ca.pem");
+  ASSERT_TRUE(u.sentinel->tls);
+  EXPECT_EQ(u.sentinel->tls->ca_certs, "/sentinel-ca.pem");
+  EXPECT_TRUE(RedisUrl::parse("sentinel://s1", Role::Broker, true, {{"master_name", "m"}}).tls);
+  EXPECT_FALSE(RedisUrl::parse("sentinel://s1", Role::Broker, false, {{"master_name", "m"}}).tls);
+}
+
+TEST(RedisUrlSentinel, MistakesAreConfigErrorsWithTheUrlMasked) {
+  const nlohmann::json named = {{"master_name", "m"}};
+  struct Bad {
+    const char* url;
+    nlohmann::json options;
+    const char* message;
+  };
+  for (const Bad& b : std::initializer_list<Bad>{
+           {"sentinel://:secret@s1:26379", nullptr,
+            "'master_name' transport option must be specified"},
+           {"sentinel://:secret@s1:26379", {{"master_name", ""}}, "master_name"},
+           {"sentinel://:secret@s1:26379;redis://s2:6379", named, "every URL of a sentinel list"},
+           {"sentinel://:secret@s1:notaport", named, "bad Redis port"},
+           {"sentinel://:secret@s1/x", named, "bad Redis database number"},
+           {";", named, "malformed Redis URL"},
+           {"sentinel://:secret@s1", {{"master_name", "m"}, {"min_other_sentinels", -1}},
+            "min_other_sentinels"},
+           {"sentinel://:secret@s1", {{"master_name", "m"}, {"sentinel_kwargs", "pw"}},
+            "sentinel_kwargs must be a dict"},
+           {"sentinel://:secret@s1", {{"master_name", "m"}, {"sentinel_kwargs", {{"password", 1}}}},
+            "sentinel_kwargs.password"}}) {
+    try {
+      RedisUrl::parse(b.url, Role::Broker, nullptr, b.options);
+      ADD_FAILURE() << b.url << " " << b.options.dump() << " parsed";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(b.message), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("secret"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cvtasks

@@ -398,22 +398,30 @@ BrokerFactory make_broker_factory(const RedisUrl& parsed, double receive_timeout
   };
 }
 
-nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s) {
-  const RedisUrl u = RedisUrl::parse(url);
+nlohmann::json broker_connection_info(const RedisUrl& u, double visibility_timeout_s) {
+  // kombu's Connection.info(): for a sentinel list, the first sentinel's address, the
+  // "sentinel" transport and the list as alternates (here without credentials).
+  nlohmann::json alternates = nlohmann::json::array();
+  nlohmann::json options = {{"visibility_timeout", visibility_timeout_s}};
+  if (u.sentinel) {
+    for (const auto& [host, port] : u.sentinel->sentinels)
+      alternates.push_back("sentinel://" + host + ":" + std::to_string(port));
+    options["master_name"] = u.sentinel->master_name;
+  }
   return {{"hostname", u.host},
           {"userid", u.username.empty() ? nlohmann::json(nullptr) : nlohmann::json(u.username)},
           {"virtual_host", std::to_string(u.db)},
           {"port", u.port},
           {"insist", false},
           {"ssl", u.tls.has_value()},
-          {"transport", "redis"},
+          {"transport", u.sentinel ? "sentinel" : "redis"},
           {"connect_timeout", 5},
-          {"transport_options", {{"visibility_timeout", visibility_timeout_s}}},
+          {"transport_options", options},
           {"login_method", nullptr},
           {"uri_prefix", nullptr},
           {"heartbeat", 0},
           {"failover_strategy", "round-robin"},
-          {"alternates", nlohmann::json::array()}};
+          {"alternates", alternates}};
 }
 
 

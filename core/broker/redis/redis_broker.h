@@ -66,6 +66,6 @@ BrokerFactory make_broker_factory(const std::string& url, double receive_timeout
 BrokerFactory make_broker_factory(const RedisUrl& url, double receive_timeout_s = 10.0);
 
 // kombu's Connection.info() for `url`, as `celery inspect stats` shows it under "broker".
-nlohmann::json broker_connection_info(const std::string& url, double visibility_timeout_s);
+nlohmann::json broker_connection_info(const RedisUrl& url, double visibility_timeout_s);
 
 }  // namespace cvtasks

@@ -6,7 +6,10 @@
 #include <Poco/Net/SocketAddress.h>
 #include <Poco/SHA1Engine.h>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <iterator>
 
 #include "core/base/errors.h"
@@ -54,7 +57,7 @@ void RedisConnection::disconnect() {
 
 void RedisConnection::fail(const std::string& what) {
   disconnect();
-  throw BrokerError("Redis " + url_.where() + ": " + what, true);
+  throw BrokerError("Redis " + where() + ": " + what, true);
 }
 
 void RedisConnection::set_timeout(double seconds) {
@@ -62,8 +65,13 @@ void RedisConnection::set_timeout(double seconds) {
       Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(seconds * 1e6)));
 }
 
-void RedisConnection::ensure_connected() {
-  if (socket_) return;
+std::string RedisConnection::where() const {
+  if (url_.sentinel && !master_.first.empty())
+    return master_.first + ":" + std::to_string(master_.second) + " (" + url_.where() + ")";
+  return url_.where();
+}
+
+void RedisConnection::connect_to(const std::string& host, int port) {
   if (!url_.socket_path.empty()) {
     try {
       auto s = std::make_unique<Poco::Net::StreamSocket>();
@@ -77,14 +85,15 @@ void RedisConnection::ensure_connected() {
     // The TLS module is mapped here, on the first rediss:// connection, never for plain Redis.
     // A refused certificate is a lost connection like any other (the worker retries with
     // backoff: a renewed certificate or a fixed CA file must not need a restart), with a message
-    // that names the URL and OpenSSL's or Poco's reason.
+    // that names the URL and OpenSSL's or Poco's reason. A sentinel-managed master's name is
+    // the address the sentinels gave, as for redis-py's SentinelManagedSSLConnection.
     std::string stage = "cannot connect";
     try {
       Tls& module = tls();
-      const Poco::Net::SocketAddress address(url_.host, static_cast<Poco::UInt16>(url_.port));
+      const Poco::Net::SocketAddress address(host, static_cast<Poco::UInt16>(port));
       stage = "TLS connection to " + url_.safe_url + " failed";
       auto s = std::make_unique<Poco::Net::StreamSocket>(
-          module.connect_client(address, url_.host, Poco::Timespan(5, 0), *url_.tls));
+          module.connect_client(address, host, Poco::Timespan(5, 0), *url_.tls));
       s->setNoDelay(true);
       socket_ = std::move(s);
     } catch (const Poco::Exception& e) {
@@ -93,13 +102,85 @@ void RedisConnection::ensure_connected() {
   } else {
     try {
       auto s = std::make_unique<Poco::Net::StreamSocket>();
-      s->connect(Poco::Net::SocketAddress(url_.host, static_cast<Poco::UInt16>(url_.port)),
+      s->connect(Poco::Net::SocketAddress(host, static_cast<Poco::UInt16>(port)),
                  Poco::Timespan(5, 0));
       s->setNoDelay(true);
       socket_ = std::move(s);
     } catch (const Poco::Exception& e) {
       fail("cannot connect: " + e.displayText());
     }
+  }
+}
+
+std::pair<std::string, int> RedisConnection::discover_master() {
+  // As redis-py's Sentinel.discover_master: the sentinels in turn, the first that knows the
+  // master (and, with min_other_sentinels, sees it up and enough other sentinels) wins and
+  // moves to the front, so the next discovery asks it first.
+  const auto& cfg = *url_.sentinel;
+  if (sentinels_.empty()) sentinels_ = cfg.sentinels;
+  std::string tried;
+  for (size_t i = 0; i < sentinels_.size(); ++i) {
+    const auto& [host, port] = sentinels_[i];
+    const std::string at = host + ":" + std::to_string(port);
+    RedisUrl sentinel;
+    sentinel.host = host;
+    sentinel.port = port;
+    sentinel.username = cfg.username;
+    sentinel.password = cfg.password;
+    sentinel.tls = cfg.tls;
+    sentinel.safe_url = "sentinel://" + at;
+    try {
+      RedisConnection probe(sentinel, 2.0);
+      const Reply addr = probe.command({"SENTINEL", "get-master-addr-by-name", cfg.master_name});
+      if (addr.kind != Reply::Kind::Array || addr.elements.size() != 2) {
+        tried += "; " + at + ": no master named '" + cfg.master_name + "'";
+        continue;
+      }
+      if (cfg.min_other_sentinels > 0) {
+        const Reply state = probe.command({"SENTINEL", "MASTER", cfg.master_name});
+        std::string flags;
+        long long others = -1;
+        for (size_t f = 0; f + 1 < state.elements.size(); f += 2) {
+          if (state.elements[f].str == "flags") flags = state.elements[f + 1].str;
+          if (state.elements[f].str == "num-other-sentinels")
+            others = std::atoll(state.elements[f + 1].str.c_str());
+        }
+        if (flags.find("s_down") != std::string::npos ||
+            flags.find("o_down") != std::string::npos || others < cfg.min_other_sentinels) {
+          tried += "; " + at + ": master " + flags + ", " + std::to_string(others) +
+                   " other sentinels (min_other_sentinels " +
+                   std::to_string(cfg.min_other_sentinels) + ")";
+          continue;
+        }
+      }
+      const int master_port = std::atoi(addr.elements[1].str.c_str());
+      if (master_port <= 0 || master_port > 65535) {
+        tried += "; " + at + ": bad port '" + addr.elements[1].str + "'";
+        continue;
+      }
+      std::rotate(sentinels_.begin(), sentinels_.begin() + static_cast<std::ptrdiff_t>(i),
+                  sentinels_.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+      return {addr.elements[0].str, master_port};
+    } catch (const BrokerError& e) {
+      tried += "; " + at + ": " + e.what();
+    }
+  }
+  throw BrokerError("Redis " + url_.where() + ": no sentinel gave the master's address (" +
+                        tried.substr(2) + ")",
+                    true);
+}
+
+void RedisConnection::ensure_connected() {
+  if (socket_) return;
+  if (url_.sentinel) {
+    const auto found = discover_master();
+    if (!master_.first.empty() && found != master_)
+      spdlog::warn("Redis {}: the sentinels now name {}:{} as the master (was {}:{})",
+                      url_.where(), found.first, found.second, master_.first, master_.second);
+    master_ = found;
+    connect_to(master_.first, master_.second);
+  } else {
+    connect_to(url_.host, url_.port);
   }
   set_timeout(receive_timeout_s_);
   if (!url_.password.empty()) {
@@ -111,6 +192,16 @@ void RedisConnection::ensure_connected() {
       disconnect();
       throw BrokerError("Redis authentication failed: " + r.str, false);
     }
+  }
+  if (url_.sentinel) {
+    // The sentinels may still name a master that lost its role (a failover under way, or an
+    // old master back as a replica): writing there would fail or be lost, so only a server
+    // that says it is the master is used; otherwise this is a lost connection, retried.
+    const Reply role = roundtrip({"ROLE"});
+    const std::string is = role.kind == Reply::Kind::Array && !role.elements.empty()
+                               ? role.elements.front().str
+                               : role.str;
+    if (is != "master") fail("the sentinels' master answers ROLE with '" + is + "', not master");
   }
   if (url_.db != 0) {
     const Reply r = roundtrip({"SELECT", std::to_string(url_.db)});
@@ -199,6 +290,11 @@ Reply RedisConnection::read_reply() {
       r.str = rest;
       return r;
     case '-':
+      // A demoted master refuses writes with READONLY: for a sentinel-managed connection that
+      // is a lost master (redis-py's SentinelManagedConnection does the same), found again
+      // through the sentinels on the next call.
+      if (url_.sentinel && rest.rfind("READONLY", 0) == 0)
+        fail("the master became a replica (" + rest + ")");
       r.kind = Reply::Kind::Error;
       r.str = rest;
       return r;

@@ -1,9 +1,14 @@
 // One Redis connection: commands, pipelines, Lua scripts by SHA, and replies as plain values.
 // RESP is spoken directly over a Poco StreamSocket with TCP_NODELAY: Poco::Redis::Client hides
 // its socket, and without NODELAY a pipelined write meets delayed ACKs (40 ms stalls).
+// A sentinel:// URL: each (re)connection asks the sentinels for the master
+// (SENTINEL get-master-addr-by-name), connects to it and checks it says ROLE master; after a
+// failover the broken connection is found lost and the next call reaches the new master.
 // Failure: a broken or timed-out connection throws BrokerError(connection_lost=true) and is
 // reconnected on the next call; a Redis error reply throws BrokerError, connection_lost=true
 // when the server may take the command later (busy_reply()), false otherwise.
+// With sentinels, no sentinel knowing the master, a server that is not (or no longer: a
+// READONLY reply) the master, are lost connections too.
 // Not thread-safe: each thread owns its connections.
 #pragma once
 
@@ -13,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/errors.h"
@@ -89,6 +95,9 @@ class RedisConnection {
 
  private:
   void ensure_connected();
+  void connect_to(const std::string& host, int port);
+  std::pair<std::string, int> discover_master();
+  std::string where() const;
   [[noreturn]] void fail(const std::string& what);
   Reply roundtrip(const Command& cmd);
   void write(const std::vector<Command>& cmds);
@@ -100,6 +109,8 @@ class RedisConnection {
   RedisUrl url_;
   double receive_timeout_s_;
   std::unique_ptr<Poco::Net::StreamSocket> socket_;
+  std::vector<std::pair<std::string, int>> sentinels_;  // sentinel order: last good one first
+  std::pair<std::string, int> master_;                  // the sentinels' last answer
   std::string in_;       // received bytes not yet parsed
   size_t in_pos_ = 0;
 };

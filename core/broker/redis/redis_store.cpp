@@ -95,9 +95,12 @@ class RedisStore final : public KeyValueStore {
       throw BackendError("Redis: unexpected reply to the result write", false);
     for (size_t i = 1; i + 1 < r.elements.size(); i += 2) {
       const std::string& reason = r.elements[i + 1].str;
-      // Out of memory and the like: nothing of the batch was written, all of it goes again.
-      if (RedisConnection::busy_reply(reason))
+      // Out of memory and the like: nothing of the batch was written, all of it goes again, on
+      // a new connection (a READONLY inside the script: a sentinel's new master is found then).
+      if (RedisConnection::busy_reply(reason)) {
+        conn_.disconnect();
         throw BackendError("Redis refused the result write: " + reason, true);
+      }
       refused.push_back({static_cast<size_t>(r.elements[i].integer - 1), reason});
     }
     return r.elements[0].integer;

@@ -10,11 +10,25 @@
 // ssl_certfile, ssl_keyfile and redis-py's ssl_check_hostname. Unlike kombu, which falls back to
 // CERT_NONE when a rediss:// broker has no options, the certificate and the host name are checked
 // unless the options say not to.
+// Redis Sentinel, as kombu's SentinelChannel and Celery's SentinelBackend read it:
+//   sentinel://[[user]:password@]host[:port][/db];sentinel://host2[:port][/db];...
+// a ';'-separated list of sentinels (port 26379 when none is given). The first URL's user,
+// password and database are the master's; the others contribute only their address. The
+// transport options (broker_transport_options for the broker, result_backend_transport_options
+// for the backend) name the master (`master_name`, required), the sentinels' own credentials
+// (`sentinel_kwargs`: password, username, and redis-py's ssl/ssl_* keys for sentinels that speak
+// TLS; other redis-py connection keys are accepted and not used) and `min_other_sentinels` (a
+// sentinel's answer counts only when it sees at least that many other sentinels and the master
+// is not down). TLS to the master follows broker_use_ssl / redis_backend_use_ssl, as kombu's
+// SentinelManagedSSLConnection and Celery do; the master's certificate is checked against the
+// address the sentinels give.
 // Failure: parse() throws ConfigError naming the URL with its password masked (SafeUrl).
 #pragma once
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -36,22 +50,37 @@ struct RedisUrl {
   int db = 0;
   std::string username;  // Redis 6 ACL user; empty = default user
   std::string password;  // empty = no AUTH
-  std::optional<ClientTls> tls;  // set: rediss://
+  std::optional<ClientTls> tls;  // set: rediss://, or TLS to a sentinel-managed master
   std::string safe_url;  // the URL as given, password masked, for messages
+
+  // Set for a sentinel:// URL: host and port above are then the first sentinel's (unused for
+  // connecting); the master is asked for on each connection (RedisConnection).
+  struct Sentinel {
+    std::vector<std::pair<std::string, int>> sentinels;  // host, port; in the URL's order
+    std::string master_name;
+    std::string username, password;  // sentinel_kwargs: AUTH to the sentinels
+    std::optional<ClientTls> tls;    // sentinel_kwargs ssl=True: the sentinels speak TLS
+    int min_other_sentinels = 0;
+  };
+  std::optional<Sentinel> sentinel;
 
   // The URL alone (no settings dict), read with the broker's rules.
   static RedisUrl parse(const std::string& url);
   // `use_ssl`: the broker_use_ssl or redis_backend_use_ssl setting (null or false: none; true
   // or an object of the ssl_* keys above; anything else is a ConfigError).
-  static RedisUrl parse(const std::string& url, Role role, const nlohmann::json& use_ssl);
+  // `transport_options`: broker_transport_options or result_backend_transport_options (null or
+  // an object); only a sentinel:// URL reads them.
+  static RedisUrl parse(const std::string& url, Role role, const nlohmann::json& use_ssl,
+                        const nlohmann::json& transport_options = nullptr);
 
-  // "host:port" or "unix:/path", for messages.
+  // "host:port" or "unix:/path" (a sentinel URL: "sentinel master 'name'"), for messages.
   std::string where() const;
 };
 
-// settings.broker_url with broker_use_ssl.
+// settings.broker_url with broker_use_ssl and broker_transport_options.
 RedisUrl broker_redis_url(const CelerySettings& settings);
-// settings.result_backend (which must be set) with redis_backend_use_ssl.
+// settings.result_backend (which must be set) with redis_backend_use_ssl and
+// result_backend_transport_options.
 RedisUrl backend_redis_url(const CelerySettings& settings);
 
 // The URL with any password replaced by "**", for logs and error messages: masked_url()
