@@ -116,7 +116,7 @@ def test_task_events_follow_enable_and_disable(worker_factory, redis_server, cel
 
 
 def http_port(worker):
-    m = wait_for(lambda: re.search(r'Serving /healthz and /metrics on http://[^:]+:(\d+)',
+    m = wait_for(lambda: re.search(r'Serving /healthz[^\n]* and /metrics on http://[^:]+:(\d+)',
                                    worker.log), 5, message='HTTP port in the log')
     return int(m.group(1))
 
