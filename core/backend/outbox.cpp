@@ -126,38 +126,70 @@ void Outbox::run_rounds(int max_rounds) {
 void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& acks) {
   Backoff backoff;
   bool logged = false;
-  auto retry = [&](auto&& op) {
+  std::string refusal;
+  enum class Sent { done, refused, abandoned };
+  // A lost connection, or a server that cannot take the call now (Redis out of memory), is
+  // retried with backoff: a rejected write is not a delivered one. Any other error is `refused`.
+  auto send = [&](auto&& op) {
     while (true) {
       try {
         op();
-        if (logged) spdlog::info("Result/ack sender reconnected; resuming.");
+        if (logged) spdlog::info("Result/ack sender resumed: Redis took them.");
+        logged = false;
         // The acks that follow the results go over another connection, which the same outage
         // broke: its reconnect must start from the first wait, not from where the results'
         // backoff ended (seconds later, past a short visibility timeout: duplicates).
         backoff.reset();
-        return true;
+        return Sent::done;
       } catch (const ServerError& e) {
         if (!e.connection_lost()) {
-          spdlog::error("Redis rejected a batch of results/acks: {}", e.what());
-          return false;
+          refusal = e.what();
+          return Sent::refused;
         }
         if (!logged) spdlog::warn("Cannot send results/acks: {}. Retrying...", e.what());
         logged = true;
       }
       {
         MutexLock lock(mu_);
-        if (abandoned_) return false;
+        if (abandoned_) return Sent::abandoned;
       }
       std::this_thread::sleep_for(backoff.next());
     }
+  };
+  auto refused = [](const KeyValueStore::Entry& e, const std::string& why) {
+    static const std::string kPrefix = "celery-task-meta-";
+    const bool meta = e.key.rfind(kPrefix, 0) == 0;
+    spdlog::error("The result of task {} was not stored, Redis refused it: {}",
+                  meta ? e.key.substr(kPrefix.size()) : e.key, why);
   };
   if (!writes.empty() && store_) {
     std::vector<KeyValueStore::Entry> entries;
     entries.reserve(writes.size());
     for (auto& w : writes) entries.push_back({std::move(w.key), std::move(w.value), w.ttl});
-    retry([&] { store_->set_many_unless_success(entries); });
+    auto store = [&](const std::vector<KeyValueStore::Entry>& batch) {
+      return send([&] {
+        for (const auto& r : store_->set_many_unless_success(batch))
+          refused(batch[r.index], r.reason);
+      });
+    };
+    Sent sent = store(entries);
+    if (sent == Sent::refused && entries.size() > 1) {
+      // The batch itself was refused: one by one, so that no entry takes the others with it.
+      for (const auto& e : entries) {
+        sent = store({e});
+        if (sent == Sent::refused) refused(e, refusal);
+        if (sent == Sent::abandoned) break;
+      }
+    } else if (sent == Sent::refused) {
+      refused(entries.front(), refusal);
+    }
+    // Not stored: their acks stay unsent too (an acks_late message is acked only after its
+    // result is stored), and the messages stay in Redis's `unacked` for restore_visible.
+    if (sent == Sent::abandoned) return;
   }
-  if (!acks.empty()) retry([&] { broker_->ack_many(acks); });
+  if (!acks.empty() && send([&] { broker_->ack_many(acks); }) == Sent::refused)
+    spdlog::error("Redis refused {} ack(s): {}; their messages stay unacked in Redis",
+                  acks.size(), refusal);
 }
 
 std::optional<std::string> OutboxStore::get(const std::string&) {

@@ -7,8 +7,15 @@
 //
 // Order: within a round, writes are confirmed before acks are sent, so an acks_late message is
 // never acknowledged before its result is stored; writes keep their posting order (PROGRESS
-// before SUCCESS). A lost connection is retried with backoff until it succeeds, or until
-// abandon() (cold shutdown). Thread-safe.
+// before SUCCESS).
+//
+// Failure: a lost connection, or a Redis that cannot take the call now (out of memory under
+// `noeviction`, LOADING, BUSY, READONLY, MASTERDOWN: ServerError::connection_lost()), is retried
+// with backoff (core/base/backoff.h) until it succeeds, or until abandon() (cold shutdown):
+// then the round's acks are not sent either. A write Redis refuses for itself alone and for
+// good (WRONGTYPE on its key) is logged once with its task id and dropped, and the round goes
+// on: its ack is sent (retrying would only fail again). A batch refused as a whole is sent
+// again entry by entry, so that one bad entry cannot block the others. Thread-safe.
 #pragma once
 
 #include <condition_variable>

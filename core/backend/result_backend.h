@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/clock.h"
+#include "core/base/errors.h"
 
 namespace cvtasks {
 
@@ -50,9 +51,28 @@ class KeyValueStore {
   // writes (OutboxStore) returns true once the write is queued, and skips it when sending.
   virtual bool set_unless_success(const std::string& key, const std::string& value,
                                   std::optional<double> ttl_s) = 0;
+  // An entry the store refused for itself alone, for good (the server's reason): Redis's
+  // WRONGTYPE for a key that holds a list, say. Sending it again will not help.
+  struct Refusal {
+    size_t index;  // into the entries given
+    std::string reason;
+  };
   // The same for several entries, in order (one round trip where the store allows it).
-  virtual void set_many_unless_success(const std::vector<Entry>& entries) {
-    for (const auto& e : entries) set_unless_success(e.key, e.value, e.ttl_s);
+  // Returns the entries refused for good; every other one was written or skipped. Throws
+  // BackendError when the batch as a whole failed: connection_lost() when it may be sent again
+  // (a lost connection, Redis out of memory: entries written before it are written again, the
+  // same values), false when the store refused the batch itself.
+  virtual std::vector<Refusal> set_many_unless_success(const std::vector<Entry>& entries) {
+    std::vector<Refusal> refused;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      try {
+        set_unless_success(entries[i].key, entries[i].value, entries[i].ttl_s);
+      } catch (const ServerError& e) {
+        if (e.connection_lost()) throw;
+        refused.push_back({i, e.what()});
+      }
+    }
+    return refused;
   }
 };
 

@@ -26,8 +26,10 @@ class ProtocolError : public Error {
 };
 
 // A call to a server (the broker or the result backend) failed. `connection_lost()` is true
-// when the connection itself is gone (the caller backs off and calls again; the object
-// reconnects) and false for an error reply (a bug or bad data: retrying will not help).
+// when calling again later may succeed: the connection itself is gone (the object reconnects),
+// or the server said it cannot take the call now (Redis's OOM, LOADING, BUSY, READONLY,
+// MASTERDOWN, ...); the caller backs off and calls again. False for any other error reply (a
+// bug or bad data: retrying will not help).
 class ServerError : public Error {
  public:
   ServerError(const std::string& what, bool connection_lost)

@@ -30,6 +30,9 @@ struct Delivery {
   std::string raw;    // the envelope as received (for malformed ones: at most 512 bytes of it)
   std::string tag;
   bool malformed = false;
+  // Malformed only: the task id of an envelope over the size limit, read from its headers when
+  // they are readable (empty otherwise), so the worker can tell the client waiting on it.
+  std::string task_id;
 };
 
 class Broker {

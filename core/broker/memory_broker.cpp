@@ -53,6 +53,24 @@ std::optional<Fields> envelope_fields(const std::string& m) {
   return f;
 }
 
+// The task id of an envelope over the size limit, as the Redis take script reads it: the
+// first "id" key after "headers", within 64 KB (a key cannot occur inside a JSON string).
+std::string oversized_id(const std::string& m) {
+  const size_t h = m.find("\"headers\"");
+  if (h == std::string::npos) return "";
+  const std::string window = m.substr(h, 65536);
+  for (size_t k = window.find("\"id\""); k != std::string::npos; k = window.find("\"id\"", k + 1)) {
+    size_t p = window.find_first_not_of(" \t\r\n", k + 4);
+    if (p == std::string::npos || window[p] != ':') continue;
+    p = window.find_first_not_of(" \t\r\n", p + 1);
+    if (p == std::string::npos || window[p] != '"') continue;
+    const size_t end = window.find_first_of("\"\\", p + 1);
+    if (end == std::string::npos || window[end] != '"' || end == p + 1) continue;
+    return window.substr(p + 1, end - p - 1);
+  }
+  return "";
+}
+
 double epoch(TimePoint t) { return to_epoch(t); }
 
 }  // namespace
@@ -205,6 +223,7 @@ std::vector<Delivery> MemoryServer::take_locked(const std::vector<std::string>& 
         } else {
           d.raw = m.substr(0, 512);
           d.malformed = true;
+          if (m.size() > max_bytes) d.task_id = oversized_id(m);
           dead_letter_locked(std::move(m));
         }
         out.push_back(std::move(d));

@@ -76,18 +76,16 @@ struct Metrics::PerTask {
 };
 
 Metrics::Metrics(const std::vector<std::string>& task_names, std::string hostname)
-    : hostname_(std::move(hostname)) {
+    : hostname_(std::move(hostname)), unregistered_(std::make_unique<PerTask>()) {
   for (const auto& n : task_names) fixed_.emplace(n, std::make_unique<PerTask>());
 }
 
 Metrics::~Metrics() = default;
 
 Metrics::PerTask& Metrics::slot(const std::string& name) {
+  // A label per unknown name would let any producer grow the series without bound.
   if (auto it = fixed_.find(name); it != fixed_.end()) return *it->second;
-  MutexLock lock(others_mu_);
-  auto& p = others_[name];
-  if (!p) p = std::make_unique<PerTask>();
-  return *p;
+  return *unregistered_;
 }
 
 void Metrics::count(const std::string& name, TaskEvent event) {
@@ -104,31 +102,23 @@ void Metrics::observe_queue_wait(const std::string& name, double seconds) {
 
 std::map<std::string, uint64_t> Metrics::started_by_name() const {
   std::map<std::string, uint64_t> out;
-  auto add = [&](const auto& map) {
-    for (const auto& [name, t] : map) {
-      const uint64_t n = t->counters[static_cast<size_t>(TaskEvent::Started)].load();
-      if (n) out[name] = n;
-    }
-  };
-  add(fixed_);
-  MutexLock lock(others_mu_);
-  add(others_);
+  for (const auto& [name, t] : fixed_) {
+    const uint64_t n = t->counters[static_cast<size_t>(TaskEvent::Started)].load();
+    if (n) out[name] = n;
+  }
   return out;
 }
 
 uint64_t Metrics::total(TaskEvent event) const {
-  uint64_t sum = 0;
+  uint64_t sum = unregistered_->counters[static_cast<size_t>(event)].load();
   for (const auto& [name, t] : fixed_) sum += t->counters[static_cast<size_t>(event)].load();
-  MutexLock lock(others_mu_);
-  for (const auto& [name, t] : others_) sum += t->counters[static_cast<size_t>(event)].load();
   return sum;
 }
 
 std::string Metrics::render(const Gauges& g) const {
-  MutexLock lock(others_mu_);
   std::vector<std::pair<std::string, const PerTask*>> tasks;
   for (const auto& [n, t] : fixed_) tasks.emplace_back(n, t.get());
-  for (const auto& [n, t] : others_) tasks.emplace_back(n, t.get());
+  tasks.emplace_back(kUnregistered, unregistered_.get());
   std::sort(tasks.begin(), tasks.end());
   const std::string host = "hostname=\"" + escape_label(hostname_) + "\"";
   auto labels = [&](const std::string& name) {

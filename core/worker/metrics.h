@@ -4,9 +4,12 @@
 //   celery_task_runtime{name,hostname} (histogram, seconds)
 // plus cvtasks_task_queue_wait_seconds{name,hostname}: receipt (or ETA) to start.
 //
-// Thread-safety: count()/observe_*() are lock-free for the names given at construction (the
-// registered tasks: the hot path costs a map lookup and atomic adds); other names (unregistered
-// tasks) take a mutex. render() may run concurrently with them.
+// Label values are bounded: `name` is one of the names given at construction (the registered
+// tasks) or kUnregistered, which every other name shares (as celery-exporter does), so hostile
+// messages with ever new task names cannot grow /metrics or memory.
+//
+// Thread-safety: count()/observe_*() are lock-free (a map lookup and atomic adds). render() may
+// run concurrently with them.
 #pragma once
 
 #include <array>
@@ -17,8 +20,6 @@
 #include <string>
 #include <vector>
 
-#include "core/base/thread_annotations.h"
-
 namespace cvtasks {
 
 enum class TaskEvent { Received, Started, Succeeded, Failed, Retried, Revoked, Rejected };
@@ -26,6 +27,9 @@ inline constexpr size_t kTaskEventCount = 7;
 
 class Metrics {
  public:
+  // The label value of every task name not given at construction.
+  static constexpr const char* kUnregistered = "<unregistered>";
+
   Metrics(const std::vector<std::string>& task_names, std::string hostname);
   ~Metrics();
 
@@ -33,7 +37,8 @@ class Metrics {
   void observe_runtime(const std::string& name, double seconds);
   void observe_queue_wait(const std::string& name, double seconds);
 
-  // Started tasks by name (Celery's `stats` "total"); names never started are left out.
+  // Started tasks by registered name (Celery's `stats` "total", which counts only tasks the
+  // worker knows); names never started are left out.
   std::map<std::string, uint64_t> started_by_name() const;
   // The sum of one counter over every name.
   uint64_t total(TaskEvent event) const;
@@ -52,8 +57,7 @@ class Metrics {
 
   std::string hostname_;
   std::map<std::string, std::unique_ptr<PerTask>> fixed_;  // read-only after construction
-  mutable Mutex others_mu_;
-  std::map<std::string, std::unique_ptr<PerTask>> others_ GUARDED_BY(others_mu_);
+  std::unique_ptr<PerTask> unregistered_;                  // every other name
 };
 
 }  // namespace cvtasks

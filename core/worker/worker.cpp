@@ -392,10 +392,26 @@ JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {
 }
 
 void Worker::handle_delivery(Broker& broker, Delivery& d) {
+  // A refused message whose id is readable: the client is waiting on that id, so it gets
+  // FAILURE (ContentDisallowed, kombu's error for content a consumer will not take) rather than
+  // PENDING for ever. The message itself is dead-lettered.
+  auto refuse = [&](const std::string& id, const std::string& why) {
+    metrics_.count(Metrics::kUnregistered, TaskEvent::Rejected);
+    if (id.empty()) return;
+    send_task_event("task-rejected", {{"uuid", id}, {"requeue", false}});
+    if (!backend_) return;
+    ResultContext rc{id, std::nullopt, std::nullopt, {}};
+    const TaskError err("ContentDisallowed", why, "kombu.exceptions");
+    backend_->store(rc, states::FAILURE, err.info().to_json(), err.info().traceback_text());
+  };
   if (d.malformed) {
     spdlog::error("Received an unreadable message from queue {} (not a JSON envelope with a "
                   "delivery tag, or larger than {} bytes); moved to {}: {:.200}",
                   d.queue, settings_.worker.max_message_bytes, broker.dead_letters(), d.raw);
+    // The broker reads an id only from a message over the size limit.
+    refuse(d.task_id, fmt::format("message larger than max_message_bytes ({} bytes): refused "
+                                  "unread, moved to {}", settings_.worker.max_message_bytes,
+                                  broker.dead_letters()));
     return;
   }
   auto job = std::make_shared<Job>();
@@ -408,15 +424,8 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   } catch (const ProtocolError& e) {
     spdlog::error("Rejected message {} from queue {}: {}; moved to {}", d.tag, d.queue, e.what(),
                   broker.dead_letters());
-    metrics_.count("unknown", TaskEvent::Rejected);
-    if (!id.empty()) send_task_event("task-rejected", {{"uuid", id}, {"requeue", false}});
     io([&] { broker.dead_letter(d.tag); }, when_stopping());
-    if (!id.empty() && backend_) {
-      // The client is waiting on this id: tell it, rather than leave it PENDING forever.
-      ResultContext rc{id, std::nullopt, std::nullopt, {}};
-      const TaskError err("ContentDisallowed", e.what(), "kombu.exceptions");
-      backend_->store(rc, states::FAILURE, err.info().to_json(), err.info().traceback_text());
-    }
+    refuse(id, e.what());
     return;
   }
   const TaskMessage& m = job->msg;

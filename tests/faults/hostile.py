@@ -170,7 +170,7 @@ def cases():
         DEAD_FAILURE)
     add('protocol 1 body without a task', _with(lambda e: e.update(headers={})), DEAD)
     add('20 MB body, over max_message_bytes',
-        _with(lambda e: e.update(body='A' * (20 << 20))), DEAD)
+        _with(lambda e: e.update(body='A' * (20 << 20))), DEAD_FAILURE)
     return out
 
 

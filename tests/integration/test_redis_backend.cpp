@@ -130,6 +130,36 @@ TEST_F(RedisBackendTest, BatchWriteKeepsSuccessGuard) {
   EXPECT_EQ(cmd({"TTL", "k-forever"}).integer, -1);
 }
 
+// Issue 19, D3: before, a WRONGTYPE on one key aborted the whole script (the entries after it
+// were not written, none reported) and an OOM was a permanent error the outbox dropped; both
+// assertions below failed on that code.
+TEST_F(RedisBackendTest, BatchWriteRefusesOneBadKeyAndRetriesOutOfMemory) {
+  auto store = make_redis_store(server().url());
+  cmd({"HSET", "k-hash", "f", "v"});
+  const auto refused = store->set_many_unless_success({{"k-1", R"({"status": "SUCCESS"})", 60.0},
+                                                       {"k-hash", R"({"status": "SUCCESS"})", 60.0},
+                                                       {"k-2", R"({"status": "SUCCESS"})", 60.0}});
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].index, 1u);
+  EXPECT_EQ(refused[0].reason.rfind("WRONGTYPE", 0), 0u) << refused[0].reason;
+  EXPECT_FALSE(cmd({"GET", "k-1"}).is_nil());
+  EXPECT_FALSE(cmd({"GET", "k-2"}).is_nil());
+
+  cmd({"CONFIG", "SET", "maxmemory-policy", "noeviction"});
+  cmd({"CONFIG", "SET", "maxmemory", "1"});
+  try {
+    store->set_many_unless_success({{"k-3", R"({"status": "SUCCESS"})", 60.0}});
+    ADD_FAILURE() << "written while Redis was out of memory";
+  } catch (const BackendError& e) {
+    EXPECT_TRUE(e.connection_lost()) << "OOM must be retried: " << e.what();
+    EXPECT_NE(std::string(e.what()).find("OOM"), std::string::npos) << e.what();
+  }
+  cmd({"CONFIG", "SET", "maxmemory", "0"});
+  EXPECT_TRUE(cmd({"GET", "k-3"}).is_nil());
+  EXPECT_TRUE(store->set_many_unless_success({{"k-3", R"({"status": "SUCCESS"})", 60.0}}).empty());
+  EXPECT_FALSE(cmd({"GET", "k-3"}).is_nil());
+}
+
 TEST_F(RedisBackendTest, UnreachableServerIsBackendErrorConnectionLost) {
   auto store = make_redis_store("redis://127.0.0.1:" + std::to_string(testing::free_port()) + "/0");
   ResultBackend b(std::move(store), 60.0, clock);

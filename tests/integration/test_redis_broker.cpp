@@ -194,6 +194,7 @@ struct MalformedCase {
   const char* name;
   std::function<std::string()> raw;
   size_t max_bytes;
+  std::string task_id;  // what the take reads: only an oversized envelope's headers id
 };
 void PrintTo(const MalformedCase& c, std::ostream* os) { *os << c.name; }
 
@@ -209,6 +210,7 @@ TEST_P(RedisBrokerMalformed, GoesToDeadLetterNotUnacked) {
   EXPECT_TRUE(ds[0].malformed);
   EXPECT_EQ(ds[0].queue, "celery");
   EXPECT_TRUE(ds[0].tag.empty());
+  EXPECT_EQ(ds[0].task_id, GetParam().task_id);
   EXPECT_EQ(ds[0].raw, raw.substr(0, 512));
   EXPECT_EQ(lrange(kDeadLetterKey), std::vector<std::string>{raw});
   EXPECT_EQ(hlen("unacked"), 0);
@@ -219,38 +221,40 @@ TEST_P(RedisBrokerMalformed, GoesToDeadLetterNotUnacked) {
 INSTANTIATE_TEST_SUITE_P(
     Table, RedisBrokerMalformed,
     ::testing::Values(
-        MalformedCase{"not_json", [] { return std::string("this is not json {"); }, kMaxBytes},
-        MalformedCase{"json_string", [] { return std::string("\"just a string\""); }, kMaxBytes},
+        MalformedCase{"not_json", [] { return std::string("this is not json {"); }, kMaxBytes, ""},
+        MalformedCase{"json_string", [] { return std::string("\"just a string\""); }, kMaxBytes,
+                      ""},
         MalformedCase{"no_delivery_tag",
                       [] {
                         json e = json::parse(envelope("no-tag"));
                         e["properties"].erase("delivery_tag");
                         return e.dump();
                       },
-                      kMaxBytes},
+                      kMaxBytes, ""},
         MalformedCase{"empty_delivery_tag",
                       [] {
                         json e = json::parse(envelope("empty-tag"));
                         e["properties"]["delivery_tag"] = "";
                         return e.dump();
                       },
-                      kMaxBytes},
+                      kMaxBytes, ""},
         MalformedCase{"no_properties",
                       [] {
                         json e = json::parse(envelope("no-props"));
                         e.erase("properties");
                         return e.dump();
                       },
-                      kMaxBytes},
+                      kMaxBytes, ""},
         MalformedCase{"oversized",
                       [] {
                         PublishOptions o;
                         o.task = "proto.big";
+                        o.id = "big-id";  // issue 19, D12: read so that FAILURE can be stored
                         o.args = json::array({std::string(3000, 'x')});
                         o.routing_key = "celery";
                         return encode_task_message(o);
                       },
-                      2048}),
+                      2048, "big-id"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST_F(RedisBrokerTest, MalformedDoesNotStopTheBatch) {

@@ -116,7 +116,7 @@ def test_task_events_follow_enable_and_disable(worker_factory, redis_server, cel
 
 
 def http_port(worker):
-    m = wait_for(lambda: re.search(r'Serving /healthz and /metrics on http://[^:]+:(\d+)',
+    m = wait_for(lambda: re.search(r'Serving /healthz[^\n]* and /metrics on http://[^:]+:(\d+)',
                                    worker.log), 5, message='HTTP port in the log')
     return int(m.group(1))
 
@@ -162,13 +162,23 @@ def test_metrics_and_healthz(worker_factory, redis_server, celery_app):
     assert s[('celery_task_succeeded_total', add)] == 4
     assert s[('celery_task_failed_total', add)] == 0
     assert s[('celery_task_failed_total', fail)] == 1
-    assert s[('celery_task_failed_total', (('hostname', w.name), ('name', 'no.such.task')))] == 1
+    unregistered = (('hostname', w.name), ('name', '<unregistered>'))
+    assert s[('celery_task_failed_total', unregistered)] == 1
     assert s[('celery_task_runtime_count', add)] == 4
     assert s[('celery_task_runtime_bucket', tuple(sorted(add + (('le', '+Inf'),))))] == 4
     assert s[('cvtasks_task_queue_wait_seconds_count', add)] == 4
     assert s[('celery_worker_up', (('hostname', w.name),))] == 1
     assert s[('celery_worker_tasks_active', (('hostname', w.name),))] == 0
     assert s[('celery_queue_length', (('queue_name', 'celery'),))] == 0
+
+    # Issue 19, D16: 1000 distinct unknown names share one series (before: one series each,
+    # and /metrics grew with every hostile name; this part failed on that binary).
+    for i in range(1000):
+        celery_app.send_task('no.such.task.%d' % i, ignore_result=True)
+    wait_for(lambda: samples(get(port, '/metrics')[1])[('celery_task_failed_total', unregistered)]
+             == 1001, 30, interval=0.2, message='1000 unknown names counted')
+    names = {dict(labels).get('name') for (_, labels) in samples(get(port, '/metrics')[1])}
+    assert {n for n in names if n and not n.startswith('cvtasks.')} == {'<unregistered>'}, names
 
     assert get(port, '/nope')[0] == 404
     redis_server.kill()

@@ -99,6 +99,26 @@ def test_malformed_messages_do_not_stop_worker(worker_factory, celery_app, redis
     assert w.stop() == 0
 
 
+def test_oversized_message_from_celery_fails_promptly(worker_factory, celery_app, redis_server):
+    """Issue 19, D12: a 20 MB argument from Python's own producer is over max_message_bytes
+    (16 MB). It goes to the dead letters, and the id in its headers gets FAILURE
+    ContentDisallowed, so .get() raises at once. Before the fix nothing was stored and .get()
+    hung (this test timed out on that binary)."""
+    from kombu.exceptions import ContentDisallowed
+    w = worker_factory()
+    rc0 = redis_server.client(0)
+    r = celery_app.diag.echo.delay('x' * (20 << 20))
+    started = time.time()
+    with pytest.raises(ContentDisallowed, match='max_message_bytes'):
+        r.get(timeout=GET)
+    assert time.time() - started < GET
+    dead = rc0.lrange('cvtasks.dead_letter', 0, -1)
+    assert len(dead) == 1 and r.id.encode() in dead[0]
+    assert rc0.llen('celery') == 0 and rc0.hlen('unacked') == 0
+    assert celery_app.diag.add.delay(1, 1).get(timeout=GET) == 2
+    assert w.alive
+
+
 # ---------------------------------------------------------------- bursts
 
 def test_burst_200(worker_factory, celery_app):

@@ -74,8 +74,25 @@ TEST(MemoryBroker, UnreadableMessagesGoToTheDeadLettersInTheTake) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_TRUE(got[0].malformed);
   EXPECT_TRUE(got[1].malformed) << "over max_bytes";
+  EXPECT_EQ(got[0].task_id, "");
+  EXPECT_EQ(got[1].task_id, "") << "no id in its headers";
   EXPECT_EQ(server->dead().size(), 2u);
   EXPECT_TRUE(server->unacked().empty());
+}
+
+// Issue 19, D12: the id of an oversized message is read from its headers (as the Redis take
+// script reads it), so the worker can store FAILURE for the client waiting on it.
+TEST(MemoryBroker, AnOversizedMessageKeepsItsHeadersId) {
+  auto server = MemoryServer::create();
+  auto b = server->brokers()();
+  json e = json::parse(envelope("big"));
+  e["body"] = std::string(200, 'A');
+  e["headers"] = {{"lang", "py"}, {"task", "t"}, {"argsrepr", "({'id': \"x\""}, {"id", "the-id"}};
+  b->publish(e.dump(), "", "q", 0);
+  const auto got = b->take({"q"}, 10, 100, fixed_now());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].malformed);
+  EXPECT_EQ(got[0].task_id, "the-id");
 }
 
 TEST(MemoryBroker, WaitAndTakeWakesOnAMessageAndOnEndWaits) {

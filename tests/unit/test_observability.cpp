@@ -165,7 +165,7 @@ TEST(Metrics, RendersCountersAndHistogramsByName) {
   const std::vector<std::string> lines = {
         "celery_task_started_total{" + a + "} 1", "celery_task_succeeded_total{" + a + "} 1",
         "celery_task_failed_total{" + a + "} 0",
-        std::string(R"(celery_task_failed_total{name="un\"known",hostname="w1@proto"} 1)"),
+        std::string(R"(celery_task_failed_total{name="<unregistered>",hostname="w1@proto"} 1)"),
         "celery_task_runtime_bucket{" + a + ",le=\"0.01\"} 0",
         "celery_task_runtime_bucket{" + a + ",le=\"0.025\"} 1",
         "celery_task_runtime_bucket{" + a + ",le=\"600\"} 1",
@@ -179,6 +179,39 @@ TEST(Metrics, RendersCountersAndHistogramsByName) {
     EXPECT_NE(text.find(line + "\n"), std::string::npos) << line << "\n" << text;
   EXPECT_EQ(metrics.started_by_name(), (std::map<std::string, uint64_t>{{"a.task", 1}}));
   EXPECT_EQ(metrics.total(TaskEvent::Failed), 1u);
+}
+
+// Issue 19, D16: before, every unknown name got its own series (20,000 hostile names grew
+// /metrics to 104 MB); this test failed there (1000 series, the text growing with them).
+TEST(Metrics, UnknownNamesShareOneBoundedSeries) {
+  Metrics metrics({"a.task", "b.task"}, "w1@proto");
+  auto series = [&] {
+    const std::string text = metrics.render({});
+    size_t n = 0;
+    for (size_t at = text.find("\ncelery_task_received_total{"); at != std::string::npos;
+         at = text.find("\ncelery_task_received_total{", at + 1))
+      ++n;
+    return std::make_pair(n, text.size());
+  };
+  metrics.count("evil.0", TaskEvent::Received);
+  const auto [series_before, size_before] = series();
+  for (int i = 1; i < 1000; ++i) {
+    const std::string name = "evil." + std::to_string(i);
+    metrics.count(name, TaskEvent::Received);
+    metrics.observe_runtime(name, 0.001);
+    metrics.observe_queue_wait(name, 0.001);
+  }
+  const auto [series_after, size_after] = series();
+  EXPECT_EQ(series_before, 3u);  // a.task, b.task, <unregistered>
+  EXPECT_EQ(series_after, 3u);
+  EXPECT_LT(size_after, size_before + 200) << "only counter digits may grow";
+  const std::string text = metrics.render({});
+  EXPECT_NE(text.find(
+                R"(celery_task_received_total{name="<unregistered>",hostname="w1@proto"} 1000)"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("evil."), std::string::npos);
+  EXPECT_TRUE(metrics.started_by_name().empty()) << "Celery's stats total counts known tasks";
 }
 
 TEST(RateLimit, ParsesCeleryRates) {

@@ -1,6 +1,7 @@
 // ResultBackend over MemoryStore (core/backend/result_backend.h), docs/protocol.md §3.
 #include <gtest/gtest.h>
 
+#include "core/backend/outbox.h"
 #include "core/backend/result_backend.h"
 #include "core/base/clock.h"
 #include "core/base/isotime.h"
@@ -170,6 +171,70 @@ TEST_F(ResultBackendTest, UsesTheClockAtStoreTime) {
   clock.advance(std::chrono::seconds(3600));
   backend->store(ctx, states::FAILURE, json::object());
   EXPECT_EQ(stored("t")["date_done"], "2026-11-24T20:32:44.762860");
+}
+
+// The outbox over a store that answers as Redis does out of memory (a transient refusal) for its
+// first `busy` calls, and refuses the key "celery-task-meta-bad" for good (WRONGTYPE). It
+// records each write with the number of acks the broker had seen by then (same thread: the
+// outbox's sender calls both).
+class BusyStore final : public KeyValueStore {
+ public:
+  BusyStore(int busy, const testing::FakeBroker& broker) : busy_(busy), broker_(broker) {}
+  std::optional<std::string> get(const std::string&) override { return std::nullopt; }
+  bool set_unless_success(const std::string& key, const std::string&,
+                          std::optional<double>) override {
+    if (busy_ > 0) {
+      --busy_;
+      throw BackendError("OOM command not allowed when used memory > 'maxmemory' (fake)", true);
+    }
+    if (key == "celery-task-meta-bad")
+      throw BackendError("WRONGTYPE Operation against a key holding the wrong kind of value",
+                         false);
+    written.emplace_back(key, broker_.acked.size());
+    return true;
+  }
+  std::vector<std::pair<std::string, size_t>> written;  // key, acks sent before it
+
+ private:
+  int busy_;
+  const testing::FakeBroker& broker_;
+};
+
+// Issue 19, D3: before, the outbox dropped a batch Redis refused with OOM and sent its acks
+// anyway (both tests failed on that code: nothing written, the ack sent).
+// An Outbox over a FakeBroker and a BusyStore, both kept reachable for the test.
+struct OutboxRig {
+  explicit OutboxRig(int busy) {
+    auto b = std::make_unique<testing::FakeBroker>();
+    broker = b.get();
+    auto s = std::make_unique<BusyStore>(busy, *broker);
+    store = s.get();
+    outbox = std::make_unique<Outbox>(std::move(b), std::move(s));
+  }
+  testing::FakeBroker* broker;
+  BusyStore* store;
+  std::unique_ptr<Outbox> outbox;
+};
+
+TEST(Outbox, RetriesARefusedWriteUntilStoredAndAcksOnlyAfterIt) {
+  OutboxRig rig(2);
+  rig.outbox->post_write("celery-task-meta-t1", "{}", 60.0);
+  rig.outbox->post_ack("tag-1");
+  rig.outbox->drain();
+  ASSERT_EQ(rig.store->written.size(), 1u);
+  EXPECT_EQ(rig.store->written[0], std::make_pair(std::string("celery-task-meta-t1"), size_t{0}));
+  EXPECT_EQ(rig.broker->acked, std::vector<std::string>{"tag-1"});
+}
+
+TEST(Outbox, AWriteRefusedForGoodDoesNotBlockTheOthers) {
+  OutboxRig rig(0);
+  rig.outbox->post_write("celery-task-meta-bad", "{}", 60.0);
+  rig.outbox->post_write("celery-task-meta-t2", "{}", 60.0);
+  rig.outbox->post_ack("tag-2");
+  rig.outbox->drain();
+  ASSERT_EQ(rig.store->written.size(), 1u);
+  EXPECT_EQ(rig.store->written[0].first, "celery-task-meta-t2");
+  EXPECT_EQ(rig.broker->acked, std::vector<std::string>{"tag-2"});
 }
 
 }  // namespace

@@ -45,6 +45,14 @@ local function fields(m)
   end
   return p.delivery_tag, ex, rk
 end
+-- The task id of an envelope too large to take, so that the client waiting on it can be told:
+-- the first "id" key after "headers" (a key cannot occur inside a JSON string), within 64 KB.
+-- Not the %b{} of the headers: Celery cuts argsrepr/kwargsrepr, leaving braces unbalanced.
+local function oversized_id(m)
+  local h = string.find(m, '"headers"', 1, true)
+  if not h then return '' end
+  return string.match(string.sub(m, h, h + 65535), '"id"%s*:%s*"([^"\\]+)"') or ''
+end
 local out, n, taken, stop = {}, 0, {}, #KEYS + 1
 for i = 5, #KEYS do
   local base = ARGV[i + 2]
@@ -61,9 +69,11 @@ for i = 5, #KEYS do
       out[#out + 1] = base; out[#out + 1] = m; out[#out + 1] = tag; out[#out + 1] = '0'
       taken[#taken + 1] = tag
     else
+      local id = ''
+      if #m > max_bytes then id = oversized_id(m) end
       redis.call('LPUSH', KEYS[3], m)
       redis.call('LTRIM', KEYS[3], 0, cap - 1)
-      out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = ''; out[#out + 1] = '1'
+      out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = id; out[#out + 1] = '1'
     end
   end
   if n >= max then stop = i break end
@@ -126,7 +136,8 @@ void RedisBroker::declare(const std::vector<std::string>& queues) {
   for (const auto& q : queues)
     cmds.push_back({"SADD", binding_key(q), queue_binding(q)});
   for (const auto& r : conn_.pipeline(cmds))
-    if (r.kind == Reply::Kind::Error) throw BrokerError("cannot declare queue: " + r.str, false);
+    if (r.kind == Reply::Kind::Error)
+      throw RedisConnection::reply_error("cannot declare queue: ", r.str);
   declared_.insert(queues.begin(), queues.end());
 }
 
@@ -141,8 +152,8 @@ std::vector<Delivery> deliveries(const Reply& r) {
     Delivery d;
     d.queue = r.elements[i].str;
     d.raw = r.elements[i + 1].str;
-    d.tag = r.elements[i + 2].str;
     d.malformed = r.elements[i + 3].str == "1";
+    (d.malformed ? d.task_id : d.tag) = r.elements[i + 2].str;
     out.push_back(std::move(d));
   }
   return out;
@@ -201,7 +212,7 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
     // The script did not run (first use on this server): eval() loads and runs it.
     r[1] = guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); });
   } else if (r[1].kind == Reply::Kind::Error) {
-    throw BrokerError("Redis script error: " + r[1].str, false);
+    throw RedisConnection::reply_error("Redis script error: ", r[1].str);
   }
   WaitedTake out;
   out.deliveries = deliveries(r[1]);
@@ -209,7 +220,7 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
   // Messages taken are handed over even if the wait failed (a key of the wrong type, say):
   // the error shows on the next call, which takes nothing more.
   if (out.deliveries.empty() && r[0].kind == Reply::Kind::Error)
-    throw BrokerError("Redis error while waiting on " + queue + ": " + r[0].str, false);
+    throw RedisConnection::reply_error("Redis error while waiting on " + queue + ": ", r[0].str);
   return out;
 }
 
@@ -222,7 +233,7 @@ void RedisBroker::ack_many(const std::vector<std::string>& tags) {
   hdel.insert(hdel.end(), tags.begin(), tags.end());
   zrem.insert(zrem.end(), tags.begin(), tags.end());
   for (const auto& r : conn_.pipeline({hdel, zrem}))
-    if (r.kind == Reply::Kind::Error) throw BrokerError("ack failed: " + r.str, false);
+    if (r.kind == Reply::Kind::Error) throw RedisConnection::reply_error("ack failed: ", r.str);
 }
 
 std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
@@ -326,7 +337,7 @@ void RedisBroker::publish(const std::string& envelope, const std::string& exchan
     cmds.push_back({"LPUSH", priority_list(q, priority), envelope});
   }
   for (const auto& r : conn_.pipeline(cmds))
-    if (r.kind == Reply::Kind::Error) throw BrokerError("publish failed: " + r.str, false);
+    if (r.kind == Reply::Kind::Error) throw RedisConnection::reply_error("publish failed: ", r.str);
 }
 
 void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {

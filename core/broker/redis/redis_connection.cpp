@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 
 #include "core/base/errors.h"
 #include "core/base/tls/tls.h"
@@ -26,6 +27,19 @@ RedisConnection::RedisConnection(RedisUrl url, double receive_timeout_s)
     : url_(std::move(url)), receive_timeout_s_(receive_timeout_s) {}
 
 RedisConnection::~RedisConnection() = default;
+
+bool RedisConnection::busy_reply(const std::string& error) {
+  // The error code is the reply's first word. Inside a script, Redis 7 keeps the code of the
+  // command that failed ("OOM command not allowed ... script: ...").
+  static const char* const kBusy[] = {"OOM",        "LOADING",    "BUSY",     "READONLY",
+                                      "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"};
+  const std::string code = error.substr(0, error.find(' '));
+  return std::any_of(std::begin(kBusy), std::end(kBusy), [&](const char* c) { return code == c; });
+}
+
+BrokerError RedisConnection::reply_error(const std::string& what, const std::string& error) {
+  return BrokerError(what + error, busy_reply(error));
+}
 
 bool RedisConnection::connected() const { return socket_ != nullptr; }
 
@@ -319,7 +333,7 @@ Reply RedisConnection::command(const Command& cmd) {
   ensure_connected();
   Reply r = roundtrip(cmd);
   if (r.kind == Reply::Kind::Error)
-    throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
+    throw reply_error("Redis error on " + cmd.front() + ": ", r.str);
   return r;
 }
 
@@ -352,14 +366,14 @@ Reply RedisConnection::eval(const RedisScript& script, const std::vector<std::st
     cmd[1] = script.source();
     r = roundtrip(cmd);
   }
-  if (r.kind == Reply::Kind::Error) throw BrokerError("Redis script error: " + r.str, false);
+  if (r.kind == Reply::Kind::Error) throw reply_error("Redis script error: ", r.str);
   return r;
 }
 
 Reply RedisConnection::blocking(const Command& cmd, double block_s) {
   Reply r = std::move(pipeline({cmd}, block_s).front());
   if (r.kind == Reply::Kind::Error)
-    throw BrokerError("Redis error on " + cmd.front() + ": " + r.str, false);
+    throw reply_error("Redis error on " + cmd.front() + ": ", r.str);
   return r;
 }
 

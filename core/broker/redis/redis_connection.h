@@ -5,7 +5,8 @@
 // (SENTINEL get-master-addr-by-name), connects to it and checks it says ROLE master; after a
 // failover the broken connection is found lost and the next call reaches the new master.
 // Failure: a broken or timed-out connection throws BrokerError(connection_lost=true) and is
-// reconnected on the next call; a Redis error reply throws BrokerError(connection_lost=false).
+// reconnected on the next call; a Redis error reply throws BrokerError, connection_lost=true
+// when the server may take the command later (busy_reply()), false otherwise.
 // With sentinels, no sentinel knowing the master, a server that is not (or no longer: a
 // READONLY reply) the master, are lost connections too.
 // Not thread-safe: each thread owns its connections.
@@ -20,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/errors.h"
 #include "redis_url.h"
 
 namespace cvtasks {
@@ -51,6 +53,14 @@ class RedisScript {
 
 class RedisConnection {
  public:
+  // Whether an error reply says the server cannot take the command now but may later: out of
+  // memory under `noeviction` (OOM), loading its data (LOADING), running a script (BUSY), a
+  // replica or a failover (READONLY, MASTERDOWN, NOREPLICAS, TRYAGAIN, CLUSTERDOWN). Such a
+  // write has not happened: the caller sends it again after a backoff.
+  static bool busy_reply(const std::string& error);
+  // The BrokerError for an error reply `error` to `what` (connection_lost() = busy_reply()).
+  static BrokerError reply_error(const std::string& what, const std::string& error);
+
   // `receive_timeout_s` bounds every reply wait (blocking commands add their own timeout).
   explicit RedisConnection(RedisUrl url, double receive_timeout_s = 10.0);
   ~RedisConnection();

@@ -1,8 +1,11 @@
 // The result backend's key-value store on Redis (Celery's RedisBackend): one connection; the
 // write is SETEX/SET + PUBLISH in one script with the SUCCESS guard.
 //
-// Failure: every method throws BackendError (connection_lost() = retry later). Not
-// thread-safe: one store per thread.
+// Failure: every method throws BackendError, connection_lost() when it may be called again
+// later (connection lost, Redis out of memory or loading: RedisConnection::busy_reply()).
+// set_many_unless_success() returns the entries Redis refused one by one for good (WRONGTYPE
+// on a key that holds another type) and writes the others. Not thread-safe: one store per
+// thread.
 #pragma once
 
 #include <memory>
