@@ -239,7 +239,12 @@ Settings Settings::from_json(const json& doc) {
     SettingsSection t(*bto, "celery.broker_transport_options");
     if (auto v = t.number("visibility_timeout", 0, kMaxSeconds, true)) c.visibility_timeout = *v;
   }
-  cj.object("result_backend_transport_options");
+  if (auto rto = cj.object("result_backend_transport_options")) {
+    // Open-ended too; a chord's parts are joined as a sorted set unless this is false, and
+    // every worker and producer must agree on it (docs/protocol.md §6.4).
+    SettingsSection t(*rto, "celery.result_backend_transport_options");
+    if (auto v = t.boolean("result_chord_ordered")) c.result_chord_ordered = *v;
+  }
   for (const auto& [k, v] : celery_json.items())
     if (!kKnownCelery.count(k)) s.unknown_celery_keys.push_back(k);
 
