@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from conftest import (REDIS_SERVER, RedisServer, Worker, WORKER_BIN, _close_celery, _make_celery,
-                      require, wait_for)
+from conftest import (REDIS_SERVER, RedisServer, Worker, WORKER_BIN, _close_celery, _failed,
+                      _make_celery, require, wait_for)
 
 TIMEOUT = 20
 PYTHON_REFERENCE = WORKER_BIN.endswith('.py')
@@ -60,7 +60,7 @@ def app(redis_mod, worker):
 @pytest.fixture
 def d(app, worker, request):
     yield app.diag
-    if request.node.rep_call.failed if hasattr(request.node, 'rep_call') else False:
+    if _failed(request):
         print(worker.log[-20000:])
 
 
