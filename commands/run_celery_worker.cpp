@@ -26,6 +26,7 @@
 #include "core/broker/redis/control.h"
 #include "core/broker/redis/events.h"
 #include "core/broker/redis/redis_broker.h"
+#include "core/task/builtins.h"
 #include "core/broker/redis/redis_store.h"
 #include "core/broker/redis/redis_url.h"
 #include "core/task/registry.h"
@@ -227,6 +228,7 @@ class WorkerApp final : public cvtasks::CommandApp {
         broker_connection_info(broker_url, settings.celery.visibility_timeout);
 
     TaskRegistry registry;
+    register_builtin_tasks(registry);
     register_domain_tasks(registry, settings);
     if (has("diagnostics")) register_diagnostics(registry);
 

@@ -192,8 +192,40 @@ void Outbox::send_round(std::vector<Write>& writes, std::vector<std::string>& ac
                   acks.size(), refusal);
 }
 
-std::optional<std::string> OutboxStore::get(const std::string&) {
-  throw BackendError("reading results through the outbox is not supported", false);
+template <typename Fn>
+auto OutboxStore::direct(Fn&& fn) {
+  outbox_.flush_soon();
+  outbox_.drain();
+  MutexLock lock(mu_);
+  if (!direct_) throw BackendError("reading results through the outbox is not supported", false);
+  return fn(*direct_);
+}
+
+std::optional<std::string> OutboxStore::get(const std::string& key) {
+  return direct([&](KeyValueStore& s) { return s.get(key); });
+}
+
+void OutboxStore::set_chord_size(const std::string& group_id, int64_t size,
+                                 std::optional<double> ttl_s) {
+  direct([&](KeyValueStore& s) { s.set_chord_size(group_id, size, ttl_s); });
+}
+
+KeyValueStore::ChordCount OutboxStore::add_chord_part(const std::string& group_id,
+                                                      const std::string& part,
+                                                      std::optional<int> index, bool ordered,
+                                                      std::optional<double> ttl_s) {
+  return direct([&](KeyValueStore& s) {
+    return s.add_chord_part(group_id, part, index, ordered, ttl_s);
+  });
+}
+
+std::vector<std::string> OutboxStore::chord_parts(const std::string& group_id, bool ordered,
+                                                  int64_t total) {
+  return direct([&](KeyValueStore& s) { return s.chord_parts(group_id, ordered, total); });
+}
+
+void OutboxStore::forget_chord(const std::string& group_id) {
+  direct([&](KeyValueStore& s) { s.forget_chord(group_id); });
 }
 
 bool OutboxStore::set_unless_success(const std::string& key, const std::string& value,

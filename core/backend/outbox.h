@@ -79,21 +79,39 @@ class Outbox {
   std::thread sender_;
 };
 
-// A write-only KeyValueStore whose writes go through an Outbox: the worker's result path flows
-// one way (task -> ResultBackend -> outbox -> store), and nothing inside the worker reads a
-// result back. Thread-safe (the Outbox is).
+// A KeyValueStore whose writes go through an Outbox: the worker's result path flows one way
+// (task -> ResultBackend -> outbox -> store). Reads and chord joins (rare: chord header parts,
+// celery.chord_unlock) go to `direct`, a store of their own, after the outbox has sent what was
+// posted before them, so they see this worker's own earlier writes, in Celery's order (a part's
+// result is stored before it is counted). Thread-safe (the Outbox is; `direct` is used under a
+// lock).
 class OutboxStore final : public KeyValueStore {
  public:
-  explicit OutboxStore(Outbox& outbox) : outbox_(outbox) {}
-  // Throws BackendError: results are not read through the outbox.
-  std::optional<std::string> get(const std::string& key) override;
+  // `direct` may be null: then reads and chords throw BackendError.
+  explicit OutboxStore(Outbox& outbox, std::unique_ptr<KeyValueStore> direct = nullptr)
+      : outbox_(outbox), direct_(std::move(direct)) {}
+  std::optional<std::string> get(const std::string& key) override EXCLUDES(mu_);
   // Queues the write and returns true: the SUCCESS guard is applied by the underlying store
   // when the round is sent (a skipped write is then dropped silently, as Celery's is).
   bool set_unless_success(const std::string& key, const std::string& value,
                           std::optional<double> ttl_s) override;
+  void set_chord_size(const std::string& group_id, int64_t size,
+                      std::optional<double> ttl_s) override EXCLUDES(mu_);
+  ChordCount add_chord_part(const std::string& group_id, const std::string& part,
+                            std::optional<int> index, bool ordered,
+                            std::optional<double> ttl_s) override EXCLUDES(mu_);
+  std::vector<std::string> chord_parts(const std::string& group_id, bool ordered,
+                                       int64_t total) override EXCLUDES(mu_);
+  void forget_chord(const std::string& group_id) override EXCLUDES(mu_);
 
  private:
+  // Sends what is queued, then runs `fn` on the direct store under the lock.
+  template <typename Fn>
+  auto direct(Fn&& fn) EXCLUDES(mu_);
+
   Outbox& outbox_;
+  Mutex mu_;
+  std::unique_ptr<KeyValueStore> direct_ GUARDED_BY(mu_);
 };
 
 }  // namespace cvtasks

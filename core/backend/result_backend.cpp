@@ -1,6 +1,7 @@
 #include "result_backend.h"
 
 #include <cstdio>
+#include <limits>
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
@@ -55,6 +56,46 @@ std::optional<json> ResultBackend::get_meta(const std::string& task_id) {
   }
 }
 
+void KeyValueStore::set_chord_size(const std::string&, int64_t, std::optional<double>) {
+  throw BackendError("this result store cannot join chords", false);
+}
+
+KeyValueStore::ChordCount KeyValueStore::add_chord_part(const std::string&, const std::string&,
+                                                        std::optional<int>, bool,
+                                                        std::optional<double>) {
+  throw BackendError("this result store cannot join chords", false);
+}
+
+std::vector<std::string> KeyValueStore::chord_parts(const std::string&, bool, int64_t) {
+  throw BackendError("this result store cannot join chords", false);
+}
+
+void KeyValueStore::forget_chord(const std::string&) {
+  throw BackendError("this result store cannot join chords", false);
+}
+
+std::optional<std::vector<json>> ResultBackend::chord_part_return(
+    const std::string& group_id, std::optional<int> group_index, const std::string& task_id,
+    const std::string& state, const json& result, bool ordered) {
+  const std::string part = dump_json(json::array({1, task_id, state, result}));
+  const auto count = store_->add_chord_part(group_id, part, group_index, ordered, expires_);
+  // No size: a group that is not a chord we know (Celery does nothing more either).
+  if (!count.size || count.ready != *count.size + count.extra) return std::nullopt;
+  std::vector<json> parts;
+  for (const auto& text : store_->chord_parts(group_id, ordered, *count.size + count.extra)) {
+    try {
+      parts.push_back(json::parse(text));
+    } catch (const json::exception&) {
+      throw BackendError("chord part of group " + group_id + " is not JSON", false);
+    }
+  }
+  return parts;
+}
+
+void ResultBackend::set_chord_size(const std::string& group_id, int64_t size) {
+  store_->set_chord_size(group_id, size, expires_);
+}
+
 std::optional<std::string> MemoryStore::get(const std::string& key) {
   std::lock_guard lock(mu_);
   auto it = data.find(key);
@@ -71,6 +112,56 @@ bool MemoryStore::set_unless_success(const std::string& key, const std::string& 
   ttls[key] = ttl_s;
   published.emplace_back(key, value);
   return true;
+}
+
+void MemoryStore::set_chord_size(const std::string& group_id, int64_t size,
+                                 std::optional<double>) {
+  std::lock_guard lock(mu_);
+  chords[group_id].size = size;
+}
+
+KeyValueStore::ChordCount MemoryStore::add_chord_part(const std::string& group_id,
+                                                      const std::string& part,
+                                                      std::optional<int> index, bool ordered,
+                                                      std::optional<double>) {
+  std::lock_guard lock(mu_);
+  Chord& c = chords[group_id];
+  int64_t ready = 0;
+  if (ordered) {
+    // A sorted set: the same part twice counts once, as ZADD does.
+    bool present = false;
+    for (const auto& [score, p] : c.ordered_parts) present = present || p == part;
+    if (!present)
+      c.ordered_parts.emplace(index ? double(*index) : std::numeric_limits<double>::infinity(),
+                              part);
+    ready = static_cast<int64_t>(c.ordered_parts.size());
+  } else {
+    c.arrival_parts.push_back(part);
+    ready = static_cast<int64_t>(c.arrival_parts.size());
+  }
+  return ChordCount{ready, c.size, c.extra};
+}
+
+std::vector<std::string> MemoryStore::chord_parts(const std::string& group_id, bool ordered,
+                                                  int64_t total) {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  auto it = chords.find(group_id);
+  if (it == chords.end()) return out;
+  if (ordered) {
+    for (const auto& [score, p] : it->second.ordered_parts) out.push_back(p);
+  } else {
+    for (const auto& p : it->second.arrival_parts) {
+      if (static_cast<int64_t>(out.size()) > total) break;  // LRANGE 0 total
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+void MemoryStore::forget_chord(const std::string& group_id) {
+  std::lock_guard lock(mu_);
+  chords.erase(group_id);
 }
 
 }  // namespace cvtasks

@@ -74,6 +74,29 @@ class KeyValueStore {
     }
     return refused;
   }
+
+  // Chord join state of a group (docs/protocol.md §6.4), kept as Celery's Redis backend keeps
+  // it. These write at once (never deferred): a header part that finishes must see the size.
+  // A store that cannot join chords throws BackendError (the default).
+  struct ChordCount {
+    int64_t ready = 0;            // parts recorded, the new one included
+    std::optional<int64_t> size;  // the header size stored by the producer; none: unknown
+    int64_t extra = 0;            // parts added to the chord after it was sent
+  };
+  // Stores the header size of the chord whose header is group `group_id`.
+  virtual void set_chord_size(const std::string& group_id, int64_t size,
+                              std::optional<double> ttl_s);
+  // Records one header part (`part`, the encoded [1, id, state, result]) and reads the counts,
+  // in one atomic step: exactly one caller sees `ready` reach size + extra. `ordered`: parts
+  // are kept sorted by `index` (none = after every indexed part); otherwise in arrival order.
+  virtual ChordCount add_chord_part(const std::string& group_id, const std::string& part,
+                                    std::optional<int> index, bool ordered,
+                                    std::optional<double> ttl_s);
+  // The recorded parts, in header order (`ordered`) or arrival order, at most `total`.
+  virtual std::vector<std::string> chord_parts(const std::string& group_id, bool ordered,
+                                               int64_t total);
+  // Removes the chord's join state (after its body was applied).
+  virtual void forget_chord(const std::string& group_id);
 };
 
 // What the meta records about the task besides its state.
@@ -100,6 +123,19 @@ class ResultBackend {
   // get() throws (OutboxStore cannot read: the worker never reads results back).
   std::optional<json> get_meta(const std::string& task_id);
 
+  // Celery's on_chord_part_return for a finished header part of group `group_id`: records
+  // [1, task_id, state, result] and, when it is the last part, returns every part decoded in
+  // header order (and the caller applies the body); nullopt while parts are missing or when the
+  // chord's size was never stored. Throws BackendError (e.g. a part that is not JSON).
+  std::optional<std::vector<json>> chord_part_return(const std::string& group_id,
+                                                     std::optional<int> group_index,
+                                                     const std::string& task_id,
+                                                     const std::string& state, const json& result,
+                                                     bool ordered);
+  // Celery's set_chord_size, before the last header task is sent.
+  void set_chord_size(const std::string& group_id, int64_t size);
+  void forget_chord(const std::string& group_id) { store_->forget_chord(group_id); }
+
   static std::string key_for(const std::string& task_id) { return "celery-task-meta-" + task_id; }
   static bool is_ready(const std::string& state);
 
@@ -110,11 +146,28 @@ class ResultBackend {
 };
 
 // In-memory store for unit tests; `published` records every publish as (channel, value).
+// Chords are joined as the Redis store joins them (`chords` holds each group's state).
 class MemoryStore final : public KeyValueStore {
  public:
   std::optional<std::string> get(const std::string& key) override;
   bool set_unless_success(const std::string& key, const std::string& value,
                           std::optional<double> ttl_s) override;
+  void set_chord_size(const std::string& group_id, int64_t size,
+                      std::optional<double> ttl_s) override;
+  ChordCount add_chord_part(const std::string& group_id, const std::string& part,
+                            std::optional<int> index, bool ordered,
+                            std::optional<double> ttl_s) override;
+  std::vector<std::string> chord_parts(const std::string& group_id, bool ordered,
+                                       int64_t total) override;
+  void forget_chord(const std::string& group_id) override;
+
+  struct Chord {
+    std::optional<int64_t> size;
+    int64_t extra = 0;
+    std::multimap<double, std::string> ordered_parts;  // by group_index (+inf when none)
+    std::vector<std::string> arrival_parts;
+  };
+  std::map<std::string, Chord> chords;
 
   std::map<std::string, std::string> data;
   std::map<std::string, std::optional<double>> ttls;

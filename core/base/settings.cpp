@@ -312,8 +312,14 @@ Settings Settings::from_json(const json& doc) {
     if (auto v = t.number("visibility_timeout", 0, kMaxSeconds, true)) c.visibility_timeout = *v;
     c.broker_transport_options = *bto;  // the sentinel keys: read with the URL (redis_url.h)
   }
-  if (auto v = cj.object("result_backend_transport_options"))
-    c.result_backend_transport_options = *v;
+  if (auto rto = cj.object("result_backend_transport_options")) {
+    // Open-ended too (the sentinel keys: read with the URL); a chord's parts are joined as a
+    // sorted set unless result_chord_ordered is false, and every worker and producer must agree
+    // on it (docs/protocol.md §6.4).
+    SettingsSection t(*rto, "celery.result_backend_transport_options");
+    if (auto v = t.boolean("result_chord_ordered")) c.result_chord_ordered = *v;
+    c.result_backend_transport_options = *rto;
+  }
   if (auto v = cj.raw("task_annotations"))
     c.task_annotations = parse_annotations(cj, *v, s.unknown_celery_keys);
   if (auto v = cj.raw("task_default_rate_limit"))

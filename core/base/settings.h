@@ -83,6 +83,7 @@ struct CelerySettings {
   double visibility_timeout = 3600;                     // broker_transport_options.visibility_timeout
   json broker_transport_options;                        // whole, for sentinel:// (null: none)
   json result_backend_transport_options;                // the same for the result backend
+  bool result_chord_ordered = true;  // result_backend_transport_options.result_chord_ordered
   bool worker_send_task_events = false;                 // task events (-E)
   std::string timezone = "UTC";                         // Celery's `timezone`
   json beat_schedule = json::object();                  // beat entries, plain data (docs/settings.md)

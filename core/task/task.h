@@ -25,6 +25,8 @@ namespace cvtasks {
 
 using json = nlohmann::json;
 
+struct TraceEnv;  // canvas.h
+
 // Why a running task is asked to stop. Checked cooperatively by the task.
 enum class CancelReason { None, SoftTimeLimit, Abandon };
 
@@ -69,6 +71,10 @@ class TaskContext {
   // Tell the worker about a subprocess this task runs, and when it is gone.
   void own_process(pid_t pid) { process_hook_(pid, true); }
   void release_process(pid_t pid) { process_hook_(pid, false); }
+  // The worker's transports, for tasks that apply signatures (Celery's built-in tasks);
+  // null where nothing was set (then such a task fails with RuntimeError).
+  TraceEnv* canvas() const { return canvas_; }
+  void set_canvas(TraceEnv* env) { canvas_ = env; }
 
  private:
   const TaskMessage& request_;
@@ -76,6 +82,7 @@ class TaskContext {
   CancelToken& cancel_;
   StateWriter write_state_;
   ProcessHook process_hook_;
+  TraceEnv* canvas_ = nullptr;
 };
 
 class Task {

@@ -22,37 +22,6 @@ std::string format_seconds(double s) {
   return buf;
 }
 
-// Builds the message for a signature that follows `parent`, routed like apply_async would.
-PublishOptions follow_up(const json& sig, const TaskMessage& parent, TraceEnv& env) {
-  PublishOptions o = options_from_signature(sig, env.clock.now());
-  o.parent_id = parent.id;
-  o.root_id = parent.root_id;
-  o.origin = env.origin;
-  if (o.routing_key.empty()) {
-    const Route r = route_for(env.settings.celery, o.task);
-    o.exchange = r.exchange;
-    o.routing_key = r.exchange.empty() ? r.queue : r.routing_key;
-    if (r.priority && !sig.value("options", json::object()).contains("priority"))
-      o.priority = *r.priority;
-  }
-  return o;
-}
-
-std::string publish(PublishOptions o, TraceEnv& env) {
-  if (o.id.empty()) o.id = new_uuid();
-  env.broker.publish(encode_task_message(o), o.exchange, o.routing_key, o.priority);
-  return o.id;
-}
-
-json with_parent_result(const json& sig, const json& first) {
-  json args = json::array({first});
-  const bool immutable = sig.value("immutable", false);
-  if (immutable) args = json::array();
-  if (auto it = sig.find("args"); it != sig.end() && it->is_array())
-    for (const auto& a : *it) args.push_back(a);
-  return args;
-}
-
 }  // namespace
 
 Outcome trace(Task* task, const TaskMessage& m, TaskContext& ctx) {
@@ -103,29 +72,35 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
     ++progress.done;
   };
   auto publish_child = [&](PublishOptions po) {
-    once([&] { progress.children.push_back(publish(std::move(po), env)); });
+    once([&] {
+      if (po.id.empty()) po.id = new_uuid();
+      env.broker.publish(encode_task_message(po), po.exchange, po.routing_key, po.priority);
+      progress.children.push_back(po.id);
+    });
   };
+  // Applies a signature once (a retried record() does not apply it again).
+  auto apply_child = [&](const json& sig, const json& args, const json& options) {
+    once([&] {
+      for (auto& id : apply_signature(sig, args, json::object(), options, env))
+        progress.children.push_back(std::move(id));
+    });
+  };
+  const json lineage = {{"parent_id", m.id}, {"root_id", m.root_id}};
   std::optional<std::string> traceback;
   if (o.exception) traceback = o.exception->traceback_text();
 
   if (o.state == states::SUCCESS) {
-    // Next chain step and callbacks go out before the result is stored
-    // (docs/protocol.md §6.1, §6.2).
+    // Callbacks and the next chain step go out before the result is stored
+    // (docs/protocol.md §6.1, §6.2); each may be a chain, group, chord, ... (canvas.h).
+    if (m.callbacks.is_array())
+      for (const auto& sig : m.callbacks) apply_child(sig, json::array({o.result}), lineage);
     if (m.chain.is_array() && !m.chain.empty()) {
       json rest = m.chain;
       const json next = rest.back();
       rest.erase(rest.size() - 1);
-      PublishOptions po = follow_up(next, m, env);
-      po.args = with_parent_result(next, o.result);
-      po.chain = rest;
-      publish_child(std::move(po));
-    }
-    if (m.callbacks.is_array()) {
-      for (const auto& sig : m.callbacks) {
-        PublishOptions po = follow_up(sig, m, env);
-        po.args = with_parent_result(sig, o.result);
-        publish_child(std::move(po));
-      }
+      json options = lineage;
+      options["chain"] = std::move(rest);
+      apply_child(next, json::array({o.result}), options);
     }
   } else if (o.state == states::RETRY) {
     PublishOptions po;
@@ -155,33 +130,53 @@ void record(const Outcome& o, const TaskMessage& m, bool store_result, TraceEnv&
     po.routing_key = m.routing_key;
     po.extra_properties = {{"replaced_task_nesting", 0}, {"origin", m.origin}};
     publish_child(std::move(po));
-  } else if (o.state == states::FAILURE) {
-    // The remaining chain steps can never run: they fail with the same error
-    // (docs/protocol.md §6.2).
-    if (store_result && env.backend && m.chain.is_array()) {
-      for (const auto& sig : m.chain) {
-        const json opts = sig.value("options", json::object());
-        if (opts.is_object() && opts.contains("task_id") && opts["task_id"].is_string()) {
-          ResultContext chained{opts["task_id"], std::nullopt, m.id, {}};
-          once([&] { env.backend->store(chained, o.state, o.result, traceback); });
-        }
-      }
-    }
-    // Old-style errbacks: a message with the failed task's id first (docs/protocol.md §6.1).
-    if (m.errbacks.is_array()) {
-      if (progress.errback_group.empty()) progress.errback_group = new_uuid();
-      const std::string group = progress.errback_group;
-      for (const auto& sig : m.errbacks) {
-        PublishOptions po = follow_up(sig, m, env);
-        po.args = with_parent_result(sig, m.id);  // immutable: no task id either
-        po.group = group;
-        publish_child(std::move(po));
-      }
-    }
   }
   if (store_result && env.backend) {
     ResultContext rc{m.id, m.group, m.parent_id, progress.children};
     once([&] { env.backend->store(rc, o.state, o.result, traceback); });
+  }
+  const bool ready = o.state == states::SUCCESS || o.state == states::FAILURE;
+  // A chord header part counts once its result is stored, ignore_result or not (§6.4).
+  if (ready && !m.chord.is_null() && m.group)
+    once([&] {
+      chord_part_return(m.id, m.root_id, *m.group, m.group_index, m.chord, o.state, o.result,
+                        env);
+    });
+  if (o.state == states::FAILURE) {
+    // The remaining chain steps can never run: they fail with the same error, and a step that
+    // is a chord's header part counts as a failed part (docs/protocol.md §6.2).
+    if (env.backend && m.chain.is_array()) {
+      for (const auto& sig : m.chain) {
+        const json opts = sig.value("options", json::object());
+        if (!opts.is_object()) continue;
+        const auto tid = opts.find("task_id");
+        if (tid == opts.end() || !tid->is_string()) continue;
+        if (store_result) {
+          ResultContext chained{*tid, std::nullopt, m.id, {}};
+          once([&] { env.backend->store(chained, o.state, o.result, traceback); });
+        }
+        const auto gid = opts.find("group_id");
+        if (opts.contains("chord") && gid != opts.end() && gid->is_string()) {
+          std::optional<int> index;
+          if (auto gi = opts.find("group_index"); gi != opts.end() && gi->is_number_integer())
+            index = gi->get<int>();
+          once([&] {
+            chord_part_return(*tid, m.root_id, *gid, index, opts["chord"], o.state, o.result,
+                              env);
+          });
+        }
+      }
+    }
+    // Old-style errbacks: a group of messages with the failed task's id first
+    // (docs/protocol.md §6.1).
+    // Each is applied on its own, so a resumed record() sends none twice; all share one group
+    // id (Celery sends them as a group).
+    if (m.errbacks.is_array() && !m.errbacks.empty()) {
+      if (progress.errback_group.empty()) progress.errback_group = new_uuid();
+      json options = lineage;
+      options["group_id"] = progress.errback_group;
+      for (const auto& sig : m.errbacks) apply_child(sig, json::array({m.id}), options);
+    }
   }
 }
 

@@ -14,6 +14,7 @@
 #include "core/base/settings.h"
 #include "core/broker/broker.h"
 #include "core/protocol/protocol.h"
+#include "canvas.h"
 #include "task.h"
 
 namespace cvtasks {
@@ -29,15 +30,6 @@ struct Outcome {
 // Runs `task` (nullptr = not registered) with the message's arguments.
 Outcome trace(Task* task, const TaskMessage& message, TaskContext& ctx);
 
-// Where record() publishes and stores; `backend` may be null (no result backend configured).
-struct TraceEnv {
-  Broker& broker;
-  ResultBackend* backend;
-  const Settings& settings;
-  const Clock& clock;
-  std::string origin;  // node name, for messages this worker publishes
-};
-
 // How far record() got; passed again when it is retried after a lost connection, so that no
 // message is published twice.
 struct RecordProgress {
@@ -46,7 +38,10 @@ struct RecordProgress {
   std::string errback_group;          // the group id the errbacks are sent as
 };
 
-// Side effects of an outcome, in Celery's order. `store_result` is false under ignore_result.
+// Side effects of an outcome, in Celery's order (app/trace.py, backends/base.py mark_as_done /
+// mark_as_failure): callbacks and the next chain step (any signature type, canvas.h), the
+// result, then the chord part; on failure the remaining chain steps' FAILURE, the chord part and
+// the errbacks. `store_result` is false under ignore_result.
 // Throws BrokerError/BackendError; calling again with the same `progress` resumes at the step
 // that failed.
 void record(const Outcome& outcome, const TaskMessage& message, bool store_result,

@@ -71,7 +71,7 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
   const StoreFactory& stores = transports_.stores;
   outbox_ = std::make_unique<Outbox>(brokers_(), stores ? stores() : nullptr);
   if (stores)
-    backend_ = std::make_unique<ResultBackend>(std::make_unique<OutboxStore>(*outbox_),
+    backend_ = std::make_unique<ResultBackend>(std::make_unique<OutboxStore>(*outbox_, stores()),
                                                settings_.celery.result_expires, clock_);
 }
 

@@ -96,9 +96,15 @@ void Worker::register_control_commands() {
   // ---- inspect
   p.add("ping", [](const json&) { return ok_reply("pong"); });
   p.add("clock", [this](const json&) { return json{{"clock", lamport_.value()}}; });
-  p.add("registered", [this](const json&) {
+  p.add("registered", [this](const json& args) {
+    // Celery lists its built-in tasks (celery.*) only when asked with `builtins`.
+    const json b = args.is_object() ? args.value("builtins", json(false)) : json(false);
+    const bool builtins = (b.is_boolean() && b.get<bool>()) ||
+                          (b.is_number() && b.get<double>() != 0) ||
+                          (b.is_string() && !b.get<std::string>().empty());
     json names = json::array();
-    for (const auto& n : registry_.names()) names.push_back(n);
+    for (const auto& n : registry_.names())
+      if (builtins || n.rfind("celery.", 0) != 0) names.push_back(n);
     return names;
   });
   p.add("active", [this](const json&) {

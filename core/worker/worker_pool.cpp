@@ -290,6 +290,8 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
       job->processes.erase(pid);
   };
   TaskContext ctx(m, settings_, job->cancel, write_state, process_hook);
+  TraceEnv canvas_env{broker, backend_.get(), settings_, clock_, config_.nodename};
+  ctx.set_canvas(&canvas_env);
   const Outcome outcome = trace(job->task, m, ctx);
   {
     MutexLock jl(job->mu);

@@ -74,6 +74,56 @@ class RedisStore final : public KeyValueStore {
     return refused;
   }
 
+  // Celery's RedisBackend.set: SETEX (SET without expiry) and PUBLISH in one transaction.
+  void set_chord_size(const std::string& group_id, int64_t size,
+                      std::optional<double> ttl_s) override {
+    const std::string key = chord_key(group_id, ".s"), value = std::to_string(size);
+    Command set = ttl_s ? Command{"SETEX", key, ttl_arg(ttl_s), value} : Command{"SET", key, value};
+    transaction({std::move(set), {"PUBLISH", key, value}});
+  }
+
+  // on_chord_part_return's MULTI: ZADD/ZCOUNT (RPUSH/LLEN unordered), GET .t, GET .s, EXPIREs.
+  ChordCount add_chord_part(const std::string& group_id, const std::string& part,
+                            std::optional<int> index, bool ordered,
+                            std::optional<double> ttl_s) override {
+    const std::string j = chord_key(group_id, ".j"), t = chord_key(group_id, ".t"),
+                      s = chord_key(group_id, ".s");
+    std::vector<Command> cmds;
+    if (ordered) {
+      cmds.push_back({"ZADD", j, index ? std::to_string(*index) : "+inf", part});
+      cmds.push_back({"ZCOUNT", j, "-inf", "+inf"});
+    } else {
+      cmds.push_back({"RPUSH", j, part});
+      cmds.push_back({"LLEN", j});
+    }
+    cmds.push_back({"GET", t});
+    cmds.push_back({"GET", s});
+    if (ttl_s)
+      for (const auto& k : {j, t, s}) cmds.push_back({"EXPIRE", k, ttl_arg(ttl_s)});
+    const Reply r = transaction(cmds);
+    ChordCount c;
+    c.ready = r.elements.at(1).integer;
+    c.extra = to_int(r.elements.at(2), 0);
+    if (!r.elements.at(3).is_nil()) c.size = to_int(r.elements.at(3), 0);
+    return c;
+  }
+
+  std::vector<std::string> chord_parts(const std::string& group_id, bool ordered,
+                                       int64_t total) override {
+    const std::string j = chord_key(group_id, ".j");
+    const Reply r = command(ordered ? Command{"ZRANGE", j, "0", "-1"}
+                                    : Command{"LRANGE", j, "0", std::to_string(total)});
+    std::vector<std::string> out;
+    for (const auto& e : r.elements) out.push_back(e.str);
+    return out;
+  }
+
+  void forget_chord(const std::string& group_id) override {
+    transaction({{"DEL", chord_key(group_id, ".j")},
+                 {"DEL", chord_key(group_id, ".t")},
+                 {"DEL", chord_key(group_id, ".s")}});
+  }
+
  private:
   // Returns how many entries were written; the ones Redis refused for good go to `refused`.
   int64_t write(const std::vector<Entry>& entries, std::vector<Refusal>& refused) {
@@ -104,6 +154,45 @@ class RedisStore final : public KeyValueStore {
       refused.push_back({static_cast<size_t>(r.elements[i].integer - 1), reason});
     }
     return r.elements[0].integer;
+  }
+
+  static std::string chord_key(const std::string& group_id, const char* suffix) {
+    return "celery-taskset-meta-" + group_id + suffix;
+  }
+
+  static int64_t to_int(const Reply& r, int64_t otherwise) {
+    if (r.kind == Reply::Kind::Integer) return r.integer;
+    if (r.kind != Reply::Kind::String) return otherwise;
+    try {
+      return std::stoll(r.str);
+    } catch (const std::exception&) {
+      throw BackendError("chord count is not a number: " + r.str.substr(0, 40), false);
+    }
+  }
+
+  Reply command(const Command& cmd) {
+    try {
+      return conn_.command(cmd);
+    } catch (const BrokerError& e) {
+      throw BackendError(e.what(), e.connection_lost());
+    }
+  }
+
+  // MULTI cmds EXEC in one write; returns EXEC's array of replies.
+  Reply transaction(std::vector<Command> cmds) {
+    cmds.insert(cmds.begin(), Command{"MULTI"});
+    cmds.push_back({"EXEC"});
+    std::vector<Reply> replies;
+    try {
+      replies = conn_.pipeline(cmds);
+    } catch (const BrokerError& e) {
+      throw BackendError(e.what(), e.connection_lost());
+    }
+    for (const auto& r : replies)
+      if (r.kind == Reply::Kind::Error) throw BackendError("chord: " + r.str, false);
+    const Reply& exec = replies.back();
+    if (exec.kind != Reply::Kind::Array) throw BackendError("chord transaction aborted", false);
+    return exec;
   }
 
   RedisConnection conn_;
