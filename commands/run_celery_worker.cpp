@@ -91,6 +91,8 @@ class WorkerApp final : public cvtasks::CommandApp {
     add("concurrency", "c", "pool threads (default: number of CPUs)", "N");
     add("hostname", "n", "node name, default celery@%h (%h host, %n name, %d domain)", "NAME");
     add("prefetch-multiplier", "", "overrides worker_prefetch_multiplier", "N");
+    add("optimization", "O", "default (prefetch while busy, as Celery) or fair (take only for an "
+        "idle thread)", "PROFILE");
     add("diagnostics", "", "register the cvtasks.diagnostics.* tasks", nullptr);
     add("task-events", "E", "send task events (for Flower, celery events)", nullptr);
     add("without-heartbeat", "", "send no worker-online/-heartbeat/-offline events", nullptr);
@@ -133,6 +135,12 @@ class WorkerApp final : public cvtasks::CommandApp {
     config.concurrency = settings.celery.worker_concurrency.value_or(
         static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     config.prefetch_multiplier = settings.celery.worker_prefetch_multiplier;
+    if (has("optimization")) {
+      const std::string& o = opts_.at("optimization");
+      if (o != "default" && o != "fair")
+        throw ConfigError("unknown -O '" + o + "' (default, fair)");
+      config.fair = o == "fair";
+    }
     config.nodename = expand_hostname(value("hostname", "celery@%h"));
     config.task_events = has("task-events");
     config.heartbeat = !has("without-heartbeat");

@@ -58,6 +58,7 @@ struct CelerySettings {
   std::optional<double> task_soft_time_limit;           // soft limit, seconds
   double task_default_retry_delay = 180;                // retry countdown when none is given
   double visibility_timeout = 3600;                     // broker_transport_options.visibility_timeout
+  json broker_transport_options = json::object();       // as given (the key layout's options)
   bool worker_send_task_events = false;                 // task events (-E)
   std::string timezone = "UTC";                         // Celery's `timezone`
   json beat_schedule = json::object();                  // beat entries, plain data (docs/settings.md)

@@ -179,15 +179,15 @@ TEST_F(RedisBrokerTest, PriorityStepMajorAcrossQueues) {
 
 TEST(PriorityList, Buckets) {
   const std::string s = "\x06\x16";
-  EXPECT_EQ(priority_list("q", 0), "q");
-  EXPECT_EQ(priority_list("q", 2), "q");
-  EXPECT_EQ(priority_list("q", 3), "q" + s + "3");
-  EXPECT_EQ(priority_list("q", 5), "q" + s + "3");
-  EXPECT_EQ(priority_list("q", 6), "q" + s + "6");
-  EXPECT_EQ(priority_list("q", 8), "q" + s + "6");
-  EXPECT_EQ(priority_list("q", 9), "q" + s + "9");
-  EXPECT_EQ(priority_list("q", 42), "q" + s + "9") << "clamped";
-  EXPECT_EQ(priority_list("q", -1), "q") << "clamped";
+  EXPECT_EQ(KombuKeys().priority_list("q", 0), "q");
+  EXPECT_EQ(KombuKeys().priority_list("q", 2), "q");
+  EXPECT_EQ(KombuKeys().priority_list("q", 3), "q" + s + "3");
+  EXPECT_EQ(KombuKeys().priority_list("q", 5), "q" + s + "3");
+  EXPECT_EQ(KombuKeys().priority_list("q", 6), "q" + s + "6");
+  EXPECT_EQ(KombuKeys().priority_list("q", 8), "q" + s + "6");
+  EXPECT_EQ(KombuKeys().priority_list("q", 9), "q" + s + "9");
+  EXPECT_EQ(KombuKeys().priority_list("q", 42), "q" + s + "9") << "clamped";
+  EXPECT_EQ(KombuKeys().priority_list("q", -1), "q") << "clamped";
 }
 
 struct MalformedCase {
@@ -210,7 +210,7 @@ TEST_P(RedisBrokerMalformed, GoesToDeadLetterNotUnacked) {
   EXPECT_EQ(ds[0].queue, "celery");
   EXPECT_TRUE(ds[0].tag.empty());
   EXPECT_EQ(ds[0].raw, raw.substr(0, 512));
-  EXPECT_EQ(lrange(kDeadLetterKey), std::vector<std::string>{raw});
+  EXPECT_EQ(lrange(KombuKeys().dead_letters()), std::vector<std::string>{raw});
   EXPECT_EQ(hlen("unacked"), 0);
   EXPECT_EQ(zcard("unacked_index"), 0);
   EXPECT_EQ(llen("celery"), 0);
@@ -353,7 +353,7 @@ TEST_F(RedisBrokerTest, DeadLetterMovesAnUnackedMessage) {
   broker->dead_letter(d.tag);
   EXPECT_EQ(hlen("unacked"), 0);
   EXPECT_EQ(zcard("unacked_index"), 0);
-  const auto dead = lrange(kDeadLetterKey);
+  const auto dead = lrange(KombuKeys().dead_letters());
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_EQ(json::parse(dead[0]), json::parse(env));
 }
@@ -367,7 +367,7 @@ TEST_F(RedisBrokerTest, DeadLetterKeepsATooDeepMessageWithoutRecursing) {
   const Delivery d = take_one();
   broker->dead_letter(d.tag);
   EXPECT_EQ(hlen("unacked"), 0);
-  const auto dead = lrange(kDeadLetterKey);
+  const auto dead = lrange(KombuKeys().dead_letters());
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_NE(dead[0].find(env), std::string::npos);
 }

@@ -22,7 +22,7 @@ class RedisPidbox final : public Pidbox {
         nodename_(std::move(nodename)),
         clock_(clock),
         handler_(std::move(handler)),
-        channel_(pidbox_channel(url_.db)),
+        channel_(url_.keys.pidbox_channel(url_.db)),
         queue_(nodename_ + "." + kPidboxExchange) {}
   ~RedisPidbox() override { stop(); }
 
@@ -40,8 +40,8 @@ class RedisPidbox final : public Pidbox {
     try {
       // kombu removes the node's binding and its (always empty) queue lists on shutdown.
       RedisConnection conn(url_, 2.0);
-      std::vector<Command> cmds{{"SREM", binding_key(kPidboxExchange), binding_member()}};
-      for (int step : kPrioritySteps) cmds.push_back({"DEL", priority_list(queue_, step)});
+      std::vector<Command> cmds{{"SREM", url_.keys.binding_key(kPidboxExchange), binding_member()}};
+      for (const auto& list : url_.keys.step_lists(queue_)) cmds.push_back({"DEL", list});
       conn.pipeline(cmds);
     } catch (const Error& e) {
       spdlog::warn("Remote control: could not remove the pidbox binding: {}", e.what());
@@ -50,7 +50,7 @@ class RedisPidbox final : public Pidbox {
 
  private:
   std::string binding_member() const {
-    return std::string(kPrioritySep) + kPrioritySep + queue_;
+    return url_.keys.binding_member("", queue_);
   }
 
   void loop() {
@@ -62,7 +62,7 @@ class RedisPidbox final : public Pidbox {
     while (!stop_) {
       try {
         if (!subscribed) {
-          out.command({"SADD", binding_key(kPidboxExchange), binding_member()});
+          out.command({"SADD", url_.keys.binding_key(kPidboxExchange), binding_member()});
           sub.send({"PSUBSCRIBE", channel_});
           subscribed = true;
           if (lost_logged) spdlog::info("Remote control: connection to Redis re-established");
@@ -95,11 +95,11 @@ class RedisPidbox final : public Pidbox {
   void deliver(const ControlAnswer& a, RedisConnection& out) {
     const std::string exchange =
         a.request.reply_exchange.empty() ? kPidboxReplyExchange : a.request.reply_exchange;
-    const Reply members = out.command({"SMEMBERS", binding_key(exchange)});
+    const Reply members = out.command({"SMEMBERS", url_.keys.binding_key(exchange)});
     std::vector<std::string> bindings;
     for (const auto& m : members.elements) bindings.push_back(m.str);
-    for (const auto& queue : bound_queues(bindings, a.request.reply_routing_key))
-      out.command({"LPUSH", queue, a.envelope});
+    for (const auto& queue : url_.keys.bound_queues(bindings, a.request.reply_routing_key))
+      out.command({"LPUSH", url_.keys.priority_list(queue, 0), a.envelope});
   }
 
   RedisUrl url_;

@@ -128,7 +128,10 @@ RedisUrl RedisUrl::parse(const std::string& url) {
 }
 
 RedisUrl broker_redis_url(const CelerySettings& settings) {
-  return RedisUrl::parse(settings.broker_url, RedisUrl::Role::Broker, settings.broker_use_ssl);
+  RedisUrl url = RedisUrl::parse(settings.broker_url, RedisUrl::Role::Broker,
+                                 settings.broker_use_ssl);
+  url.keys = KombuKeys::from_transport_options(settings.broker_transport_options);
+  return url;
 }
 
 RedisUrl backend_redis_url(const CelerySettings& settings) {

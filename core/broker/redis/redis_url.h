@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/tls/tls.h"
+#include "kombu_keys.h"
 
 namespace cvtasks {
 
@@ -38,6 +39,9 @@ struct RedisUrl {
   std::string password;  // empty = no AUTH
   std::optional<ClientTls> tls;  // set: rediss://
   std::string safe_url;  // the URL as given, password masked, for messages
+  // The broker's key layout (broker_transport_options, set by broker_redis_url): it travels
+  // with the URL to every connection that names a key. A backend URL keeps the defaults.
+  KombuKeys keys;
 
   // The URL alone (no settings dict), read with the broker's rules.
   static RedisUrl parse(const std::string& url);
@@ -49,7 +53,7 @@ struct RedisUrl {
   std::string where() const;
 };
 
-// settings.broker_url with broker_use_ssl.
+// settings.broker_url with broker_use_ssl, and its keys from broker_transport_options.
 RedisUrl broker_redis_url(const CelerySettings& settings);
 // settings.result_backend (which must be set) with redis_backend_use_ssl.
 RedisUrl backend_redis_url(const CelerySettings& settings);
