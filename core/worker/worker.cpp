@@ -12,7 +12,7 @@
 #include "core/base/secrets.h"
 #include "core/base/isotime.h"
 #include "core/task/tracer.h"
-#include "worker_job.h"
+#include "worker_io.h"
 
 namespace cvtasks {
 
@@ -26,7 +26,8 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       transports_(std::move(transports)),
       clock_(clock),
       metrics_(registry.names(), config_.nodename),
-      started_(clock.monotonic()) {
+      started_(clock.monotonic()),
+      time_limits_(settings.celery.task_soft_time_limit, settings.celery.task_time_limit) {
   queues_ = config_.queues;
   register_control_commands();
   if (!transports_.status_broker) transports_.status_broker = transports_.brokers;
@@ -35,7 +36,7 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       transports_.events, config_.nodename, lamport_,
       [this] {
         MutexLock lock(mu_);
-        return EventDispatcher::WorkerCounts{static_cast<int>(running_.size()),
+        return EventDispatcher::WorkerCounts{static_cast<int>(jobs_.active().size()),
                                              processed_.load()};
       },
       config_.heartbeat, config_.task_events || settings_.celery.worker_send_task_events);
@@ -112,7 +113,7 @@ void Worker::stop(bool cold) {
     if (cold) cold_ = true;
     stopping_ = true;
     if (cold)
-      for (auto& job : running_) job->cancel.cancel(CancelReason::Abandon);
+      for (auto& job : jobs_.active()) job->cancel.cancel(CancelReason::Abandon);
   }
   stop_cv_.notify_all();
   wake_pool();
@@ -154,8 +155,8 @@ void Worker::task_thread(std::optional<std::string> queue) {
 
 size_t Worker::room_locked() const {
   // Celery raises the prefetch count by one for every ETA task it holds.
-  const size_t limit = prefetch_count() + held_.size();
-  const size_t used = unacked_.size() + reserved_;
+  const size_t limit = prefetch_count() + jobs_.scheduled().size();
+  const size_t used = jobs_.unacked().size() + reserved_;
   return limit > used ? limit - used : 0;
 }
 
@@ -198,7 +199,7 @@ void Worker::dispatch(Broker& broker, std::vector<Delivery>& batch) {
   if (!batch.empty()) outbox_->flush_soon();
 }
 
-Worker::JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
+JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
   auto leave = [&]() REQUIRES(mu_) {
     --live_waiters_;
     pool_done_cv_.notify_all();
@@ -281,7 +282,7 @@ void Worker::give_back_cancelled(Broker& broker, std::vector<Delivery>& batch) {
   give_back(broker, tags);
 }
 
-Worker::JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {
+JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {
   JobPtr job;
   bool more_ready;
   {
@@ -294,7 +295,7 @@ Worker::JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {
     orphans_.push_back(queue);
     --live_waiters_;
     ++live_pool_threads_;
-    more_ready = !ready_.empty();
+    more_ready = !jobs_.reserved().empty();
   }
   // This thread runs the task, with no hand-off between taking it and running it. One idle
   // pool thread takes over the wait: waking more would only take CPU from this task and from
@@ -342,7 +343,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
     TaskContext unused(m, settings_, job->cancel, [](const std::string&, const json&) {},
                        [](pid_t, bool) {});
     record_outcome(broker, trace(nullptr, m, unused), *job);
-    outbox_->post_ack(d.tag);  // never entered unacked_: nothing to count down
+    outbox_->post_ack(d.tag);  // never held: nothing to count down
     return;
   }
   spdlog::info("Task {}[{}] received", m.display_name(), m.id);
@@ -360,12 +361,12 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
     MutexLock lock(mu_);
     revoked = revoked_.contains(m.id);
     if (!revoked) {
-      unacked_[job->tag] = job;
+      jobs_.hold(job);
       if (m.eta && *m.eta > clock_.now()) {
-        held_.emplace(*m.eta, job);
+        jobs_.schedule(*m.eta, job);
         timer_cv_.notify_all();
       } else {
-        ready_.push_back(job);
+        jobs_.reserve(job);
       }
     }
   }

@@ -50,9 +50,12 @@
 #include "core/task/tracer.h"
 #include "control_panel.h"
 #include "http_status.h"
+#include "job.h"
+#include "job_table.h"
 #include "metrics.h"
 #include "rate_limit.h"
 #include "revoked_set.h"
+#include "time_limits.h"
 
 namespace cvtasks {
 
@@ -112,9 +115,6 @@ class Worker {
   StatusPage metrics_page() EXCLUDES(mu_);
 
  private:
-  struct Job;
-  using JobPtr = std::shared_ptr<Job>;
-
   struct FetchResult {
     size_t taken = 0;
     bool full = false;  // no room under the prefetch limit
@@ -244,17 +244,14 @@ class Worker {
   std::atomic<MonoTime::rep> last_progress_{0};  // last task start or end
 
   // The worker's shared state: everything below up to the threads. Some fields of Job are
-  // guarded by it too (worker_job.h says which; the analysis cannot check those).
+  // guarded by it too (job.h says which; the analysis cannot check those).
   mutable Mutex mu_;
   std::condition_variable stop_cv_;   // run(): stop requested
   std::condition_variable ready_cv_;  // threads waiting for room under the prefetch
   std::condition_variable idle_cv_;   // idle pool threads: work, a queue to wait on, or stop
   std::condition_variable timer_cv_;  // timer: new ETA / running task, or stop
   std::condition_variable arm_cv_;    // waiters: the pool is idle
-  std::deque<JobPtr> ready_ GUARDED_BY(mu_);
-  std::multimap<TimePoint, JobPtr> held_ GUARDED_BY(mu_);
-  std::map<std::string, JobPtr> unacked_ GUARDED_BY(mu_);  // every message we hold, not acked
-  std::list<JobPtr> running_ GUARDED_BY(mu_);
+  JobTable jobs_ GUARDED_BY(mu_);  // reserved, scheduled, active; unacked
   // Consumed now (add_consumer/cancel_consumer change it).
   std::vector<std::string> queues_ GUARDED_BY(mu_);
   std::set<std::string> waiters_ GUARDED_BY(mu_);  // queues with a waiter (or one in orphans_)
@@ -263,8 +260,7 @@ class Worker {
   RevokedSet revoked_ GUARDED_BY(mu_);  // honoured when their messages arrive
   // By task name (rate_limit command).
   std::map<std::string, RateLimit> rate_limits_ GUARDED_BY(mu_);
-  std::map<std::string, std::pair<std::optional<double>, std::optional<double>>>
-      time_limits_ GUARDED_BY(mu_);  // by task name: soft, hard (time_limit command)
+  TimeLimits time_limits_ GUARDED_BY(mu_);
   int idle_pool_threads_ GUARDED_BY(mu_) = 0;   // > 0: the waiters block on the queues
   bool queues_drained_ GUARDED_BY(mu_) = false;  // the last take got less than it asked for
   // Prefetch slots held by waiters for the take that ends their wait.

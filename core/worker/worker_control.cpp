@@ -13,7 +13,7 @@
 #include "core/base/secrets.h"
 #include "core/base/isotime.h"
 #include "worker.h"
-#include "worker_job.h"
+#include "worker_io.h"
 
 namespace cvtasks {
 namespace {
@@ -106,21 +106,21 @@ void Worker::register_control_commands() {
     const bool safe = control_flag(a, "safe");
     MutexLock lock(mu_);
     json out = json::array();
-    for (const auto& j : running_) out.push_back(request_info(*j, safe));
+    for (const auto& j : jobs_.active()) out.push_back(request_info(*j, safe));
     return out;
   });
   p.add("reserved", [this](const json&) {
     // Celery lists every prefetched request not yet started, ETA ones included.
     MutexLock lock(mu_);
     json out = json::array();
-    for (const auto& j : ready_) out.push_back(request_info(*j));
-    for (const auto& [eta, j] : held_) out.push_back(request_info(*j));
+    for (const auto& j : jobs_.reserved()) out.push_back(request_info(*j));
+    for (const auto& [eta, j] : jobs_.scheduled()) out.push_back(request_info(*j));
     return out;
   });
   p.add("scheduled", [this](const json&) {
     MutexLock lock(mu_);
     json out = json::array();
-    for (const auto& [eta, j] : held_)
+    for (const auto& [eta, j] : jobs_.scheduled())
       if (!j->rate_limited)
         out.push_back({{"eta", format_iso8601_utc(eta)},
                        {"priority", j->msg.priority},
@@ -130,14 +130,8 @@ void Worker::register_control_commands() {
   p.add("query_task", [this](const json& a) {
     MutexLock lock(mu_);
     json out = json::object();
-    for (const auto& id : id_list(a.value("ids", json::array()))) {
-      for (const auto& j : running_)
-        if (j->msg.id == id) out[id] = {"active", request_info(*j)};
-      for (const auto& j : ready_)
-        if (j->msg.id == id) out[id] = {"reserved", request_info(*j)};
-      for (const auto& [eta, j] : held_)
-        if (j->msg.id == id) out[id] = {"reserved", request_info(*j)};
-    }
+    for (const auto& id : id_list(a.value("ids", json::array())))
+      if (auto found = jobs_.find(id)) out[id] = {found->first, request_info(*found->second)};
     return out;
   });
   p.add("revoked", [this](const json&) {
@@ -213,7 +207,7 @@ json Worker::set_time_limit(const json& a) {
     return v.is_number() ? std::optional<double>(v.get<double>()) : std::nullopt;
   };
   MutexLock lock(mu_);
-  time_limits_[name] = {limit("soft"), limit("hard")};
+  time_limits_.set(name, limit("soft"), limit("hard"));
   spdlog::info("New time limits for tasks of type {}: soft {} hard {}", name,
                a.value("soft", json(nullptr)).dump(), a.value("hard", json(nullptr)).dump());
   return ok_reply("time limits set successfully");
@@ -251,30 +245,15 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
   {
     MutexLock lock(mu_);
     revoked_.add(ids, to_epoch(clock_.now()));
-    auto wanted = [&](const JobPtr& j) {
-      return std::find(ids.begin(), ids.end(), j->msg.id) != ids.end();
+    auto wanted = [&](const Job& j) {
+      return std::find(ids.begin(), ids.end(), j.msg.id) != ids.end();
     };
     // Reserved and ETA-held messages are discarded now, not when they would have run: their
     // REVOKED state is visible at once and they stop holding prefetch room.
-    for (auto it = ready_.begin(); it != ready_.end();) {
-      if (wanted(*it)) {
-        discard.push_back(*it);
-        it = ready_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto it = held_.begin(); it != held_.end();) {
-      if (wanted(it->second)) {
-        discard.push_back(it->second);
-        it = held_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    discard = jobs_.take_waiting(wanted);
     if (terminate)
-      for (const auto& j : running_)
-        if (wanted(j)) kill.push_back(j);
+      for (const auto& j : jobs_.active())
+        if (wanted(*j)) kill.push_back(j);
   }
   spdlog::info("Tasks flagged as revoked: {}", join(ids));
   for (const auto& job : discard) {

@@ -12,7 +12,7 @@
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
 #include "core/task/tracer.h"
-#include "worker_job.h"
+#include "worker_io.h"
 
 namespace cvtasks {
 
@@ -74,7 +74,7 @@ void Worker::post_ack(const JobPtr& job) {
     // If the ack never arrives, the message is still in Redis's `unacked` for restore_visible.
     MutexLock lock(mu_);
     job->acked = true;
-    unacked_.erase(job->tag);
+    jobs_.release(job->tag);
     ++acked_count_;
     if (waiting_for_room_ > 0) ready_cv_.notify_all();
     if (!config_.fair) arm_cv_.notify_all();  // a waiter held back by a full prefetch resumes
@@ -91,33 +91,23 @@ void Worker::record_outcome(Broker& broker, const Outcome& outcome, const Job& j
 
 // ---------------------------------------------------------------- pool
 
-Worker::JobPtr Worker::start_next_locked() {
-  while (!ready_.empty()) {
-    JobPtr job = std::move(ready_.front());
-    ready_.pop_front();
+JobPtr Worker::start_next_locked() {
+  while (JobPtr job = jobs_.next_reserved()) {
     const MonoTime now = clock_.monotonic();
     if (auto limit = rate_limits_.find(job->msg.task); limit != rate_limits_.end()) {
       // Over its rate: held on the timer until a token is due, like an ETA task.
       if (const double wait = limit->second.take(now); wait > 0) {
         job->rate_limited = true;
-        held_.emplace(clock_.now() + seconds(wait), std::move(job));
+        jobs_.schedule(later(clock_.now(), wait), std::move(job));
         timer_cv_.notify_all();
         continue;
       }
     }
     job->rate_limited = false;
     job->time_start = to_epoch(clock_.now());
-    running_.push_back(job);
-    std::optional<double> soft = settings_.celery.task_soft_time_limit;
-    std::optional<double> hard = settings_.celery.task_time_limit;
-    if (auto it = time_limits_.find(job->msg.task); it != time_limits_.end()) {
-      soft = first_limit(it->second.first, soft);
-      hard = first_limit(it->second.second, hard);
-    }
-    if ((soft = first_limit(job->msg.soft_time_limit, soft)))
-      job->soft_deadline = now + seconds(*soft);
-    if ((hard = first_limit(job->msg.time_limit, hard))) job->hard_deadline = now + seconds(*hard);
-    if (job->soft_deadline || job->hard_deadline) timer_cv_.notify_all();
+    jobs_.activate(job);
+    job->limits = time_limits_.arm(job->msg, now);
+    if (job->limits.next()) timer_cv_.notify_all();
     return job;
   }
   return nullptr;
@@ -154,7 +144,7 @@ std::optional<std::string> Worker::pool_loop(Broker& broker, JobPtr job) {
       spdlog::error("Task {}[{}]: could not record the outcome: {}", job->msg.display_name(),
                     job->msg.id, e.what());
       MutexLock lock(mu_);
-      unacked_.erase(job->tag);
+      jobs_.release(job->tag);
     }
     bool retire;
     {
@@ -183,7 +173,7 @@ void Worker::find_work(Broker& broker) {
   // turn comes.
   {
     UniqueLock lock(mu_);
-    if (stopping_ || !ready_.empty() || !orphans_.empty()) return;
+    if (stopping_ || !jobs_.reserved().empty() || !orphans_.empty()) return;
     if (queues_drained_ && !idle_wait(lock)) return;
   }
   FetchResult got;
@@ -212,7 +202,7 @@ bool Worker::idle_wait(UniqueLock& lock) {
   arm_cv_.notify_all();
   const bool timed_out =
       !idle_cv_.wait_for(lock.native(), std::chrono::milliseconds(100), [&]() REQUIRES(mu_) {
-        return stopping_ || !ready_.empty() || !orphans_.empty();
+        return stopping_ || !jobs_.reserved().empty() || !orphans_.empty();
       });
   --idle_pool_threads_;
   if (!timed_out) return false;
@@ -231,7 +221,7 @@ void Worker::wait_for_room(UniqueLock& lock) {
   const size_t acked_before = acked_count_;
   ++waiting_for_room_;
   ready_cv_.wait_for(lock.native(), std::chrono::milliseconds(100), [&]() REQUIRES(mu_) {
-    return stopping_ || !ready_.empty() || acked_count_ != acked_before;
+    return stopping_ || !jobs_.reserved().empty() || acked_count_ != acked_before;
   });
   --waiting_for_room_;
 }
@@ -290,7 +280,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   bool more_work;
   {
     MutexLock lock(mu_);
-    more_work = !ready_.empty();
+    more_work = !jobs_.reserved().empty();
   }
   // Last of a batch: send from here, with no thread switch (the latency path). Otherwise the
   // sender thread sends while this thread runs the next task.
@@ -303,7 +293,7 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
 void Worker::finish(const JobPtr& job) {
   last_progress_ = clock_.monotonic().time_since_epoch().count();
   MutexLock lock(mu_);
-  running_.remove(job);
+  jobs_.deactivate(job);
 }
 
 }  // namespace cvtasks

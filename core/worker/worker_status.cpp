@@ -8,7 +8,7 @@
 
 #include "core/base/errors.h"
 #include "worker.h"
-#include "worker_job.h"
+#include "worker_io.h"
 
 namespace cvtasks {
 namespace {
@@ -85,7 +85,7 @@ StatusPage Worker::healthz() {
   {
     MutexLock lock(mu_);
     stopping = stopping_;
-    waiting = ready_.size();
+    waiting = jobs_.reserved().size();
     live = live_pool_threads_;
   }
   if (stopping) {
@@ -125,7 +125,7 @@ StatusPage Worker::metrics_page() {
   }
   {
     MutexLock lock(mu_);
-    g.active = static_cast<int>(running_.size());
+    g.active = static_cast<int>(jobs_.active().size());
     if (stopping_) g.up = false;
   }
   return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(g)};

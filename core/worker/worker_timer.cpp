@@ -12,7 +12,7 @@
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
 #include "core/task/tracer.h"
-#include "worker_job.h"
+#include "worker_io.h"
 
 namespace cvtasks {
 
@@ -24,11 +24,7 @@ void Worker::release_due() {
   std::vector<JobPtr> due;
   {
     MutexLock lock(mu_);
-    const TimePoint now = clock_.now();
-    while (!held_.empty() && held_.begin()->first <= now) {
-      due.push_back(held_.begin()->second);
-      held_.erase(held_.begin());
-    }
+    due = jobs_.take_due(clock_.now());
   }
   for (auto& job : due) {
     if (expired(*job)) {
@@ -38,7 +34,7 @@ void Worker::release_due() {
       continue;
     }
     MutexLock lock(mu_);
-    ready_.push_back(job);
+    jobs_.reserve(job);
     wake_pool();
   }
 }
@@ -48,18 +44,18 @@ void Worker::enforce_time_limits(Broker& broker) {
   std::vector<JobPtr> hard;
   {
     MutexLock lock(mu_);
-    for (auto& job : running_) {
-      if (job->soft_deadline && !job->soft_fired && now >= *job->soft_deadline) {
-        job->soft_fired = true;
+    for (auto& job : jobs_.active()) {
+      if (job->limits.soft_due(now)) {
+        job->limits.soft_fired = true;
         spdlog::warn("Soft time limit exceeded for {}[{}]", job->msg.display_name(), job->msg.id);
         job->cancel.cancel(CancelReason::SoftTimeLimit);
       }
-      if (job->hard_deadline && now >= *job->hard_deadline) hard.push_back(job);
+      if (job->limits.hard_due(now)) hard.push_back(job);
     }
   }
   for (auto& job : hard) {
     if (!claim_running(job, SIGKILL)) continue;
-    const double limit = *first_limit(job->msg.time_limit, settings_.celery.task_time_limit);
+    const double limit = job->limits.hard_seconds.value_or(0);
     const TaskError err = time_limit_exceeded(limit);
     spdlog::error("Hard time limit ({}s) exceeded for {}[{}]", limit, job->msg.display_name(),
                   job->msg.id);
@@ -98,7 +94,7 @@ void Worker::replace_thread(const JobPtr& job) {
   // The task's thread may never come back: it retires when it does, and a new thread
   // keeps the pool at its size.
   MutexLock lock(mu_);
-  running_.remove(job);
+  jobs_.deactivate(job);
   ++stray_threads_;
   --live_pool_threads_;
   if (!stopping_) spawn_pool_thread();
@@ -137,7 +133,7 @@ void Worker::timer_loop() {
         std::vector<std::string> tags;
         {
           MutexLock lock(mu_);
-          for (const auto& [tag, job] : unacked_) tags.push_back(tag);
+          for (const auto& [tag, job] : jobs_.unacked()) tags.push_back(tag);
         }
         if (!tags.empty()) redis_call([&] { broker->touch(tags, clock_.now()); });
       }
@@ -158,13 +154,11 @@ void Worker::timer_loop() {
     // (clock_moved() cuts it short when a test's clock jumps).
     const MonoTime now = clock_.monotonic();
     MonoTime wake = std::min({next_touch, next_restore, now + std::chrono::milliseconds(250)});
-    if (!held_.empty())
+    if (auto due = jobs_.next_due())
       wake = std::min(wake, now + std::chrono::duration_cast<MonoTime::duration>(
-                                      held_.begin()->first - clock_.now()));
-    for (const auto& job : running_) {
-      if (job->soft_deadline && !job->soft_fired) wake = std::min(wake, *job->soft_deadline);
-      if (job->hard_deadline) wake = std::min(wake, *job->hard_deadline);
-    }
+                                      *due - clock_.now()));
+    for (const auto& job : jobs_.active())
+      if (auto next = job->limits.next()) wake = std::min(wake, *next);
     // After an error, a due deadline must not turn the loop into a busy one (or a log flood).
     if (failed) wake = std::max(wake, now + std::chrono::seconds(1));
     if (wake > now) timer_cv_.wait_for(lock.native(), wake - now);
@@ -203,7 +197,7 @@ void Worker::shutdown() {
     for (const auto& job : jobs) tags.push_back(job->tag);
     this->give_back(*broker, tags);
     MutexLock lock(mu_);
-    for (const auto& tag : tags) unacked_.erase(tag);
+    for (const auto& tag : tags) jobs_.release(tag);
   };
   // Reserved and ETA-held messages go back to the head of their queues now, so other workers
   // can take them while running tasks finish.
@@ -212,17 +206,14 @@ void Worker::shutdown() {
     // A take in flight finishes first (no new one starts once stopping_ is set).
     MutexLock fetching(fetch_mu_);
     MutexLock lock(mu_);
-    for (auto& j : ready_) not_started.push_back(j);
-    for (auto& [eta, j] : held_) not_started.push_back(j);
-    ready_.clear();
-    held_.clear();
+    not_started = jobs_.take_waiting();
   }
   give_back(not_started);
 
   {
     UniqueLock lock(mu_);
-    if (!running_.empty())
-      spdlog::info("Waiting for {} running task(s) to finish", running_.size());
+    if (!jobs_.active().empty())
+      spdlog::info("Waiting for {} running task(s) to finish", jobs_.active().size());
     // Warm: as long as they take. Cold: they were told to stop; give them a moment.
     auto pool_done = [&]() REQUIRES(mu_) { return live_pool_threads_ == 0; };
     if (cold_) {
@@ -240,7 +231,7 @@ void Worker::shutdown() {
   std::vector<JobPtr> left;
   {
     MutexLock lock(mu_);
-    for (auto& [tag, job] : unacked_)
+    for (auto& [tag, job] : jobs_.unacked())
       if (!job->acked) left.push_back(job);
   }
   give_back(left);

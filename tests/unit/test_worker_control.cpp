@@ -86,6 +86,21 @@ TEST_F(WorkerTest, TimeLimitCommandAppliesToTasksStartedAfterIt) {
   EXPECT_EQ(meta->at("result").value("exc_type", ""), "SoftTimeLimitExceeded");
 }
 
+TEST_F(WorkerTest, HardLimitFromTheCommandIsTheOneReported) {
+  // Before TimeLimits, the reported limit was read from the message and the settings only: with
+  // the limit set by the command alone it dereferenced an empty optional.
+  start();
+  ASSERT_EQ(control("time_limit", {{"task_name", "t.block"}, {"hard", 8}}),
+            json({{"ok", "time limits set successfully"}}));
+  const std::string id = publish("t.block", {1});
+  ASSERT_TRUE(gate.wait_arrived(1));
+  advance(9);
+  auto meta = results.wait_state(id, "FAILURE");
+  ASSERT_TRUE(meta);
+  EXPECT_EQ(meta->at("result").value("exc_type", ""), "TimeLimitExceeded");
+  EXPECT_EQ(meta->at("result").at("exc_message"), json::array({8.0}));
+}
+
 TEST_F(WorkerTest, AddConsumerStartsTakingFromANewQueue) {
   start();
   EXPECT_EQ(control("add_consumer", {{"queue", "extra"}}), json({{"ok", "add consumer extra"}}));

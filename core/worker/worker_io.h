@@ -1,13 +1,9 @@
-// Worker::Job (one message the worker holds) and Worker::io, shared by the worker's .cpp files.
+// Worker::io (broker calls retried while the connection is lost) and small helpers, shared by
+// the worker's .cpp files.
 // Internal to the worker; not part of its API.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
-#include <optional>
-#include <set>
-#include <string>
 
 #include <spdlog/spdlog.h>
 
@@ -18,40 +14,10 @@
 
 namespace cvtasks {
 
-struct Worker::Job {
-  TaskMessage msg;
-  std::string queue;
-  std::string tag;
-  Task* task = nullptr;
-  CancelToken cancel;
-  bool acks_late = false;
-  // Guarded by Worker::mu_ (not checked: GUARDED_BY cannot name another object's mutex).
-  bool acked = false;
-  double time_start = 0;      // epoch when started (0: not started)
-  bool rate_limited = false;  // held by a rate limit, not an ETA
-  // Time limits, set when the task starts.
-  std::optional<MonoTime> soft_deadline, hard_deadline;
-  bool soft_fired = false;
-  MonoTime received_at;  // set before the job is shared
-  // Completion race between the pool thread and the timer's hard limit.
-  Mutex mu;
-  bool completing GUARDED_BY(mu) = false;
-  bool timed_out GUARDED_BY(mu) = false;
-  std::set<pid_t> processes GUARDED_BY(mu);
-};
-
 namespace worker_detail {
 
 inline MonoTime::duration seconds(double s) {
   return span<MonoTime::duration>(s);  // checked: a 1e300 s limit never fires
-}
-
-// The first limit that is set and positive (a per-message limit before the task's before the
-// settings').
-inline std::optional<double> first_limit(std::optional<double> a, std::optional<double> b) {
-  if (a && *a > 0) return a;
-  if (b && *b > 0) return b;
-  return std::nullopt;
 }
 
 }  // namespace worker_detail
