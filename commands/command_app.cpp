@@ -56,6 +56,7 @@ void CommandApp::defineOptions(OptionSet& options) {
              "FD");
   add_option(options, "loglevel", "l", "debug|info|warning|error|critical (default info)", "LEVEL");
   add_option(options, "logfile", "f", "log to this file instead of stderr", "PATH");
+  add_option(options, "log-format", "", "text (default) or json: one JSON object a line", "FORMAT");
   add_option(options, "pidfile", "", "write the process id there; refuse to start when it names "
              "a running process", "PATH");
   add_option(options, "umask", "", "file mode creation mask, octal (as Celery's --umask)", "MASK");
@@ -149,7 +150,10 @@ spdlog::level::level_enum CommandApp::log_level() const {
   return *level;
 }
 
-void CommandApp::start_process(spdlog::level::level_enum level) {
+void CommandApp::start_process(spdlog::level::level_enum level, const std::string& log_format) {
+  const std::string format = value("log-format", log_format);
+  if (format != "text" && format != "json")
+    throw ConfigError("--log-format must be text or json, got '" + format + "'");
   if (has("umask")) {
     const std::string text = opts_.at("umask");
     size_t used = 0;
@@ -163,7 +167,8 @@ void CommandApp::start_process(spdlog::level::level_enum level) {
     ::umask(static_cast<mode_t>(mask));
   }
   const std::string logfile = value("logfile", "");
-  setup_logging(level, logfile);
+  setup_logging(level, logfile, format == "json" ? LogFormat::Json : LogFormat::Text,
+                command_ == "run_celery_beat" ? "cvtasks.beat" : "cvtasks.worker");
   install_crash_log(logfile);
   if (has("pidfile")) pidfile_ = std::make_unique<Pidfile>(opts_.at("pidfile"));
 }

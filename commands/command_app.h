@@ -60,9 +60,11 @@ class CommandApp : public Poco::Util::ServerApplication {
                         const std::vector<std::pair<std::string, std::string>>& options) const;
   // --loglevel (default info); ConfigError when unknown.
   spdlog::level::level_enum log_level() const;
-  // Once the options are checked: the log (--logfile or stderr) at `level`, the crash log
+  // Once the options are checked: the log (--logfile or stderr) at `level`, in --log-format
+  // (else `log_format`, the cvtasks.log_format setting: "text" or "json"), the crash log
   // (install_crash_log), then the --pidfile lock (PidfileLocked when it names a live process).
-  void start_process(spdlog::level::level_enum level);
+  // ConfigError for a --log-format other than text or json.
+  void start_process(spdlog::level::level_enum level, const std::string& log_format = "text");
   // Removes our pidfile now (before an _exit, which skips destructors).
   void release_pidfile() { pidfile_.reset(); }
 

@@ -6,17 +6,20 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <thread>
 
 #include "command_app.h"
+#include "sd_notify.h"
 #include "core/base/clock.h"
 #include "core/base/errors.h"
 #include "core/base/logging.h"
 #include "core/base/settings.h"
 #include "core/broker/redis/redis_url.h"
 #include "core/protocol/protocol.h"
+#include "core/worker/http_status.h"
 #include "django/django_settings.h"
 #include "django_source.h"
 #include "core/broker/redis/redis_leader.h"
@@ -45,6 +48,8 @@ class BeatApp final : public cvtasks::CommandApp {
     CommandApp::defineOptions(options);
     add_option(options, "schedule", "s", "state file (default celerybeat-schedule.db)", "PATH");
     add_option(options, "max-interval", "", "longest sleep between checks, seconds", "SECONDS");
+    add_option(options, "http-port", "", "serve /livez and /readyz on this port (0: any)", "PORT");
+    add_option(options, "http-host", "", "address for --http-port (default 127.0.0.1)", "HOST");
   }
 
   int run_command() override {
@@ -58,8 +63,9 @@ class BeatApp final : public cvtasks::CommandApp {
     DjangoSettings::from_document(settings.document);
 
     const RedisUrl broker = broker_redis_url(settings.celery);
+    const int http_port = has("http-port") ? int_option("http-port", 0, 65535) : -1;  // -1: none
     // Before the state file opens: replacing an unreadable one is a warning in the log.
-    start_process(level);
+    start_process(level, settings.worker.log_format);
     const std::string scheduler_name = settings.celery.beat_scheduler.value_or("");
     std::unique_ptr<StateStore> state;
     std::unique_ptr<ScheduleSource> source;
@@ -98,18 +104,50 @@ class BeatApp final : public cvtasks::CommandApp {
 
     RedisLeader leader(broker, span<std::chrono::milliseconds>(lock_timeout));
     Scheduler scheduler(settings.celery, *source, leader, SystemClock::instance(), config);
+    std::unique_ptr<StatusServer> status;
+    if (http_port >= 0) {
+      const std::string host = value("http-host", "127.0.0.1");
+      // The loop passes at least every lock renewal; a lock call to a dead Redis may take its
+      // connection timeout. Silent for longer than this: the process is stuck.
+      const double stuck_after = std::max(10.0, 3 * lock_timeout);
+      auto page = [&scheduler, stuck_after](bool ready) {
+        const Scheduler::Probe p = scheduler.probe();
+        const bool alive = p.loop_age_s && *p.loop_age_s <= stuck_after;
+        std::string loop = "ok";
+        if (!p.loop_age_s) loop = "not started";
+        else if (!alive) loop = "silent for " + std::to_string(static_cast<int>(*p.loop_age_s)) + " s";
+        json checks = {{"loop", loop}};
+        bool ok = alive;
+        if (ready) {
+          checks["broker"] = p.broker_reachable ? "ok" : "unreachable";
+          checks["lock"] = p.leader ? "held" : "waiting";
+          ok = ok && p.broker_reachable;
+        }
+        json body = {{"status", ok ? "ok" : "unhealthy"}, {"checks", checks}};
+        return StatusPage{ok ? 200 : 503, "application/json", body.dump() + "\n"};
+      };
+      status = std::make_unique<StatusServer>(
+          host, http_port,
+          StatusServer::Routes{{"/livez", [page] { return page(false); }},
+                               {"/readyz", [page] { return page(true); }}});
+      spdlog::info("beat: serving /livez and /readyz on http://{}:{}", host, status->port());
+    }
     int code = EXIT_OK;
     {
       SignalThread signals([&scheduler](int sig) {
         spdlog::info("beat: Received {}: shutting down", signal_name(sig));
+        sd_notify_state("STOPPING=1");
         scheduler.stop();
       });
+      // Ready once the loop runs: as Celery beat, it then holds or waits for the lock.
+      sd_notify_state("READY=1");
       try {
         scheduler.run();
       } catch (const ConfigError& e) {
         code = fail(e.what());
       }
     }
+    status.reset();  // before the scheduler it reads goes away
     spdlog::default_logger()->flush();
     return code;
   }

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "command_app.h"
+#include "sd_notify.h"
 #include "commands/worker_types.h"
 #include "core/backend/result_backend.h"
 #include "core/base/clock.h"
@@ -97,7 +98,8 @@ class WorkerApp final : public cvtasks::CommandApp {
     add("task-events", "E", "send task events (for Flower, celery events)", nullptr);
     add("without-heartbeat", "", "send no worker-online/-heartbeat/-offline events", nullptr);
     add("without-control", "", "do not answer celery inspect/control", nullptr);
-    add("without-mingle", "", "accepted for Celery compatibility (never mingles)", nullptr);
+    add("without-mingle", "", "do not ask the other workers for their revokes at start", nullptr);
+    add("statedb", "S", "keep the revoked ids in this SQLite file (worker_state_db)", "FILE");
     add("without-gossip", "", "accepted for Celery compatibility (never gossips)", nullptr);
     add("http-port", "", "serve /healthz and /metrics on this port (0: any free port)", "PORT");
     add("http-host", "", "address for --http-port (default 127.0.0.1)", "HOST");
@@ -145,6 +147,9 @@ class WorkerApp final : public cvtasks::CommandApp {
     config.task_events = has("task-events");
     config.heartbeat = !has("without-heartbeat");
     config.remote_control = !has("without-control");
+    config.mingle = !has("without-mingle");
+    config.on_ready = [] { sd_notify_state("READY=1"); };
+    config.statedb = value("statedb", settings.celery.worker_state_db.value_or(""));
     const int http_port = has("http-port") ? int_option("http-port", 0, 65535) : -1;  // -1: none
 
     // Validate URLs before anything starts, so a typo is one clear line. Redis throughout:
@@ -159,6 +164,7 @@ class WorkerApp final : public cvtasks::CommandApp {
     }
     transports.pidboxes = make_redis_pidboxes(broker_url);
     transports.events = make_redis_event_publishers(broker_url);
+    transports.broadcast = make_redis_control_caller(broker_url);
     transports.broker_info =
         broker_connection_info(settings.celery.broker_url, settings.celery.visibility_timeout);
 
@@ -166,7 +172,7 @@ class WorkerApp final : public cvtasks::CommandApp {
     register_domain_tasks(registry, settings);
     if (has("diagnostics")) register_diagnostics(registry);
 
-    start_process(level);
+    start_process(level, settings.worker.log_format);
     for (const auto& k : settings.unknown_celery_keys)
       spdlog::debug("Celery setting {} is not used by this worker", k);
     std::string queue_list;
@@ -188,15 +194,24 @@ class WorkerApp final : public cvtasks::CommandApp {
       status = std::make_unique<StatusServer>(
           host, http_port,
           StatusServer::Routes{{"/healthz", [&worker] { return worker.healthz(); }},
+                               {"/livez", [&worker] { return worker.livez(); }},
+                               {"/readyz", [&worker] { return worker.readyz(); }},
                                {"/metrics", [&worker] { return worker.metrics_page(); }}});
-      spdlog::info("Serving /healthz and /metrics on http://{}:{}", host, status->port());
+      spdlog::info("Serving /healthz, /livez, /readyz and /metrics on http://{}:{}", host,
+                   status->port());
     }
     {
-      // SIGTERM/SIGINT: warm shutdown; SIGQUIT or a second signal: cold.
+      // SIGTERM/SIGINT: warm shutdown; SIGQUIT or a second signal: cold (soft first when
+      // worker_soft_shutdown_timeout is set). REMAP_SIGTERM=SIGQUIT makes SIGTERM cold, as
+      // Celery reads it (what a container's stop should trigger for a soft shutdown).
       bool stopping = false;
-      SignalThread signals([&worker, &stopping](int sig) {
-        const bool cold = stopping || sig == SIGQUIT;
+      const char* remap = std::getenv("REMAP_SIGTERM");
+      const bool term_is_quit = remap && (std::string(remap) == "SIGQUIT" ||
+                                          std::string(remap) == "QUIT");
+      SignalThread signals([&worker, &stopping, term_is_quit](int sig) {
+        const bool cold = stopping || sig == SIGQUIT || (sig == SIGTERM && term_is_quit);
         spdlog::warn("Received {}: {} shutdown", signal_name(sig), cold ? "cold" : "warm");
+        sd_notify_state("STOPPING=1");
         worker.stop(cold);
         stopping = true;
       });

@@ -93,6 +93,7 @@ TimePoint Scheduler::leadership(TimePoint now) {
   const bool was = leader_now_;
   try {
     leader_now_ = leader_.acquire_or_renew();
+    broker_reachable_ = true;
     if (leader_now_ && !was) {
       spdlog::info("beat: holding the beat lock: this beat is active");
       adopt_records();
@@ -103,8 +104,20 @@ TimePoint Scheduler::leadership(TimePoint now) {
     if (was) spdlog::warn("beat: standing by, the broker failed: {}", e.what());
     else spdlog::debug("beat: broker error while standing by: {}", e.what());
     leader_now_ = false;
+    broker_reachable_ = false;
   }
   return now + config_.lock_renew_interval;
+}
+
+Scheduler::Probe Scheduler::probe() const {
+  Probe p;
+  if (const auto pass = last_pass_.load())
+    p.loop_age_s = std::chrono::duration<double>(clock_.monotonic().time_since_epoch() -
+                                                 MonoTime::duration(pass))
+                       .count();
+  p.broker_reachable = broker_reachable_;
+  p.leader = leader_now_;
+  return p;
 }
 
 void Scheduler::serve(ScheduleEntry& entry, const Verdict& verdict, TimePoint now) {
@@ -186,6 +199,7 @@ TimePoint Scheduler::tick() {
   } catch (const BrokerError& e) {
     spdlog::error("beat: the broker failed: {}", e.what());
     leader_now_ = false;
+    broker_reachable_ = false;
     return now + config_.lock_renew_interval;
   }
   return next;
@@ -195,6 +209,7 @@ void Scheduler::run() {
   bool said_standby = false;
   for (;;) {
     TimePoint next;
+    last_pass_ = clock_.monotonic().time_since_epoch().count();
     try {
       next = tick();
     } catch (const ConfigError&) {

@@ -6,13 +6,16 @@
 // last_run_at / total_run_count as in Celery; "serve" = send or skip, recorded through the
 // Leader so a takeover never serves a tick twice.
 //
-// Only run() and stop() may be called from different threads; everything else is the loop's.
+// Only run(), stop() and probe() may be called from different threads; everything else is the
+// loop's.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "core/base/clock.h"
@@ -51,6 +54,15 @@ class Scheduler {
   void stop();
 
   bool is_leader() const { return leader_now_; }
+
+  // For beat's /livez and /readyz (any thread): seconds since the loop last passed (nullopt:
+  // not yet), and whether the last lock call reached the broker (holding or waiting for it).
+  struct Probe {
+    std::optional<double> loop_age_s;
+    bool broker_reachable = false;
+    bool leader = false;
+  };
+  Probe probe() const;
   const std::map<std::string, ScheduleEntry>& entries() const { return entries_; }
 
  private:
@@ -66,7 +78,9 @@ class Scheduler {
   SchedulerConfig config_;
   std::map<std::string, ScheduleEntry> entries_;
   bool loaded_ = false;
-  bool leader_now_ = false;
+  std::atomic<bool> leader_now_{false};
+  std::atomic<bool> broker_reachable_{false};
+  std::atomic<MonoTime::rep> last_pass_{0};  // clock_.monotonic() of the last loop pass
   std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;

@@ -36,7 +36,8 @@ const std::set<std::string> kKnownCelery = {
     "broker_connection_retry_on_startup", "worker_hijack_root_logger", "task_always_eager",
     "task_eager_propagates", "task_create_missing_queues", "task_queues", "imports", "include",
     "task_protocol", "task_compression", "result_compression", "broker_use_ssl",
-    "redis_backend_use_ssl"};
+    "redis_backend_use_ssl", "worker_soft_shutdown_timeout",
+    "worker_enable_soft_shutdown_on_idle", "worker_state_db"};
 
 // Upper bounds of durations (seconds) and sizes: far beyond any real setting, low enough that
 // no arithmetic on them (deadlines, Redis' SETEX, prefetch counts) overflows.
@@ -233,6 +234,11 @@ Settings Settings::from_json(const json& doc) {
   if (auto v = cj.number("beat_max_loop_interval", 0, kMaxSeconds); v && *v > 0)
     c.beat_max_loop_interval = v;
   if (auto v = cj.word("beat_scheduler")) c.beat_scheduler = *v;
+  if (auto v = cj.number("worker_soft_shutdown_timeout", 0, kMaxSeconds))
+    c.worker_soft_shutdown_timeout = *v;
+  if (auto v = cj.boolean("worker_enable_soft_shutdown_on_idle"))
+    c.worker_enable_soft_shutdown_on_idle = *v;
+  if (auto v = cj.word("worker_state_db")) c.worker_state_db = *v;
   if (auto bto = cj.object("broker_transport_options")) {
     // kombu's transport options are open-ended (sentinel_kwargs, master_name, ...): only the
     // one this worker reads is checked.
@@ -248,6 +254,10 @@ Settings Settings::from_json(const json& doc) {
   if (auto v = w.integer("max_message_bytes", 1, kMaxMessageBytes))
     s.worker.max_message_bytes = static_cast<size_t>(*v);
   if (auto v = w.number("restore_interval", 0, 86400, true)) s.worker.restore_interval = *v;
+  if (auto v = w.word("log_format")) {
+    if (*v != "text" && *v != "json") throw w.error("log_format", "must be \"text\" or \"json\"");
+    s.worker.log_format = *v;
+  }
   if (auto v = w.number("beat_lock_timeout", 1, 86400)) s.beat.beat_lock_timeout = *v;
   s.beat.beat_starting_deadline = w.number("beat_starting_deadline", 0, kMaxSeconds);
   w.reject_unknown();

@@ -64,12 +64,16 @@ struct CelerySettings {
   json beat_schedule = json::object();                  // beat entries, plain data (docs/settings.md)
   std::optional<double> beat_max_loop_interval;         // seconds; none: the scheduler's default
   std::optional<std::string> beat_scheduler;            // "module:Class"; none: the settings schedule
+  double worker_soft_shutdown_timeout = 0;              // Celery 5.5: seconds; 0: no soft shutdown
+  bool worker_enable_soft_shutdown_on_idle = false;     // Celery 5.5: soft even with nothing running
+  std::optional<std::string> worker_state_db;           // --statedb: the revokes' file
 };
 
 // Our own worker options (the "cvtasks" section).
 struct WorkerOptions {
   size_t max_message_bytes = 16 * 1024 * 1024;  // larger messages are rejected unread
   double restore_interval = 10;                  // seconds between restore_visible runs
+  std::string log_format = "text";               // "text" (Celery's lines) or "json" (worker and beat)
 };
 
 // Our own beat options (the "cvtasks" section too; see docs/beat.md).

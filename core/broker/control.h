@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -76,6 +77,13 @@ class Pidbox {
   // handler's; idempotent.
   virtual void stop() = 0;
 };
+
+// The client side of a broadcast, as `celery inspect` sends one: sends `method` with
+// `arguments` to every node and collects the replies that arrive within `timeout_s`, one
+// {nodename: reply} per node. Throws ServerError when the broker cannot be reached. Used by
+// mingle (the `hello` at a worker's start-up).
+using ControlCaller = std::function<std::vector<json>(const std::string& method,
+                                                      const json& arguments, double timeout_s)>;
 
 using PidboxFactory = std::function<std::unique_ptr<Pidbox>(
     const std::string& nodename, LamportClock& clock, ControlHandler handler)>;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
+#include "core/base/logging.h"
 #include "core/base/secrets.h"
 #include "core/base/isotime.h"
 #include "core/task/tracer.h"
@@ -29,6 +30,16 @@ Worker::Worker(const Settings& settings, WorkerConfig config, const TaskRegistry
       started_(clock.monotonic()),
       time_limits_(settings.celery.task_soft_time_limit, settings.celery.task_time_limit) {
   queues_ = config_.queues;
+  if (!config_.statedb.empty()) {
+    // Opened before anything starts: a path that cannot be used is a start-up error.
+    auto db = std::make_unique<StateDb>(config_.statedb);
+    const double now = to_epoch(clock_.now());
+    MutexLock lock(mu_);
+    for (const auto& [id, when] : db->load()) revoked_.add({id}, when);
+    revoked_.purge(now);
+    spdlog::info("Loaded {} revoked task id(s) from {}", revoked_.size(), config_.statedb);
+    state_db_ = std::move(db);
+  }
   register_control_commands();
   if (!transports_.status_broker) transports_.status_broker = transports_.brokers;
   // Always made, even with heartbeats off: enable_events can turn task events on later.
@@ -87,6 +98,8 @@ void Worker::run() {
     spdlog::info("{}: stopped before Redis could be reached", config_.nodename);
     return;
   }
+  // Before the first take: a revoke a peer knows must hold for the messages we take.
+  if (config_.mingle && transports_.broadcast) mingle();
   threads_.emplace_back([this] { timer_loop(); });
   {
     MutexLock lock(mu_);
@@ -99,6 +112,7 @@ void Worker::run() {
   events_->start();
   if (pidbox_) pidbox_->start();
   spdlog::info("{} ready.", config_.nodename);
+  if (config_.on_ready) config_.on_ready();
 
   {
     UniqueLock lock(mu_);
@@ -110,6 +124,14 @@ void Worker::run() {
 void Worker::stop(bool cold) {
   {
     MutexLock lock(mu_);
+    const double soft = settings_.celery.worker_soft_shutdown_timeout;
+    if (cold && !cold_ && !soft_deadline_ && soft > 0 &&
+        (!jobs_.active().empty() || settings_.celery.worker_enable_soft_shutdown_on_idle)) {
+      // Celery 5.5's soft shutdown: a time-limited warm shutdown before the cold one.
+      soft_deadline_ = clock_.monotonic() + seconds(soft);
+      spdlog::warn("Initiating Soft Shutdown, terminating in {} seconds", soft);
+      cold = false;
+    }
     if (cold) cold_ = true;
     stopping_ = true;
     if (cold)
@@ -126,6 +148,49 @@ void Worker::stop(bool cold) {
 void Worker::clock_moved() {
   { MutexLock lock(mu_); }  // a timer about to wait sees the new time, or is woken
   timer_cv_.notify_all();
+  pool_done_cv_.notify_all();  // a soft shutdown's deadline
+}
+
+double Worker::mono_seconds() const {
+  return std::chrono::duration<double>(clock_.monotonic().time_since_epoch()).count();
+}
+
+void Worker::mingle() {
+  spdlog::info("mingle: searching for neighbors");
+  json ours;
+  {
+    MutexLock lock(mu_);
+    ours = revoked_.to_hello(to_epoch(clock_.now()), mono_seconds());
+  }
+  std::vector<json> replies;
+  try {
+    replies = transports_.broadcast("hello", {{"from_node", config_.nodename}, {"revoked", ours}},
+                                    1.0);
+  } catch (const Error& e) {
+    // Mingle is an optimisation of start-up, as in Celery: the worker starts without it.
+    spdlog::warn("mingle: could not ask the neighbors: {}", e.what());
+    return;
+  }
+  size_t nodes = 0, fresh = 0;
+  for (const auto& reply : replies) {
+    for (const auto& [node, value] : reply.items()) {
+      if (node == config_.nodename || !value.is_object()) continue;
+      ++nodes;
+      if (value.contains("clock") && value["clock"].is_number_unsigned())
+        lamport_.adjust(value["clock"].get<uint64_t>());
+      MutexLock lock(mu_);
+      fresh += revoked_.merge_hello(value.value("revoked", json::object()),
+                                    to_epoch(clock_.now()), mono_seconds());
+    }
+  }
+  if (nodes == 0) {
+    spdlog::info("mingle: all alone");
+    return;
+  }
+  spdlog::info("mingle: sync with {} nodes ({} revoked id(s) learned)", nodes, fresh);
+  MutexLock lock(mu_);
+  if (fresh && state_db_) state_db_->replace(revoked_.entries());
+  spdlog::info("mingle: sync complete");
 }
 
 void Worker::spawn_pool_thread() {
@@ -336,6 +401,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
     return;
   }
   const TaskMessage& m = job->msg;
+  LogTaskScope log_task(m.display_name(), m.id, job->queue, m.retries);
   job->task = registry_.find(m.task);
   if (!job->task) {
     spdlog::error("Received unregistered task of type '{}'. The message has been ignored and "
@@ -359,7 +425,7 @@ void Worker::handle_delivery(Broker& broker, Delivery& d) {
   bool revoked;
   {
     MutexLock lock(mu_);
-    revoked = revoked_.contains(m.id);
+    revoked = revoked_.contains(m.id, to_epoch(clock_.now()));
     if (!revoked) {
       jobs_.hold(job);
       if (m.eta && *m.eta > clock_.now()) {

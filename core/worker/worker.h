@@ -21,7 +21,14 @@
 //
 // Shutdown: stop(false) is warm (stop taking, give back reserved and ETA-held messages,
 // finish running tasks); stop(true) is cold (running tasks are abandoned: acks_late ones are
-// given back, early-acked ones are lost, as with Celery). stop() is thread-safe.
+// given back, early-acked ones are lost and logged by id, as with Celery). With Celery 5.5's
+// worker_soft_shutdown_timeout > 0 a cold stop is soft first: running tasks get that long to
+// finish (the worker waits the whole time only while some run, or always with
+// worker_enable_soft_shutdown_on_idle), then the cold shutdown abandons what still runs; a
+// second cold stop during the soft wait ends it at once. stop() is thread-safe.
+//
+// Revokes: kept for Celery's 3 hours (RevokedSet), in --statedb when given (StateDb), and
+// merged at start-up from the peers' `hello` replies (mingle) before anything is taken.
 #pragma once
 
 #include <atomic>
@@ -55,6 +62,7 @@
 #include "metrics.h"
 #include "rate_limit.h"
 #include "revoked_set.h"
+#include "state_db.h"
 #include "time_limits.h"
 
 namespace cvtasks {
@@ -70,6 +78,9 @@ struct WorkerConfig {
   bool task_events = false;     // -E / worker_send_task_events: send task-* events
   bool heartbeat = true;        // worker-online/-heartbeat/-offline (--without-heartbeat)
   bool remote_control = true;   // answer celery inspect/control (--without-control)
+  bool mingle = true;           // ask the peers for their revokes at start (--without-mingle)
+  std::string statedb;          // --statedb / worker_state_db: revokes kept here; empty: none
+  std::function<void()> on_ready;  // called once, after "ready." (systemd's READY=1)
 };
 
 // What the worker talks to. Each factory is called on the thread that uses what it makes.
@@ -80,6 +91,8 @@ struct WorkerTransports {
   StoreFactory stores;          // empty: no result backend configured, nothing is stored
   PidboxFactory pidboxes;       // used unless WorkerConfig::remote_control is off
   EventPublisherFactory events;
+  // Mingle's `hello` broadcast; empty: no mingle.
+  ControlCaller broadcast;
   // kombu's Connection.info() of the broker, as `inspect stats` shows it under "broker" (the
   // transport knows its URL's parts; the worker passes it on). Empty: null.
   json broker_info;
@@ -111,6 +124,11 @@ class Worker {
   // GET /healthz: 200 when the broker answers, the consumer threads tick and the pool makes
   // progress; else 503. JSON body with each check. Thread-safe.
   StatusPage healthz() EXCLUDES(mu_);
+  // GET /livez: 200 while the process works (the timer ticks; a pool thread is alive), even
+  // with the broker away: a liveness probe must not restart a worker that waits for Redis.
+  StatusPage livez() EXCLUDES(mu_);
+  // GET /readyz: 200 when it can take work (the broker answers, it consumes, not stopping).
+  StatusPage readyz() EXCLUDES(mu_);
   // GET /metrics (Prometheus text). Thread-safe.
   StatusPage metrics_page() EXCLUDES(mu_);
 
@@ -179,6 +197,15 @@ class Worker {
   void spawn_pool_thread() REQUIRES(mu_);
   void spawn_waiter(const std::string& queue) REQUIRES(mu_);
   void shutdown() EXCLUDES(mu_, fetch_mu_);
+  // Waits for the pool threads to end: unbounded in a warm shutdown, up to the soft deadline
+  // in a soft one, which then turns cold (and logs the early-acked tasks it loses).
+  void wait_for_pool() EXCLUDES(mu_);
+  // Start-up: the `hello` broadcast; merges the peers' revokes (Celery's Mingle bootstep).
+  void mingle() EXCLUDES(mu_);
+  // The `hello` command: merges the caller's revokes, answers ours and our clock.
+  json hello(const json& arguments) EXCLUDES(mu_);
+  // Monotonic seconds of clock_ (the scale of Celery's LimitedSet stamps).
+  double mono_seconds() const;
 
   // Runs `op` until it succeeds, backing off while the connection is lost; the back-off wait
   // ends early at stop(). Gives up, rethrowing the connection error, once `give_up()` (called
@@ -258,6 +285,9 @@ class Worker {
   // Queues whose waiter went to the pool: the next idle pool thread becomes their waiter.
   std::deque<std::string> orphans_ GUARDED_BY(mu_);
   RevokedSet revoked_ GUARDED_BY(mu_);  // honoured when their messages arrive
+  std::unique_ptr<StateDb> state_db_ GUARDED_BY(mu_);  // --statedb; null: none
+  // Set by the first cold stop when soft shutdown applies: the cold shutdown starts then.
+  std::optional<MonoTime> soft_deadline_ GUARDED_BY(mu_);
   // By task name (rate_limit command).
   std::map<std::string, RateLimit> rate_limits_ GUARDED_BY(mu_);
   TimeLimits time_limits_ GUARDED_BY(mu_);

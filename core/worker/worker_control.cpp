@@ -136,6 +136,7 @@ void Worker::register_control_commands() {
   });
   p.add("revoked", [this](const json&) {
     MutexLock lock(mu_);
+    revoked_.purge(to_epoch(clock_.now()));
     json out = json::array();
     for (const auto& id : revoked_.ids()) out.push_back(id);
     return out;
@@ -157,11 +158,7 @@ void Worker::register_control_commands() {
                        masked_url(settings_.celery.broker_url) + "\n";
     return ok_reply(text);
   });
-  p.add("hello", [this](const json& a) -> json {
-    if (a.value("from_node", "") == config_.nodename) return nullptr;
-    MutexLock lock(mu_);
-    return json{{"revoked", revoked_.to_hello()}, {"clock", lamport_.value()}};
-  });
+  p.add("hello", [this](const json& a) { return hello(a); });
 
   // ---- control
   p.add("heartbeat", [this](const json&) -> std::optional<json> {
@@ -194,6 +191,19 @@ void Worker::register_control_commands() {
         [this](const json& a) { return cancel_consumer(a.value("queue", "")); });
   p.add("time_limit", [this](const json& a) { return set_time_limit(a); });
   p.add("rate_limit", [this](const json& a) { return set_rate_limit(a); });
+}
+
+json Worker::hello(const json& a) {
+  const std::string from = a.value("from_node", "");
+  if (from == config_.nodename) return nullptr;  // our own broadcast: Celery answers None
+  spdlog::info("sync with {}", from);
+  const double now = to_epoch(clock_.now());
+  MutexLock lock(mu_);
+  if (revoked_.merge_hello(a.value("revoked", json::object()), now, mono_seconds()) &&
+      state_db_)
+    state_db_->replace(revoked_.entries());
+  revoked_.purge(now);
+  return json{{"revoked", revoked_.to_hello(now, mono_seconds())}, {"clock", lamport_.forward()}};
 }
 
 json Worker::set_time_limit(const json& a) {
@@ -244,7 +254,9 @@ json Worker::revoke(const json& task_id, bool terminate, const json& signal) {
   std::vector<JobPtr> discard, kill;
   {
     MutexLock lock(mu_);
-    revoked_.add(ids, to_epoch(clock_.now()));
+    const double now = to_epoch(clock_.now());
+    revoked_.add(ids, now);
+    if (state_db_) state_db_->add(ids, now);  // written through: a SIGKILL keeps it too
     auto wanted = [&](const Job& j) {
       return std::find(ids.begin(), ids.end(), j.msg.id) != ids.end();
     };

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
+#include "core/base/logging.h"
 #include "core/base/isotime.h"
 #include "core/task/tracer.h"
 #include "worker_io.h"
@@ -19,6 +20,7 @@ namespace cvtasks {
 using namespace worker_detail;
 
 void Worker::store_revoked(const Job& job, const std::string& why, std::optional<int> signum) {
+  LogTaskScope log_task(job.msg.display_name(), job.msg.id, job.queue, job.msg.retries);
   spdlog::info("Discarding revoked task: {}[{}] ({})", job.msg.display_name(), job.msg.id, why);
   metrics_.count(job.msg.display_name(), TaskEvent::Revoked);
   send_task_event("task-revoked", {{"uuid", job.msg.id},
@@ -228,6 +230,7 @@ void Worker::wait_for_room(UniqueLock& lock) {
 
 void Worker::execute(Broker& broker, const JobPtr& job) {
   const TaskMessage& m = job->msg;
+  LogTaskScope log_task(m.display_name(), m.id, job->queue, m.retries);
   if (expired(*job)) {
     store_revoked(*job, "expired");
     post_ack(job);

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/errors.h"
+#include "core/base/logging.h"
 #include "core/base/isotime.h"
 #include "core/task/tracer.h"
 #include "worker_io.h"
@@ -47,6 +48,7 @@ void Worker::enforce_time_limits(Broker& broker) {
     for (auto& job : jobs_.active()) {
       if (job->limits.soft_due(now)) {
         job->limits.soft_fired = true;
+        LogTaskScope log_task(job->msg.display_name(), job->msg.id, job->queue, job->msg.retries);
         spdlog::warn("Soft time limit exceeded for {}[{}]", job->msg.display_name(), job->msg.id);
         job->cancel.cancel(CancelReason::SoftTimeLimit);
       }
@@ -57,6 +59,7 @@ void Worker::enforce_time_limits(Broker& broker) {
     if (!claim_running(job, SIGKILL)) continue;
     const double limit = job->limits.hard_seconds.value_or(0);
     const TaskError err = time_limit_exceeded(limit);
+    LogTaskScope log_task(job->msg.display_name(), job->msg.id, job->queue, job->msg.retries);
     spdlog::error("Hard time limit ({}s) exceeded for {}[{}]", limit, job->msg.display_name(),
                   job->msg.id);
     Outcome o;
@@ -185,6 +188,46 @@ void Worker::give_back(Broker& broker, const std::vector<std::string>& tags) {
   }
 }
 
+void Worker::wait_for_pool() {
+  UniqueLock lock(mu_);
+  if (!jobs_.active().empty())
+    spdlog::info("Waiting for {} running task(s) to finish", jobs_.active().size());
+  auto pool_done = [&]() REQUIRES(mu_) { return live_pool_threads_ == 0; };
+  if (soft_deadline_) {
+    // Soft: read on the injected clock, in short real waits (clock_moved() wakes them).
+    while (!pool_done() && !cold_) {
+      const MonoTime now = clock_.monotonic();
+      if (now >= *soft_deadline_) {
+        spdlog::warn("Soft shutdown: {} task(s) still running after {} s; cold shutdown",
+                     jobs_.active().size(), settings_.celery.worker_soft_shutdown_timeout);
+        cold_ = true;
+        for (auto& job : jobs_.active()) job->cancel.cancel(CancelReason::Abandon);
+        break;
+      }
+      pool_done_cv_.wait_for(lock.native(),
+                             std::min<MonoTime::duration>(*soft_deadline_ - now,
+                                                          std::chrono::milliseconds(100)));
+    }
+  } else if (!cold_) {
+    // Warm: as long as they take, or until a cold stop.
+    pool_done_cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return pool_done() || cold_; });
+  }
+  if (cold_) {
+    // An acks_late task goes back to its queue below (still unacked); an early-acked one was
+    // removed from the queue before it ran, so the cold shutdown loses it, as Celery's does.
+    for (const auto& job : jobs_.active())
+      if (job->acked) {
+        LogTaskScope log_task(job->msg.display_name(), job->msg.id, job->queue, job->msg.retries);
+        spdlog::warn("Task {}[{}] is lost: it was acknowledged before it ran (acks_late off) "
+                     "and the cold shutdown abandons it",
+                     job->msg.display_name(), job->msg.id);
+      }
+    // They were told to stop; give them a moment.
+    pool_done_cv_.wait_for(lock.native(), std::chrono::seconds(3), pool_done);
+  }
+  stray_threads_ += live_pool_threads_;
+}
+
 void Worker::shutdown() {
   spdlog::info("{}: {} shutdown", config_.nodename, cold_ ? "Cold" : "Warm");
   // No control command runs past this point (add_consumer would start threads).
@@ -210,20 +253,7 @@ void Worker::shutdown() {
   }
   give_back(not_started);
 
-  {
-    UniqueLock lock(mu_);
-    if (!jobs_.active().empty())
-      spdlog::info("Waiting for {} running task(s) to finish", jobs_.active().size());
-    // Warm: as long as they take. Cold: they were told to stop; give them a moment.
-    auto pool_done = [&]() REQUIRES(mu_) { return live_pool_threads_ == 0; };
-    if (cold_) {
-      pool_done_cv_.wait_for(lock.native(), std::chrono::seconds(3), pool_done);
-    } else {
-      pool_done_cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return pool_done() || cold_; });
-      if (cold_) pool_done_cv_.wait_for(lock.native(), std::chrono::seconds(3), pool_done);
-    }
-    stray_threads_ += live_pool_threads_;
-  }
+  wait_for_pool();
   // Results and acks of finished tasks go out before the exit (a cold one gives up on a dead
   // Redis: the messages stay in `unacked` for restore_visible).
   outbox_->drain(cold_ ? std::optional<double>(3.0) : std::nullopt);
@@ -249,6 +279,14 @@ void Worker::shutdown() {
     // The stray threads are left to the exit; the waiters end within their wait's timeout.
     UniqueLock lock(mu_);
     pool_done_cv_.wait(lock.native(), [&]() REQUIRES(mu_) { return live_waiters_ == 0; });
+  }
+  {
+    // The shutdown's sync, as Celery's Persistent.save: expired and capped ids leave the file.
+    MutexLock lock(mu_);
+    if (state_db_) {
+      revoked_.purge(to_epoch(clock_.now()));
+      state_db_->replace(revoked_.entries());
+    }
   }
   events_->stop();  // worker-offline, after the last task event
   spdlog::info("{}: shutdown complete", config_.nodename);

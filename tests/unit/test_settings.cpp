@@ -148,6 +148,12 @@ INSTANTIATE_TEST_SUITE_P(
         WrongType{R"({"cvtasks": {"max_message_bytes": "big"}})", "max_message_bytes"},
         WrongType{R"({"cvtasks": {"restore_interval": "often"}})", "restore_interval"},
         WrongType{R"({"cvtasks": {"no_such_option": 1}})", "no_such_option"},
+        WrongType{R"({"cvtasks": {"log_format": "xml"}})", "cvtasks.log_format"},
+        WrongType{R"({"celery": {"worker_soft_shutdown_timeout": -1}})",
+                  "worker_soft_shutdown_timeout"},
+        WrongType{R"({"celery": {"worker_enable_soft_shutdown_on_idle": "yes"}})",
+                  "worker_enable_soft_shutdown_on_idle"},
+        WrongType{R"({"celery": {"worker_state_db": ""}})", "worker_state_db"},
         WrongType{R"({"celery": []})", "celery"},
         WrongType{R"({"cvtasks": 1})", "cvtasks"}));
 

@@ -1,6 +1,8 @@
 #include "control.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -8,7 +10,9 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/backoff.h"
+#include "core/base/codecs.h"
 #include "core/base/errors.h"
+#include "core/protocol/envelope.h"
 #include "kombu_keys.h"
 #include "redis_connection.h"
 
@@ -120,6 +124,62 @@ class RedisPidbox final : public Pidbox {
 PidboxFactory make_redis_pidboxes(const RedisUrl& url) {
   return [url](const std::string& nodename, LamportClock& clock, ControlHandler handler) {
     return std::make_unique<RedisPidbox>(url, nodename, clock, std::move(handler));
+  };
+}
+
+}  // namespace cvtasks
+
+namespace cvtasks {
+
+ControlCaller make_redis_control_caller(const RedisUrl& url) {
+  return [url](const std::string& method, const json& arguments, double timeout_s) {
+    RedisConnection conn(url, std::max(2.0, timeout_s + 1));
+    const std::string oid = new_uuid();
+    const std::string queue = oid + "." + kPidboxReplyExchange;
+    // kombu's binding member: routing key, pattern (empty), queue.
+    const std::string member = oid + kPrioritySep + kPrioritySep + queue;
+    const json body = {{"method", method},
+                       {"arguments", arguments},
+                       {"destination", nullptr},
+                       {"pattern", nullptr},
+                       {"matcher", nullptr},
+                       {"ticket", new_uuid()},
+                       {"reply_to", {{"exchange", kPidboxReplyExchange}, {"routing_key", oid}}}};
+    const std::string envelope =
+        encode_envelope(body, {{"clock", 1}, {"expires", nullptr}}, {kPidboxExchange, "", 0, 1});
+    conn.command({"SADD", binding_key(kPidboxReplyExchange), member});
+    std::vector<json> replies;
+    try {
+      conn.command({"PUBLISH", pidbox_channel(url.db), envelope});
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+      for (;;) {
+        const double left =
+            std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+        if (left <= 0) break;
+        // BRPOP's timeout is whole seconds in old servers: wait in short turns.
+        const Reply r = conn.blocking({"BRPOP", queue, "0.1"}, 0.1);
+        if (r.kind != Reply::Kind::Array || r.elements.size() != 2) continue;
+        try {
+          const json env = json::parse(r.elements[1].str);
+          std::string text = env.value("body", "");
+          if (env.value("properties", json::object()).value("body_encoding", "") == "base64")
+            text = base64_decode(text).value_or("");
+          json reply = json::parse(text);
+          if (reply.is_object()) replies.push_back(std::move(reply));
+        } catch (const json::exception& e) {
+          spdlog::warn("Remote control: ignored an unreadable reply: {}", e.what());
+        }
+      }
+    } catch (...) {
+      try {
+        conn.pipeline({{"SREM", binding_key(kPidboxReplyExchange), member}, {"DEL", queue}});
+      } catch (const Error&) {
+      }
+      throw;
+    }
+    conn.pipeline({{"SREM", binding_key(kPidboxReplyExchange), member}, {"DEL", queue}});
+    return replies;
   };
 }
 

@@ -16,4 +16,9 @@ namespace cvtasks {
 // A factory of Redis pidboxes on `url`.
 PidboxFactory make_redis_pidboxes(const RedisUrl& url);
 
+// Broadcasts on `url` as kombu's Mailbox does for `celery inspect`: binds a reply queue under a
+// new routing key in `_kombu.binding.reply.celery.pidbox`, publishes on the pidbox channel,
+// pops replies until the timeout, then removes the binding and the queue.
+ControlCaller make_redis_control_caller(const RedisUrl& url);
+
 }  // namespace cvtasks
