@@ -130,13 +130,14 @@ TEST_F(RedisBrokerTest, TakeOnEmptyQueuesReturnsNothing) {
 TEST_F(RedisBrokerTest, TakeUpToMaxAcrossQueuesFifo) {
   for (int i = 0; i < 3; ++i) broker->publish(envelope("c" + std::to_string(i)), "", "celery", 0);
   broker->publish(envelope("p0", 0, "pdf_queue"), "", "pdf_queue", 0);
+  // kombu's default queue_order_strategy, round_robin: one message from each queue in turn.
   const auto ds = broker->take({"celery", "pdf_queue"}, 10, kMaxBytes, T0);
   ASSERT_EQ(ds.size(), 4u);
   EXPECT_EQ(id_of(ds[0].raw), "c0");
-  EXPECT_EQ(id_of(ds[1].raw), "c1");
-  EXPECT_EQ(id_of(ds[2].raw), "c2");
-  EXPECT_EQ(id_of(ds[3].raw), "p0");
-  EXPECT_EQ(ds[3].queue, "pdf_queue");
+  EXPECT_EQ(id_of(ds[1].raw), "p0");
+  EXPECT_EQ(ds[1].queue, "pdf_queue");
+  EXPECT_EQ(id_of(ds[2].raw), "c1");
+  EXPECT_EQ(id_of(ds[3].raw), "c2");
   EXPECT_EQ(hlen("unacked"), 4);
   EXPECT_EQ(zcard("unacked_index"), 4);
 
@@ -144,6 +145,19 @@ TEST_F(RedisBrokerTest, TakeUpToMaxAcrossQueuesFifo) {
   broker->publish(envelope("x2"), "", "celery", 0);
   EXPECT_EQ(broker->take({"celery"}, 1, kMaxBytes, T0).size(), 1u);
   EXPECT_EQ(llen("celery"), 1);
+}
+
+TEST_F(RedisBrokerTest, QueueOrderStrategyPriorityEmptiesTheFirstQueueFirst) {
+  RedisUrl url = server().redis_url();
+  url.keys = KombuKeys::from_transport_options({{"queue_order_strategy", "priority"}});
+  RedisBroker ordered(url);
+  for (int i = 0; i < 2; ++i) ordered.publish(envelope("c" + std::to_string(i)), "", "celery", 0);
+  ordered.publish(envelope("p0", 0, "pdf_queue"), "", "pdf_queue", 0);
+  const auto ds = ordered.take({"celery", "pdf_queue"}, 10, kMaxBytes, T0);
+  ASSERT_EQ(ds.size(), 3u);
+  EXPECT_EQ(id_of(ds[0].raw), "c0");
+  EXPECT_EQ(id_of(ds[1].raw), "c1");
+  EXPECT_EQ(id_of(ds[2].raw), "p0");
 }
 
 TEST_F(RedisBrokerTest, PriorityListsAndOrder) {
