@@ -137,7 +137,9 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
     const std::string oid = new_uuid();
     const std::string queue = oid + "." + kPidboxReplyExchange;
     // kombu's binding member: routing key, pattern (empty), queue.
-    const std::string member = oid + kPrioritySep + kPrioritySep + queue;
+    const KombuKeys& keys = url.keys;
+    const std::string member = keys.binding_member(oid, queue);
+    const std::string queue_list = keys.priority_list(queue, 0);
     const json body = {{"method", method},
                        {"arguments", arguments},
                        {"destination", nullptr},
@@ -147,10 +149,10 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
                        {"reply_to", {{"exchange", kPidboxReplyExchange}, {"routing_key", oid}}}};
     const std::string envelope =
         encode_envelope(body, {{"clock", 1}, {"expires", nullptr}}, {kPidboxExchange, "", 0, 1});
-    conn.command({"SADD", binding_key(kPidboxReplyExchange), member});
+    conn.command({"SADD", keys.binding_key(kPidboxReplyExchange), member});
     std::vector<json> replies;
     try {
-      conn.command({"PUBLISH", pidbox_channel(url.db), envelope});
+      conn.command({"PUBLISH", keys.pidbox_channel(url.db), envelope});
       const auto deadline =
           std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
       for (;;) {
@@ -158,7 +160,7 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
             std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
         if (left <= 0) break;
         // BRPOP's timeout is whole seconds in old servers: wait in short turns.
-        const Reply r = conn.blocking({"BRPOP", queue, "0.1"}, 0.1);
+        const Reply r = conn.blocking({"BRPOP", queue_list, "0.1"}, 0.1);
         if (r.kind != Reply::Kind::Array || r.elements.size() != 2) continue;
         try {
           const json env = json::parse(r.elements[1].str);
@@ -173,12 +175,12 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
       }
     } catch (...) {
       try {
-        conn.pipeline({{"SREM", binding_key(kPidboxReplyExchange), member}, {"DEL", queue}});
+        conn.pipeline({{"SREM", keys.binding_key(kPidboxReplyExchange), member}, {"DEL", queue_list}});
       } catch (const Error&) {
       }
       throw;
     }
-    conn.pipeline({{"SREM", binding_key(kPidboxReplyExchange), member}, {"DEL", queue}});
+    conn.pipeline({{"SREM", keys.binding_key(kPidboxReplyExchange), member}, {"DEL", queue_list}});
     return replies;
   };
 }
