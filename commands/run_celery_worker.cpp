@@ -96,6 +96,8 @@ class WorkerApp final : public cvtasks::CommandApp {
     add("concurrency", "c", "pool threads (default: number of CPUs)", "N");
     add("hostname", "n", "node name, default celery@%h (%h host, %n name, %d domain)", "NAME");
     add("prefetch-multiplier", "", "overrides worker_prefetch_multiplier", "N");
+    add("optimization", "O", "default (prefetch while busy, as Celery) or fair (take only for an "
+        "idle thread)", "PROFILE");
     add("diagnostics", "", "register the cvtasks.diagnostics.* tasks", nullptr);
     add("task-events", "E", "send task events (for Flower, celery events)", nullptr);
     add("without-heartbeat", "", "send no worker-online/-heartbeat/-offline events", nullptr);
@@ -181,9 +183,8 @@ class WorkerApp final : public cvtasks::CommandApp {
     const std::string profile = value("optimization", "default");
     if (profile != "default" && profile != "fair")
       throw ConfigError("-O needs default or fair, got '" + profile + "'");
-    // fair: with one message per thread, what is taken and not running is exactly one per idle
-    // thread. --disable-prefetch (Celery 5.6) asks the same.
-    if (profile == "fair" || has("disable-prefetch")) config.prefetch_multiplier = 1;
+    // fair: take messages only for an idle thread; --disable-prefetch (Celery 5.6) asks the same.
+    config.fair = profile == "fair" || has("disable-prefetch");
     if (has("max-tasks-per-child"))
       config.max_tasks_per_child = parse_whole("max-tasks-per-child",
                                                opts_.at("max-tasks-per-child"), 1, 1LL << 40);

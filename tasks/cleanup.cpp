@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "core/base/json_numbers.h"
 #include "core/base/isotime.h"
 #include "core/protocol/task_error.h"
 #include "media_files.h"
@@ -32,7 +33,8 @@ struct CleanupArgs {
 CleanupArgs cleanup_args(const Arguments& args, std::optional<int64_t> default_days) {
   CleanupArgs out{default_days.value_or(0), false};
   if (const auto d = default_days ? args.get("days") : std::nullopt; d && !d->is_null()) {
-    if (!d->is_number()) throw type_error("days must be an int");
+    // A big integer is an int too: integer_argument says it does not fit (OverflowError).
+    if (!d->is_number() && !is_big_integer(*d)) throw type_error("days must be an int");
     out.days = integer_argument(*d, "days");
     if (out.days < 0 || out.days > 100000)
       throw TaskError("ValueError", "days must be between 0 and 100000");

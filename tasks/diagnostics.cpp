@@ -1,10 +1,13 @@
 #include "diagnostics.h"
 
+#include <cstdint>
 #include <functional>
 
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "core/base/json_numbers.h"
 
 namespace cvtasks {
 namespace {
@@ -24,15 +27,45 @@ class FunctionTask final : public Task {
   Fn fn_;
 };
 
+[[noreturn]] void too_big(const char* fn, const json& v) {
+  throw TaskError("OverflowError", std::string(fn) + "() cannot take the integer " +
+                                       *integer_text(v) + ": it does not fit in 64 bits");
+}
+
 double number(const json& v, const char* fn, const char* param) {
+  if (is_big_integer(v)) too_big(fn, v);
   if (!v.is_number())
     throw type_error(std::string(fn) + "() argument '" + param + "' must be a number, not " +
                      v.type_name());
   return v.get<double>();
 }
 
+// GCC's 128-bit integers (__extension__: not ISO C++), wide enough for any sum of two 64-bit ones.
+__extension__ typedef __int128 Int128;
+__extension__ typedef unsigned __int128 UInt128;
+
+// A 64-bit JSON integer (nlohmann keeps non-negative ones unsigned) widened without wrapping.
+Int128 wide(const json& v) {
+  return v.is_number_unsigned() ? static_cast<Int128>(v.get<uint64_t>())
+                                : static_cast<Int128>(v.get<int64_t>());
+}
+
 json add(const json& x, const json& y) {
-  if (x.is_number_integer() && y.is_number_integer()) return x.get<int64_t>() + y.get<int64_t>();
+  for (const json* v : {&x, &y})
+    if (is_big_integer(*v)) too_big("add", *v);
+  if (x.is_number_integer() && y.is_number_integer()) {
+    // Python's int does not overflow: a sum past 64 bits is returned exactly, as a big integer.
+    const Int128 sum = wide(x) + wide(y);
+    if (sum >= INT64_MIN && sum <= INT64_MAX) return static_cast<int64_t>(sum);
+    if (sum > 0 && sum <= static_cast<Int128>(UINT64_MAX)) return static_cast<uint64_t>(sum);
+    UInt128 mag = sum < 0 ? -static_cast<UInt128>(sum) : static_cast<UInt128>(sum);
+    std::string digits;
+    do {
+      digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(mag % 10)));
+      mag /= 10;
+    } while (mag);
+    return big_integer((sum < 0 ? "-" : "") + digits);
+  }
   if (x.is_number() && y.is_number()) return x.get<double>() + y.get<double>();
   if (x.is_string() && y.is_string()) return x.get<std::string>() + y.get<std::string>();
   if (x.is_array() && y.is_array()) {

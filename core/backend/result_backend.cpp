@@ -5,6 +5,7 @@
 
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "core/base/json_numbers.h"
 #include "core/base/utf8.h"
 
 namespace cvtasks {
@@ -50,7 +51,7 @@ std::optional<json> ResultBackend::get_meta(const std::string& task_id) {
   auto v = store_->get(key_for(task_id));
   if (!v) return std::nullopt;
   try {
-    return json::parse(*v);
+    return parse_json(*v);  // a result's big integers keep their digits
   } catch (const json::exception&) {
     throw BackendError("result of " + task_id + " is not JSON", false);
   }

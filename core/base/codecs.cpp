@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <random>
 
+#include "json_numbers.h"
+
 namespace cvtasks {
 namespace {
 
@@ -143,6 +145,9 @@ std::string python_repr(const nlohmann::json& v) {
       }
       return out + "}";
     }
+    case value_t::binary:
+      if (auto digits = big_integer_digits(v)) return *digits;
+      return v.dump();
     default: return v.dump();
   }
 }

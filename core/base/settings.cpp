@@ -309,6 +309,7 @@ Settings Settings::from_json(const json& doc) {
     // kombu's transport options are open-ended (sentinel_kwargs, master_name, ...): only the
     // one this worker reads is checked.
     SettingsSection t(*bto, "celery.broker_transport_options");
+    c.broker_transport_options = *bto;  // the Redis key layout reads the rest (kombu_keys.h)
     if (auto v = t.number("visibility_timeout", 0, kMaxSeconds, true)) c.visibility_timeout = *v;
     c.broker_transport_options = *bto;  // the sentinel keys: read with the URL (redis_url.h)
   }

@@ -81,7 +81,7 @@ struct CelerySettings {
   std::optional<double> task_soft_time_limit;           // soft limit, seconds
   double task_default_retry_delay = 180;                // retry countdown when none is given
   double visibility_timeout = 3600;                     // broker_transport_options.visibility_timeout
-  json broker_transport_options;                        // whole, for sentinel:// (null: none)
+  json broker_transport_options;                        // whole: sentinel:// and the key layout (null: none)
   json result_backend_transport_options;                // the same for the result backend
   bool result_chord_ordered = true;  // result_backend_transport_options.result_chord_ordered
   bool worker_send_task_events = false;                 // task events (-E)

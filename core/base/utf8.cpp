@@ -1,5 +1,7 @@
 #include "utf8.h"
 
+#include "json_numbers.h"
+
 namespace cvtasks {
 namespace {
 
@@ -87,12 +89,55 @@ size_t count_chars(std::string_view text) {
   return chars;
 }
 
-std::string dump_json(const nlohmann::json& value) {
-  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+namespace {
+
+template <typename Json>
+std::string dump_plain(const Json& value) {
+  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-std::string dump_json(const nlohmann::ordered_json& value) {
-  return value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+// The slow path, for a value holding a big integer: containers are written here and every
+// other value by nlohmann, so strings and floats come out exactly as on the fast path.
+template <typename Json>
+void dump_exact(const Json& value, std::string& out) {
+  if (const auto digits = big_integer_digits(value)) {
+    out += *digits;
+  } else if (value.is_array()) {
+    out += '[';
+    for (size_t i = 0; i < value.size(); ++i) {
+      if (i) out += ',';
+      dump_exact(value[i], out);
+    }
+    out += ']';
+  } else if (value.is_object()) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, v] : value.items()) {
+      if (!first) out += ',';
+      first = false;
+      out += dump_plain(Json(k));
+      out += ':';
+      dump_exact(v, out);
+    }
+    out += '}';
+  } else {
+    out += dump_plain(value);
+  }
 }
+
+template <typename Json>
+std::string dump_any(const Json& value) {
+  // One walk without allocation decides; values without a big integer (all but a few) are
+  // written by nlohmann in one pass, as before.
+  if (!contains_big_integer(value)) return dump_plain(value);
+  std::string out;
+  dump_exact(value, out);
+  return out;
+}
+
+}  // namespace
+
+std::string dump_json(const nlohmann::json& value) { return dump_any(value); }
+std::string dump_json(const nlohmann::ordered_json& value) { return dump_any(value); }
 
 }  // namespace cvtasks

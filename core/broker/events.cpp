@@ -66,10 +66,10 @@ json worker_event_fields(double freq, int active, uint64_t processed) {
   if (::getloadavg(load, 3) != 3) load[0] = load[1] = load[2] = 0;
   json loadavg = json::array();
   for (double l : load) loadavg.push_back(std::round(l * 100) / 100);
-  // sw_ident/sw_ver are what Flower shows as the worker's software; "py-celery" keeps
-  // monitors that switch on it treating us as a Celery worker.
-  return {{"freq", freq},           {"active", active},       {"processed", processed},
-          {"loadavg", loadavg},     {"sw_ident", "py-celery"}, {"sw_ver", "5.2.6"},
+  // sw_ident/sw_ver are what Flower and `celery events` show as the worker's software: ours,
+  // so people see what they run (Celery's State stores them and nothing switches on them).
+  return {{"freq", freq},           {"active", active},     {"processed", processed},
+          {"loadavg", loadavg},     {"sw_ident", "cvtasks"}, {"sw_ver", CVTASKS_VERSION},
           {"sw_sys", sys}};
 }
 

@@ -8,6 +8,7 @@
 #include "core/base/codecs.h"
 #include "core/base/errors.h"
 #include "core/base/isotime.h"
+#include "core/base/json_numbers.h"
 #include "envelope.h"
 #include "core/base/utf8.h"
 #include "core/protocol/compression.h"
@@ -209,7 +210,7 @@ json body_json(const Object& env, const std::optional<Element>& compression, con
     throw ProtocolError("message body nests deeper than " + std::to_string(kMaxJsonNesting) +
                         " levels");
   try {
-    return json::parse(body_text);
+    return parse_json(body_text);  // big integers keep their digits (json_numbers.h)
   } catch (const json::parse_error& e) {
     throw ProtocolError(std::string("message body is not valid JSON: ") + e.what());
   }

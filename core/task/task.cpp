@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "core/base/json_numbers.h"
 #include "core/base/utf8.h"
 
 namespace cvtasks {
@@ -123,6 +124,7 @@ int64_t integer_argument(const json& value, const std::string& name, bool accept
     return static_cast<int64_t>(n);
   }
   if (value.is_number_integer()) return value.get<int64_t>();
+  if (const auto digits = big_integer_digits(value)) does_not_fit(name, *digits);
   if (value.is_number_float()) {
     // An integer literal past the unsigned 64-bit range is parsed as a float: out of range,
     // not of the wrong type, when it is integral (-2**63 itself parses as an integer, so a float

@@ -33,4 +33,14 @@ class ControlPanel {
   std::map<std::string, Handler> handlers_;
 };
 
+// A boolean argument of a remote control command, read as Celery reads one: true/false as
+// such; a number, list or object by Python's truth (0, 0.0, [] and {} are false: Flower sends
+// terminate as 0 or 1); null or absent as `fallback`; a string by Celery's strtobool
+// ("1"/"true"/"yes"/"on" and "0"/"false"/"no"/"off", any case). Python's own handlers test a
+// string's truth, where any non-empty one is true; strtobool's reading is the one Celery gives
+// the strings it converts, and the one a person typing "false" means.
+// Throws ConfigError ("Cannot coerce 'maybe' to type bool", strtobool's message) for another
+// string: the pidbox answers it as an error reply.
+bool control_flag(const nlohmann::json& arguments, const char* key, bool fallback = false);
+
 }  // namespace cvtasks

@@ -315,8 +315,13 @@ JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
     std::vector<std::string> queues;
     {
       UniqueLock lock(mu_);
-      arm_cv_.wait(lock.native(),
-                   [&]() REQUIRES(mu_) { return stopping_ || idle_pool_threads_ > 0; });
+      // Celery prefetches: with every pool thread busy, the waiters keep taking while the
+      // prefetch limit has room, and what they take waits in ready_ (inspect reserved,
+      // task-received). With -O fair they wait only while a pool thread is idle, so nothing is
+      // taken that no thread is free to start.
+      arm_cv_.wait(lock.native(), [&]() REQUIRES(mu_) {
+        return stopping_ || idle_pool_threads_ > 0 || (!config_.fair && room_locked() > 0);
+      });
       if (stopping_) return leave();
       if (std::find(queues_.begin(), queues_.end(), queue) == queues_.end()) {
         waiters_.erase(queue);  // cancel_consumer
@@ -349,6 +354,7 @@ JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
           MutexLock lock(mu_);
           return leave();
         }
+        give_back_cancelled(broker, got.deliveries);
         dispatch(broker, got.deliveries);
       }
       if (got.deliveries.empty()) continue;
@@ -364,6 +370,21 @@ JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
+}
+
+void Worker::give_back_cancelled(Broker& broker, std::vector<Delivery>& batch) {
+  std::vector<std::string> tags;
+  {
+    MutexLock lock(mu_);
+    auto cancelled = [&](const Delivery& d) REQUIRES(mu_) {
+      return !d.malformed && std::find(queues_.begin(), queues_.end(), d.queue) == queues_.end();
+    };
+    for (const auto& d : batch)
+      if (cancelled(d)) tags.push_back(d.tag);
+    if (tags.empty()) return;
+    std::erase_if(batch, cancelled);
+  }
+  give_back(broker, tags);
 }
 
 JobPtr Worker::hand_over_wait(const std::string& queue, bool more) {

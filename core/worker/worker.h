@@ -71,6 +71,9 @@ struct WorkerConfig {
   std::vector<std::string> queues;
   int concurrency = 1;
   int prefetch_multiplier = 4;
+  // -O fair: take messages only while a pool thread is idle (nothing waits reserved behind a
+  // busy pool). Default (false), as Celery: prefetch up to concurrency x multiplier.
+  bool fair = false;
   std::string nodename = "celery@localhost";
   bool task_events = false;     // -E / worker_send_task_events: send task-* events
   bool heartbeat = true;        // worker-online/-heartbeat/-offline (--without-heartbeat)
@@ -184,6 +187,12 @@ class Worker {
   // Hands taken messages to the pool (or the ETA timer); a message that cannot be handled
   // goes to the dead letters. Called with fetch_mu_ held; the caller wakes the pool.
   void dispatch(Broker& broker, std::vector<Delivery>& batch) REQUIRES(fetch_mu_) EXCLUDES(mu_);
+  // A waiter's take that ran after cancel_consumer ended its queue (the take was waiting in
+  // Redis with the old queue list): gives those messages back at the head of their queues
+  // and leaves the rest in `batch`. Called with fetch_mu_ held, which cancel_consumer takes
+  // before it replies, so nothing of a cancelled queue is dispatched after the reply.
+  void give_back_cancelled(Broker& broker, std::vector<Delivery>& batch) REQUIRES(fetch_mu_)
+      EXCLUDES(mu_);
   // With mu_ held: how many more messages fit under the prefetch limit.
   size_t room_locked() const REQUIRES(mu_);
   // Shutdown: puts taken messages back at the head of their queues, one attempt each. One not
@@ -241,7 +250,8 @@ class Worker {
 
   // Remote control commands (worker_control.cpp): registers each in panel_.
   void register_control_commands();
-  json request_info(const Job& job) const REQUIRES(mu_);  // reads the job's mu_ fields
+  // Celery's Request.info(safe): with `safe`, args and kwargs as the producer's repr strings.
+  json request_info(const Job& job, bool safe = false) const REQUIRES(mu_);  // reads mu_ fields
   json set_time_limit(const json& arguments);
   json set_rate_limit(const json& arguments);
   json revoke(const json& ids, bool terminate, const json& signal) EXCLUDES(mu_);
@@ -264,7 +274,7 @@ class Worker {
   // worker_deduplicate_successful_tasks: SUCCESS is stored for this id.
   bool succeeded_before(const std::string& id) EXCLUDES(dedup_mu_);
   json add_consumer(const std::string& queue) EXCLUDES(mu_);
-  json cancel_consumer(const std::string& queue) EXCLUDES(mu_);
+  json cancel_consumer(const std::string& queue) EXCLUDES(mu_, fetch_mu_);
   // Throws when the broker is unreachable.
   std::map<std::string, int64_t> queue_lengths() EXCLUDES(mu_, status_mu_);
 

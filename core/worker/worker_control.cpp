@@ -68,13 +68,14 @@ json queue_dict(const std::string& name) {
 
 }  // namespace
 
-json Worker::request_info(const Job& job) const {
+json Worker::request_info(const Job& job, bool safe) const {
   const TaskMessage& m = job.msg;
   const bool started = job.time_start > 0;
+  // safe=True: the producer's argsrepr/kwargsrepr, as Celery's Request.info(safe=True).
   return {{"id", m.id},
           {"name", m.display_name()},
-          {"args", m.args},
-          {"kwargs", m.kwargs},
+          {"args", safe ? json(m.argsrepr) : m.args},
+          {"kwargs", safe ? json(m.kwargsrepr) : m.kwargs},
           {"type", m.task},
           {"hostname", config_.nodename},
           {"time_start", started ? json(job.time_start) : json(nullptr)},
@@ -107,10 +108,11 @@ void Worker::register_control_commands() {
       if (builtins || n.rfind("celery.", 0) != 0) names.push_back(n);
     return names;
   });
-  p.add("active", [this](const json&) {
+  p.add("active", [this](const json& a) {
+    const bool safe = control_flag(a, "safe");
     MutexLock lock(mu_);
     json out = json::array();
-    for (const auto& j : jobs_.active()) out.push_back(request_info(*j));
+    for (const auto& j : jobs_.active()) out.push_back(request_info(*j, safe));
     return out;
   });
   p.add("reserved", [this](const json&) {
@@ -184,7 +186,7 @@ void Worker::register_control_commands() {
     });
   }
   p.add("revoke", [this](const json& a) {
-    return revoke(a.value("task_id", json(nullptr)), a.value("terminate", false),
+    return revoke(a.value("task_id", json(nullptr)), control_flag(a, "terminate"),
                   a.value("signal", json(nullptr)));
   });
   p.add("terminate", [this](const json& a) {
@@ -351,12 +353,19 @@ json Worker::add_consumer(const std::string& queue) {
 }
 
 json Worker::cancel_consumer(const std::string& queue) {
-  MutexLock lock(mu_);
-  auto it = std::find(queues_.begin(), queues_.end(), queue);
-  if (it == queues_.end()) return error_reply("not consuming from " + queue);
-  queues_.erase(it);
-  arm_cv_.notify_all();  // its waiter notices and ends
-  spdlog::info("No longer consuming from {}", queue);
+  {
+    MutexLock lock(mu_);
+    // A queue not consumed gets the same ok as on Celery's worker.
+    if (auto it = std::find(queues_.begin(), queues_.end(), queue); it != queues_.end()) {
+      queues_.erase(it);
+      arm_cv_.notify_all();  // its waiter notices and ends
+      spdlog::info("No longer consuming from {}", queue);
+    }
+  }
+  // Every take runs or dispatches under fetch_mu_: once it is ours, a take that started with the
+  // old queue list has finished (fetch) or will give back what it took from `queue` (a waiter,
+  // give_back_cancelled), so after this reply nothing published to `queue` is consumed.
+  { MutexLock fetching(fetch_mu_); }
   return ok_reply("no longer consuming from " + queue);
 }
 

@@ -49,7 +49,6 @@ void Worker::send_task_event(const std::string& type, json fields) {
 void Worker::on_outcome(const TaskMessage& msg, const Outcome& o) {
   if (o.state.empty()) return;
   const std::string& name = msg.display_name();
-  ++processed_;
   last_progress_ = clock_.monotonic().time_since_epoch().count();
   if (o.state == states::SUCCESS) {
     metrics_.count(name, TaskEvent::Succeeded);
@@ -68,7 +67,11 @@ void Worker::on_outcome(const TaskMessage& msg, const Outcome& o) {
   metrics_.count(name, retry ? TaskEvent::Retried : TaskEvent::Failed);
   if (!retry) metrics_.observe_runtime(name, o.runtime_s);
   if (events_->task_events() && o.exception) {
-    json fields = {{"uuid", msg.id}, {"exception", o.exception->repr()}};
+    // task-retried carries repr(Retry.exc) as Celery's Request.on_retry sends it: the exc given
+    // to retry(), or 'None' without one (the tracer's stand-in Retry is the "without").
+    const bool bare_retry = retry && o.exception->type == "Retry" &&
+                            o.exception->module == "celery.exceptions";
+    json fields = {{"uuid", msg.id}, {"exception", bare_retry ? "None" : o.exception->repr()}};
     // NotRegistered has no traceback in Celery's task-failed.
     if (o.exception->type != "NotRegistered") fields["traceback"] = o.exception->traceback_text();
     events_->send_task_event(retry ? "task-retried" : "task-failed", std::move(fields));
@@ -85,6 +88,7 @@ void Worker::post_ack(const JobPtr& job) {
     jobs_.release(job->tag);
     ++acked_count_;
     if (waiting_for_room_ > 0) ready_cv_.notify_all();
+    if (!config_.fair) arm_cv_.notify_all();  // a waiter held back by a full prefetch resumes
   }
   outbox_->post_ack(job->tag);
 }
@@ -266,6 +270,9 @@ void Worker::execute(Broker& broker, const JobPtr& job) {
   const MonoTime started = clock_.monotonic();
   last_progress_ = started.time_since_epoch().count();
   metrics_.count(m.display_name(), TaskEvent::Started);
+  // The heartbeat's `processed`: Celery counts a task when the pool accepts it (worker/state.py
+  // task_accepted), so neither unregistered, expired nor revoked messages count.
+  ++processed_;
   // An ETA task waited for its ETA on purpose: its wait counts from then.
   double waited = std::chrono::duration<double>(started - job->received_at).count();
   if (m.eta) waited = std::min(waited, std::max(0.0, to_epoch(clock_.now()) - to_epoch(*m.eta)));

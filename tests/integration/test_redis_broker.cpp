@@ -130,13 +130,14 @@ TEST_F(RedisBrokerTest, TakeOnEmptyQueuesReturnsNothing) {
 TEST_F(RedisBrokerTest, TakeUpToMaxAcrossQueuesFifo) {
   for (int i = 0; i < 3; ++i) broker->publish(envelope("c" + std::to_string(i)), "", "celery", 0);
   broker->publish(envelope("p0", 0, "pdf_queue"), "", "pdf_queue", 0);
+  // kombu's default queue_order_strategy, round_robin: one message from each queue in turn.
   const auto ds = broker->take({"celery", "pdf_queue"}, 10, kMaxBytes, T0);
   ASSERT_EQ(ds.size(), 4u);
   EXPECT_EQ(id_of(ds[0].raw), "c0");
-  EXPECT_EQ(id_of(ds[1].raw), "c1");
-  EXPECT_EQ(id_of(ds[2].raw), "c2");
-  EXPECT_EQ(id_of(ds[3].raw), "p0");
-  EXPECT_EQ(ds[3].queue, "pdf_queue");
+  EXPECT_EQ(id_of(ds[1].raw), "p0");
+  EXPECT_EQ(ds[1].queue, "pdf_queue");
+  EXPECT_EQ(id_of(ds[2].raw), "c1");
+  EXPECT_EQ(id_of(ds[3].raw), "c2");
   EXPECT_EQ(hlen("unacked"), 4);
   EXPECT_EQ(zcard("unacked_index"), 4);
 
@@ -144,6 +145,19 @@ TEST_F(RedisBrokerTest, TakeUpToMaxAcrossQueuesFifo) {
   broker->publish(envelope("x2"), "", "celery", 0);
   EXPECT_EQ(broker->take({"celery"}, 1, kMaxBytes, T0).size(), 1u);
   EXPECT_EQ(llen("celery"), 1);
+}
+
+TEST_F(RedisBrokerTest, QueueOrderStrategyPriorityEmptiesTheFirstQueueFirst) {
+  RedisUrl url = server().redis_url();
+  url.keys = KombuKeys::from_transport_options({{"queue_order_strategy", "priority"}});
+  RedisBroker ordered(url);
+  for (int i = 0; i < 2; ++i) ordered.publish(envelope("c" + std::to_string(i)), "", "celery", 0);
+  ordered.publish(envelope("p0", 0, "pdf_queue"), "", "pdf_queue", 0);
+  const auto ds = ordered.take({"celery", "pdf_queue"}, 10, kMaxBytes, T0);
+  ASSERT_EQ(ds.size(), 3u);
+  EXPECT_EQ(id_of(ds[0].raw), "c0");
+  EXPECT_EQ(id_of(ds[1].raw), "c1");
+  EXPECT_EQ(id_of(ds[2].raw), "p0");
 }
 
 TEST_F(RedisBrokerTest, PriorityListsAndOrder) {
@@ -179,15 +193,15 @@ TEST_F(RedisBrokerTest, PriorityStepMajorAcrossQueues) {
 
 TEST(PriorityList, Buckets) {
   const std::string s = "\x06\x16";
-  EXPECT_EQ(priority_list("q", 0), "q");
-  EXPECT_EQ(priority_list("q", 2), "q");
-  EXPECT_EQ(priority_list("q", 3), "q" + s + "3");
-  EXPECT_EQ(priority_list("q", 5), "q" + s + "3");
-  EXPECT_EQ(priority_list("q", 6), "q" + s + "6");
-  EXPECT_EQ(priority_list("q", 8), "q" + s + "6");
-  EXPECT_EQ(priority_list("q", 9), "q" + s + "9");
-  EXPECT_EQ(priority_list("q", 42), "q" + s + "9") << "clamped";
-  EXPECT_EQ(priority_list("q", -1), "q") << "clamped";
+  EXPECT_EQ(KombuKeys().priority_list("q", 0), "q");
+  EXPECT_EQ(KombuKeys().priority_list("q", 2), "q");
+  EXPECT_EQ(KombuKeys().priority_list("q", 3), "q" + s + "3");
+  EXPECT_EQ(KombuKeys().priority_list("q", 5), "q" + s + "3");
+  EXPECT_EQ(KombuKeys().priority_list("q", 6), "q" + s + "6");
+  EXPECT_EQ(KombuKeys().priority_list("q", 8), "q" + s + "6");
+  EXPECT_EQ(KombuKeys().priority_list("q", 9), "q" + s + "9");
+  EXPECT_EQ(KombuKeys().priority_list("q", 42), "q" + s + "9") << "clamped";
+  EXPECT_EQ(KombuKeys().priority_list("q", -1), "q") << "clamped";
 }
 
 struct MalformedCase {
@@ -212,7 +226,7 @@ TEST_P(RedisBrokerMalformed, GoesToDeadLetterNotUnacked) {
   EXPECT_TRUE(ds[0].tag.empty());
   EXPECT_EQ(ds[0].task_id, GetParam().task_id);
   EXPECT_EQ(ds[0].raw, raw.substr(0, 512));
-  EXPECT_EQ(lrange(kDeadLetterKey), std::vector<std::string>{raw});
+  EXPECT_EQ(lrange(KombuKeys().dead_letters()), std::vector<std::string>{raw});
   EXPECT_EQ(hlen("unacked"), 0);
   EXPECT_EQ(zcard("unacked_index"), 0);
   EXPECT_EQ(llen("celery"), 0);
@@ -357,7 +371,7 @@ TEST_F(RedisBrokerTest, DeadLetterMovesAnUnackedMessage) {
   broker->dead_letter(d.tag);
   EXPECT_EQ(hlen("unacked"), 0);
   EXPECT_EQ(zcard("unacked_index"), 0);
-  const auto dead = lrange(kDeadLetterKey);
+  const auto dead = lrange(KombuKeys().dead_letters());
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_EQ(json::parse(dead[0]), json::parse(env));
 }
@@ -371,7 +385,7 @@ TEST_F(RedisBrokerTest, DeadLetterKeepsATooDeepMessageWithoutRecursing) {
   const Delivery d = take_one();
   broker->dead_letter(d.tag);
   EXPECT_EQ(hlen("unacked"), 0);
-  const auto dead = lrange(kDeadLetterKey);
+  const auto dead = lrange(KombuKeys().dead_letters());
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_NE(dead[0].find(env), std::string::npos);
 }

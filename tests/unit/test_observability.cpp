@@ -135,7 +135,9 @@ TEST(Events, WorkerAndReceivedFields) {
   EXPECT_EQ(w["active"], 1);
   EXPECT_EQ(w["processed"], 5);
   EXPECT_EQ(w["loadavg"].size(), 3u);
-  EXPECT_EQ(w["sw_ident"], "py-celery");
+  // Ours, so Flower and `celery events` say what runs (Celery's worker sends py-celery).
+  EXPECT_EQ(w["sw_ident"], "cvtasks");
+  EXPECT_TRUE(w["sw_ver"].is_string() && w["sw_ver"] != "5.2.6" && !w["sw_ver"].empty());
 
   TaskMessage m;
   m.id = m.root_id = "id1";

@@ -128,6 +128,53 @@ TEST_F(WorkerTest, StatsReportPrefetchAndTotals) {
   EXPECT_EQ(stats["total"]["cvtasks.diagnostics.add"], 1);
 }
 
+TEST_F(WorkerTest, PrefetchesWhileEveryThreadIsBusy) {
+  // Celery's prefetch: with the only thread busy (its message acked early), two more messages
+  // are taken and wait reserved. Before, they stayed in the queue until the thread was free.
+  start();
+  const std::string running = publish("t.block", {1});
+  ASSERT_TRUE(gate.wait_arrived(1));
+  const std::string a = publish("t.block", {2}), b = publish("t.block", {3});
+  const std::string c = publish("t.block", {4});
+  ASSERT_TRUE(broker_state([&] { return control("reserved").size() == 2; }));
+  gate.open();
+  for (const auto& id : {running, a, b, c}) EXPECT_TRUE(results.wait_state(id, "SUCCESS"));
+}
+
+TEST_F(WorkerTest, FairTakesNothingWhileEveryThreadIsBusy) {
+  config.fair = true;
+  start();
+  const std::string running = publish("t.block", {1});
+  ASSERT_TRUE(gate.wait_arrived(1));
+  const std::string next = publish("t.block", {2});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a bounded look for a take
+  EXPECT_TRUE(control("reserved").empty());
+  gate.open();
+  EXPECT_TRUE(results.wait_state(next, "SUCCESS"));
+}
+
+TEST_F(WorkerTest, RemoteControlArgumentsAsCeleryReadsThem) {
+  // Before: revoke with terminate=0 failed ("type must be boolean"), active ignored safe, and
+  // cancel_consumer of a queue not consumed was an error reply.
+  start();
+  EXPECT_EQ(control("cancel_consumer", {{"queue", "nothing"}}),
+            json({{"ok", "no longer consuming from nothing"}}));
+  PublishOptions o;
+  o.task = "t.block";
+  o.args = {5};
+  o.argsrepr = "(5,)";
+  const std::string id = publish(o);
+  ASSERT_TRUE(gate.wait_arrived(1));
+  EXPECT_EQ(control("active")[0]["args"], json::array({5}));
+  EXPECT_EQ(control("active", {{"safe", 1}})[0]["args"], "(5,)");
+  EXPECT_EQ(control("revoke", {{"task_id", id}, {"terminate", 0}}),
+            json({{"ok", "tasks " + id + " flagged as revoked"}}));
+  EXPECT_EQ(control("active").size(), 1u);
+  EXPECT_EQ(control("revoke", {{"task_id", id}, {"terminate", "on"}}),
+            json({{"ok", "terminate: " + id}}));
+  EXPECT_TRUE(results.wait_state(id, "REVOKED"));
+}
+
 TEST_F(WorkerTest, HealthzAsksTheBroker) {
   start();  // waits for a healthy worker
   EXPECT_EQ(worker->healthz().status, 200);

@@ -26,7 +26,7 @@ class RedisPidbox final : public Pidbox {
         nodename_(std::move(nodename)),
         clock_(clock),
         handler_(std::move(handler)),
-        channel_(pidbox_channel(url_.db)),
+        channel_(url_.keys.pidbox_channel(url_.db)),
         queue_(nodename_ + "." + kPidboxExchange) {}
   ~RedisPidbox() override { stop(); }
 
@@ -44,8 +44,8 @@ class RedisPidbox final : public Pidbox {
     try {
       // kombu removes the node's binding and its (always empty) queue lists on shutdown.
       RedisConnection conn(url_, 2.0);
-      std::vector<Command> cmds{{"SREM", binding_key(kPidboxExchange), binding_member()}};
-      for (int step : kPrioritySteps) cmds.push_back({"DEL", priority_list(queue_, step)});
+      std::vector<Command> cmds{{"SREM", url_.keys.binding_key(kPidboxExchange), binding_member()}};
+      for (const auto& list : url_.keys.step_lists(queue_)) cmds.push_back({"DEL", list});
       conn.pipeline(cmds);
     } catch (const Error& e) {
       spdlog::warn("Remote control: could not remove the pidbox binding: {}", e.what());
@@ -54,7 +54,7 @@ class RedisPidbox final : public Pidbox {
 
  private:
   std::string binding_member() const {
-    return std::string(kPrioritySep) + kPrioritySep + queue_;
+    return url_.keys.binding_member("", queue_);
   }
 
   void loop() {
@@ -66,7 +66,7 @@ class RedisPidbox final : public Pidbox {
     while (!stop_) {
       try {
         if (!subscribed) {
-          out.command({"SADD", binding_key(kPidboxExchange), binding_member()});
+          out.command({"SADD", url_.keys.binding_key(kPidboxExchange), binding_member()});
           sub.send({"PSUBSCRIBE", channel_});
           subscribed = true;
           if (lost_logged) spdlog::info("Remote control: connection to Redis re-established");
@@ -99,11 +99,11 @@ class RedisPidbox final : public Pidbox {
   void deliver(const ControlAnswer& a, RedisConnection& out) {
     const std::string exchange =
         a.request.reply_exchange.empty() ? kPidboxReplyExchange : a.request.reply_exchange;
-    const Reply members = out.command({"SMEMBERS", binding_key(exchange)});
+    const Reply members = out.command({"SMEMBERS", url_.keys.binding_key(exchange)});
     std::vector<std::string> bindings;
     for (const auto& m : members.elements) bindings.push_back(m.str);
-    for (const auto& queue : bound_queues(bindings, a.request.reply_routing_key))
-      out.command({"LPUSH", queue, a.envelope});
+    for (const auto& queue : url_.keys.bound_queues(bindings, a.request.reply_routing_key))
+      out.command({"LPUSH", url_.keys.priority_list(queue, 0), a.envelope});
   }
 
   RedisUrl url_;
@@ -137,7 +137,9 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
     const std::string oid = new_uuid();
     const std::string queue = oid + "." + kPidboxReplyExchange;
     // kombu's binding member: routing key, pattern (empty), queue.
-    const std::string member = oid + kPrioritySep + kPrioritySep + queue;
+    const KombuKeys& keys = url.keys;
+    const std::string member = keys.binding_member(oid, queue);
+    const std::string queue_list = keys.priority_list(queue, 0);
     const json body = {{"method", method},
                        {"arguments", arguments},
                        {"destination", nullptr},
@@ -147,10 +149,10 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
                        {"reply_to", {{"exchange", kPidboxReplyExchange}, {"routing_key", oid}}}};
     const std::string envelope =
         encode_envelope(body, {{"clock", 1}, {"expires", nullptr}}, {kPidboxExchange, "", 0, 1});
-    conn.command({"SADD", binding_key(kPidboxReplyExchange), member});
+    conn.command({"SADD", keys.binding_key(kPidboxReplyExchange), member});
     std::vector<json> replies;
     try {
-      conn.command({"PUBLISH", pidbox_channel(url.db), envelope});
+      conn.command({"PUBLISH", keys.pidbox_channel(url.db), envelope});
       const auto deadline =
           std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
       for (;;) {
@@ -158,7 +160,7 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
             std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
         if (left <= 0) break;
         // BRPOP's timeout is whole seconds in old servers: wait in short turns.
-        const Reply r = conn.blocking({"BRPOP", queue, "0.1"}, 0.1);
+        const Reply r = conn.blocking({"BRPOP", queue_list, "0.1"}, 0.1);
         if (r.kind != Reply::Kind::Array || r.elements.size() != 2) continue;
         try {
           const json env = json::parse(r.elements[1].str);
@@ -173,12 +175,12 @@ ControlCaller make_redis_control_caller(const RedisUrl& url) {
       }
     } catch (...) {
       try {
-        conn.pipeline({{"SREM", binding_key(kPidboxReplyExchange), member}, {"DEL", queue}});
+        conn.pipeline({{"SREM", keys.binding_key(kPidboxReplyExchange), member}, {"DEL", queue_list}});
       } catch (const Error&) {
       }
       throw;
     }
-    conn.pipeline({{"SREM", binding_key(kPidboxReplyExchange), member}, {"DEL", queue}});
+    conn.pipeline({{"SREM", keys.binding_key(kPidboxReplyExchange), member}, {"DEL", queue_list}});
     return replies;
   };
 }

@@ -6,7 +6,6 @@
 
 #include "core/base/errors.h"
 #include "core/protocol/protocol.h"
-#include "kombu_keys.h"
 
 namespace cvtasks {
 namespace {
@@ -53,30 +52,51 @@ local function oversized_id(m)
   if not h then return '' end
   return string.match(string.sub(m, h, h + 65535), '"id"%s*:%s*"([^"\\]+)"') or ''
 end
+-- KEYS[5..] are the queues' lists, step-major (every queue's list of one step, then the
+-- next step), `nq` per step; ARGV[9..] their queue names. round_robin takes one message from
+-- each queue of a step in turn (kombu serves the next queue after every message); otherwise a
+-- queue is emptied before the next.
+local rr, nq = ARGV[7] == '1', math.max(tonumber(ARGV[8]), 1)
 local out, n, taken, stop = {}, 0, {}, #KEYS + 1
-for i = 5, #KEYS do
-  local base = ARGV[i + 2]
-  while n < max do
-    local m = redis.call('RPOP', KEYS[i])
-    if not m then break end
-    n = n + 1
-    local tag, ex, rk
-    if #m <= max_bytes and string.sub(m, 1, 1) == '{' then tag, ex, rk = fields(m) end
-    if tag then
-      rk = rk or base
-      redis.call('ZADD', KEYS[2], now, tag)
-      redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-      out[#out + 1] = base; out[#out + 1] = m; out[#out + 1] = tag; out[#out + 1] = '0'
-      taken[#taken + 1] = tag
-    else
-      local id = ''
-      if #m > max_bytes then id = oversized_id(m) end
-      redis.call('LPUSH', KEYS[3], m)
-      redis.call('LTRIM', KEYS[3], 0, cap - 1)
-      out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = id; out[#out + 1] = '1'
+local function take_one(i)
+  local base = ARGV[i + 4]
+  local m = redis.call('RPOP', KEYS[i])
+  if not m then return false end
+  n = n + 1
+  local tag, ex, rk
+  if #m <= max_bytes and string.sub(m, 1, 1) == '{' then tag, ex, rk = fields(m) end
+  if tag then
+    rk = rk or base
+    redis.call('ZADD', KEYS[2], now, tag)
+    redis.call('HSET', KEYS[1], tag, '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+    out[#out + 1] = base; out[#out + 1] = m; out[#out + 1] = tag; out[#out + 1] = '0'
+    taken[#taken + 1] = tag
+  else
+    local id = ''
+    if #m > max_bytes then id = oversized_id(m) end
+    redis.call('LPUSH', KEYS[3], m)
+    redis.call('LTRIM', KEYS[3], 0, cap - 1)
+    out[#out + 1] = base; out[#out + 1] = string.sub(m, 1, 512); out[#out + 1] = id; out[#out + 1] = '1'
+  end
+  return true
+end
+for g = 5, #KEYS, nq do
+  if rr then
+    local live = true
+    while live and n < max do
+      live = false
+      for i = g, g + nq - 1 do
+        if n >= max then break end
+        if take_one(i) then live = true end
+      end
+    end
+  else
+    for i = g, g + nq - 1 do
+      while n < max and take_one(i) do end
+      if n >= max then break end
     end
   end
-  if n >= max then stop = i break end
+  if n >= max then stop = g break end
 end
 if #taken > 0 then redis.call('HSET', KEYS[4], ARGV[5], ARGV[6] .. '\n' .. table.concat(taken, '\n')) end
 -- Last element: whether a message is left where the take stopped or after it (a burst behind
@@ -104,18 +124,18 @@ std::string fmt_score(TimePoint t) {
 }  // namespace
 
 RedisBroker::RedisBroker(const RedisUrl& url, double receive_timeout_s)
-    : conn_(url, receive_timeout_s), receipt_field_(new_uuid()) {}
+    : keys_(url.keys), conn_(url, receive_timeout_s), receipt_field_(new_uuid()) {}
 
 RedisBroker::~RedisBroker() {
   try {
-    if (conn_.connected()) conn_.command({"HDEL", kTakeReceipts, receipt_field_});
+    if (conn_.connected()) conn_.command({"HDEL", keys_.take_receipts(), receipt_field_});
   } catch (const std::exception&) {
   }
 }
 
 void RedisBroker::recover_lost_take() {
   if (lost_take_.empty()) return;
-  const Reply receipt = conn_.command({"HGET", kTakeReceipts, receipt_field_});
+  const Reply receipt = conn_.command({"HGET", keys_.take_receipts(), receipt_field_});
   std::vector<std::string> lines;
   size_t start = 0;
   while (start <= receipt.str.size()) {
@@ -134,7 +154,7 @@ void RedisBroker::recover_lost_take() {
 void RedisBroker::declare(const std::vector<std::string>& queues) {
   std::vector<Command> cmds;
   for (const auto& q : queues)
-    cmds.push_back({"SADD", binding_key(q), queue_binding(q)});
+    cmds.push_back({"SADD", keys_.binding_key(q), keys_.queue_binding(q)});
   for (const auto& r : conn_.pipeline(cmds))
     if (r.kind == Reply::Kind::Error)
       throw RedisConnection::reply_error("cannot declare queue: ", r.str);
@@ -164,13 +184,19 @@ std::vector<Delivery> deliveries(const Reply& r) {
 RedisBroker::TakeCall RedisBroker::take_call(const std::vector<std::string>& queues, size_t max,
                                              size_t max_bytes, TimePoint now) {
   recover_lost_take();
-  TakeCall t{new_uuid(), {kUnacked, kUnackedIndex, kDeadLetterKey, kTakeReceipts}, {}};
+  TakeCall t{new_uuid(), {keys_.unacked(), keys_.unacked_index(), keys_.dead_letters(), keys_.take_receipts()}, {}};
   t.args = {fmt_score(now), std::to_string(max), std::to_string(max_bytes),
             std::to_string(kDeadLetterCap), receipt_field_, t.call};
-  for (int step : kPrioritySteps) {
-    for (const auto& q : queues) {
-      t.keys.push_back(priority_list(q, step));
-      t.args.push_back(q);
+  const bool rr = keys_.queue_order() == KombuKeys::QueueOrder::RoundRobin;
+  const std::vector<std::string> order = rr ? cycle(queues) : keys_.ordered(queues);
+  t.args.push_back(rr ? "1" : "0");
+  t.args.push_back(std::to_string(order.size()));
+  std::vector<std::vector<std::string>> lists;
+  for (const auto& q : order) lists.push_back(keys_.step_lists(q));
+  for (size_t step = 0; step < keys_.priority_steps().size(); ++step) {
+    for (size_t i = 0; i < order.size(); ++i) {
+      t.keys.push_back(lists[i][step]);
+      t.args.push_back(order[i]);
     }
   }
   return t;
@@ -187,10 +213,31 @@ auto RedisBroker::guarded_take(const TakeCall& take, F&& run) -> decltype(run())
   }
 }
 
+std::vector<std::string> RedisBroker::cycle(const std::vector<std::string>& queues) {
+  // kombu's round_robin cycle: the queues in their turn, new ones joining at the end.
+  std::erase_if(cycle_, [&](const std::string& q) {
+    return std::find(queues.begin(), queues.end(), q) == queues.end();
+  });
+  for (const auto& q : queues)
+    if (std::find(cycle_.begin(), cycle_.end(), q) == cycle_.end()) cycle_.push_back(q);
+  return cycle_;
+}
+
+void RedisBroker::rotate(const std::vector<Delivery>& taken) {
+  // kombu's rotate(queue) after each message: the queue served goes to the end of the cycle.
+  if (keys_.queue_order() != KombuKeys::QueueOrder::RoundRobin) return;
+  for (const auto& d : taken)
+    if (auto it = std::find(cycle_.begin(), cycle_.end(), d.queue); it != cycle_.end())
+      std::rotate(it, it + 1, cycle_.end());
+}
+
 std::vector<Delivery> RedisBroker::take(const std::vector<std::string>& queues, size_t max,
                                         size_t max_bytes, TimePoint now) {
   const TakeCall t = take_call(queues, max, max_bytes, now);
-  return deliveries(guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); }));
+  auto out =
+      deliveries(guarded_take(t, [&] { return conn_.eval(kTakeScript, t.keys, t.args); }));
+  rotate(out);
+  return out;
 }
 
 Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double timeout_s,
@@ -203,8 +250,10 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
   const TakeCall t = take_call(queues, max, max_bytes, now);
   char block[32];
   std::snprintf(block, sizeof block, "%.3f", timeout_s);
+  const std::string wait_list = keys_.priority_list(queue, 0);
   std::vector<Reply> r = guarded_take(t, [&] {
-    return conn_.pipeline({{"BLMOVE", queue, queue, "RIGHT", "RIGHT", block},
+    // The wait is on the list of default-priority messages.
+    return conn_.pipeline({{"BLMOVE", wait_list, wait_list, "RIGHT", "RIGHT", block},
                            RedisConnection::evalsha(kTakeScript, t.keys, t.args)},
                           timeout_s);
   });
@@ -217,6 +266,7 @@ Broker::WaitedTake RedisBroker::wait_and_take(const std::string& queue, double t
   WaitedTake out;
   out.deliveries = deliveries(r[1]);
   out.more = more_left(r[1]);
+  rotate(out.deliveries);
   // Messages taken are handed over even if the wait failed (a key of the wrong type, say):
   // the error shows on the next call, which takes nothing more.
   if (out.deliveries.empty() && r[0].kind == Reply::Kind::Error)
@@ -228,8 +278,8 @@ void RedisBroker::ack_many(const std::vector<std::string>& tags) {
   if (tags.empty()) return;
   // kombu wraps each ack in MULTI; two variadic commands for a whole batch do the same work.
   // HDEL goes first: an index entry without its hash entry is skipped by every restorer.
-  Command hdel{"HDEL", kUnacked};
-  Command zrem{"ZREM", kUnackedIndex};
+  Command hdel{"HDEL", keys_.unacked()};
+  Command zrem{"ZREM", keys_.unacked_index()};
   hdel.insert(hdel.end(), tags.begin(), tags.end());
   zrem.insert(zrem.end(), tags.begin(), tags.end());
   for (const auto& r : conn_.pipeline({hdel, zrem}))
@@ -239,18 +289,18 @@ void RedisBroker::ack_many(const std::vector<std::string>& tags) {
 std::vector<std::string> RedisBroker::resolve(const std::string& exchange,
                                               const std::string& routing_key) {
   if (exchange.empty()) return {routing_key};
-  const Reply reply = conn_.command({"SMEMBERS", binding_key(exchange)});
+  const Reply reply = conn_.command({"SMEMBERS", keys_.binding_key(exchange)});
   std::vector<std::string> members;
   for (const auto& m : reply.elements) members.push_back(m.str);
-  return bound_queues(members, routing_key);
+  return keys_.bound_queues(members, routing_key);
 }
 
 void RedisBroker::put_back(const std::string& tag, bool at_head) {
   for (int attempt = 0; attempt < 10; ++attempt) {
-    conn_.command({"WATCH", kUnacked});
-    const Reply stored = conn_.command({"HGET", kUnacked, tag});
+    conn_.command({"WATCH", keys_.unacked()});
+    const Reply stored = conn_.command({"HGET", keys_.unacked(), tag});
     if (stored.is_nil()) {
-      conn_.pipeline({{"UNWATCH"}, {"ZREM", kUnackedIndex, tag}});
+      conn_.pipeline({{"UNWATCH"}, {"ZREM", keys_.unacked_index(), tag}});
       return;
     }
     nlohmann::json entry;
@@ -274,18 +324,19 @@ void RedisBroker::put_back(const std::string& tag, bool at_head) {
       targets = resolve(entry[1].is_string() ? entry[1].get<std::string>() : "",
                         entry[2].is_string() ? entry[2].get<std::string>() : "");
     }
-    std::vector<Command> tx{{"MULTI"}, {"ZREM", kUnackedIndex, tag}, {"HDEL", kUnacked, tag}};
+    std::vector<Command> tx{{"MULTI"}, {"ZREM", keys_.unacked_index(), tag}, {"HDEL", keys_.unacked(), tag}};
     if (targets.empty()) {
       // Nothing to route to (corrupt entry or unbound exchange): keep it, in the dead letters.
-      tx.push_back({"LPUSH", kDeadLetterKey, envelope.empty() ? stored.str : envelope});
+      tx.push_back({"LPUSH", keys_.dead_letters(), envelope.empty() ? stored.str : envelope});
     }
-    for (const auto& q : targets) tx.push_back({at_head ? "RPUSH" : "LPUSH", q, envelope});
+    for (const auto& q : targets)
+      tx.push_back({at_head ? "RPUSH" : "LPUSH", keys_.priority_list(q, 0), envelope});
     tx.push_back({"EXEC"});
     const auto replies = conn_.pipeline(tx);
     if (!replies.back().is_nil()) {
       if (targets.empty())
         spdlog::error("unacked message {} has no queue to go back to; moved to {}", tag,
-                      kDeadLetterKey);
+                      keys_.dead_letters());
       return;
     }
     // EXEC returned nil: unacked changed under WATCH; read it again.
@@ -297,7 +348,7 @@ void RedisBroker::requeue(const std::string& tag) { put_back(tag, false); }
 void RedisBroker::restore(const std::string& tag) { put_back(tag, true); }
 
 void RedisBroker::dead_letter(const std::string& tag) {
-  const Reply stored = conn_.command({"HGET", kUnacked, tag});
+  const Reply stored = conn_.command({"HGET", keys_.unacked(), tag});
   std::string raw = stored.str;
   // Unwrap kombu's [envelope, exchange, routing_key], unless too deep for dump()'s recursion
   // (a hostile message): then the whole entry is kept, which is still readable.
@@ -310,11 +361,11 @@ void RedisBroker::dead_letter(const std::string& tag) {
   }
   std::vector<Command> tx{{"MULTI"}};
   if (!stored.is_nil()) {
-    tx.push_back({"LPUSH", kDeadLetterKey, raw});
-    tx.push_back({"LTRIM", kDeadLetterKey, "0", std::to_string(kDeadLetterCap - 1)});
+    tx.push_back({"LPUSH", keys_.dead_letters(), raw});
+    tx.push_back({"LTRIM", keys_.dead_letters(), "0", std::to_string(kDeadLetterCap - 1)});
   }
-  tx.push_back({"ZREM", kUnackedIndex, tag});
-  tx.push_back({"HDEL", kUnacked, tag});
+  tx.push_back({"ZREM", keys_.unacked_index(), tag});
+  tx.push_back({"HDEL", keys_.unacked(), tag});
   tx.push_back({"EXEC"});
   conn_.pipeline(tx);
 }
@@ -331,10 +382,10 @@ void RedisBroker::publish(const std::string& envelope, const std::string& exchan
   for (const auto& q : targets) {
     // Declaring keeps named-exchange routing to this queue working for every publisher.
     if (exchange.empty() && !declared_.count(q)) {
-      cmds.push_back({"SADD", binding_key(q), queue_binding(q)});
+      cmds.push_back({"SADD", keys_.binding_key(q), keys_.queue_binding(q)});
       declared_.insert(q);
     }
-    cmds.push_back({"LPUSH", priority_list(q, priority), envelope});
+    cmds.push_back({"LPUSH", keys_.priority_list(q, priority), envelope});
   }
   for (const auto& r : conn_.pipeline(cmds))
     if (r.kind == Reply::Kind::Error) throw RedisConnection::reply_error("publish failed: ", r.str);
@@ -342,7 +393,7 @@ void RedisBroker::publish(const std::string& envelope, const std::string& exchan
 
 void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {
   if (tags.empty()) return;
-  Command cmd{"ZADD", kUnackedIndex, "XX"};
+  Command cmd{"ZADD", keys_.unacked_index(), "XX"};
   const std::string score = fmt_score(now);
   for (const auto& t : tags) {
     cmd.push_back(score);
@@ -353,38 +404,38 @@ void RedisBroker::touch(const std::vector<std::string>& tags, TimePoint now) {
 
 size_t RedisBroker::restore_visible(double visibility_timeout_s, TimePoint now) {
   const std::string token = new_uuid();
-  const Reply lock = conn_.command({"SET", kUnackedMutex, token, "NX", "PX", "300000"});
+  const Reply lock = conn_.command({"SET", keys_.unacked_mutex(), token, "NX", "PX", "300000"});
   if (lock.is_nil()) return 0;
   size_t restored = 0;
   try {
     const auto ceiling = now - span<TimePoint::duration>(visibility_timeout_s);
     const Reply due = conn_.command(
-        {"ZREVRANGEBYSCORE", kUnackedIndex, fmt_score(ceiling), "0", "WITHSCORES"});
+        {"ZREVRANGEBYSCORE", keys_.unacked_index(), fmt_score(ceiling), "0", "WITHSCORES"});
     for (size_t i = 0; i + 1 < due.elements.size(); i += 2) {
       restore(due.elements[i].str);
       ++restored;
     }
   } catch (...) {
     try {
-      conn_.eval(kReleaseScript, {kUnackedMutex}, {token});
+      conn_.eval(kReleaseScript, {keys_.unacked_mutex()}, {token});
     } catch (...) {
     }
     throw;
   }
-  conn_.eval(kReleaseScript, {kUnackedMutex}, {token});
+  conn_.eval(kReleaseScript, {keys_.unacked_mutex()}, {token});
   return restored;
 }
 
-std::string RedisBroker::dead_letters() const { return kDeadLetterKey; }
+std::string RedisBroker::dead_letters() const { return keys_.dead_letters(); }
 
 std::map<std::string, int64_t> RedisBroker::queue_lengths(const std::vector<std::string>& queues) {
   std::vector<Command> cmds;
   for (const auto& q : queues)
-    for (int step : kPrioritySteps) cmds.push_back({"LLEN", priority_list(q, step)});
+    for (const auto& list : keys_.step_lists(q)) cmds.push_back({"LLEN", list});
   const auto replies = conn_.pipeline(cmds);
   std::map<std::string, int64_t> out;
-  for (size_t i = 0; i < replies.size(); ++i)
-    out[queues[i / std::size(kPrioritySteps)]] += replies[i].integer;
+  const size_t steps = keys_.priority_steps().size();
+  for (size_t i = 0; i < replies.size(); ++i) out[queues[i / steps]] += replies[i].integer;
   return out;
 }
 

@@ -55,9 +55,15 @@ class RedisBroker final : public Broker {
   // Moves an unacked message back to its queue: at the head (RPUSH) or the tail (LPUSH).
   void put_back(const std::string& tag, bool at_head);
   std::vector<std::string> resolve(const std::string& exchange, const std::string& routing_key);
+  // round_robin: `queues` in the order of this connection's cycle, and the cycle turned past
+  // every queue a take served.
+  std::vector<std::string> cycle(const std::vector<std::string>& queues);
+  void rotate(const std::vector<Delivery>& taken);
 
+  const KombuKeys keys_;
+  std::vector<std::string> cycle_;
   RedisConnection conn_;
-  std::string receipt_field_;  // this connection's field in cvtasks.take_receipts
+  std::string receipt_field_;  // this connection's field in the take receipts hash
   std::string lost_take_;      // id of a take whose reply was lost, until recovered
   std::unordered_set<std::string> declared_;
 };

@@ -61,9 +61,10 @@ std::optional<RunRecord> parse_record(const std::string& last_us, const std::str
 RedisLeader::RedisLeader(const RedisUrl& url, std::chrono::milliseconds lock_timeout,
                          std::string key_prefix)
     : conn_(url),
+      keys_(url.keys),
       lock_timeout_(lock_timeout),
-      lock_key_(key_prefix + "lock"),
-      runs_key_(key_prefix + "runs"),
+      lock_key_(keys_.key(key_prefix + "lock")),
+      runs_key_(keys_.key(key_prefix + "runs")),
       token_(new_uuid()) {}
 
 bool RedisLeader::acquire_or_renew() {
@@ -96,20 +97,20 @@ Leader::Result RedisLeader::serve(const std::string& entry, TimePoint tick, Time
       queues.push_back(to.routing_key);
       // kombu declares the queue's binding when publishing; a Python worker consuming the
       // queue by name relies on it for named-exchange routing.
-      binding = binding_key(to.routing_key);
-      member = queue_binding(to.routing_key);
+      binding = keys_.binding_key(to.routing_key);
+      member = keys_.queue_binding(to.routing_key);
     } else {
       // A direct exchange: the queues bound with this routing key (kombu's _lookup).
-      const Reply reply = conn_.command({"SMEMBERS", binding_key(to.exchange)});
+      const Reply reply = conn_.command({"SMEMBERS", keys_.binding_key(to.exchange)});
       std::vector<std::string> members;
       for (const auto& m : reply.elements) members.push_back(m.str);
-      queues = bound_queues(members, to.routing_key);
+      queues = keys_.bound_queues(members, to.routing_key);
       if (queues.empty())
         throw BrokerError("exchange '" + to.exchange + "' has no queue bound with routing key '" +
                               to.routing_key + "'",
                           false);
     }
-    for (const auto& q : queues) keys.push_back(priority_list(q, to.priority));
+    for (const auto& q : queues) keys.push_back(keys_.priority_list(q, to.priority));
   }
   const Reply r = conn_.eval(kServeScript, keys,
                              {token_, std::to_string(lock_timeout_.count()), entry,

@@ -31,6 +31,7 @@ class RedisLeader final : public Leader {
 
  private:
   RedisConnection conn_;
+  KombuKeys keys_;  // the broker's key layout: its global_keyprefix covers our keys too
   std::chrono::milliseconds lock_timeout_;
   std::string lock_key_;
   std::string runs_key_;

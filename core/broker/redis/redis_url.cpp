@@ -322,8 +322,10 @@ RedisUrl RedisUrl::parse(const std::string& url) {
 }
 
 RedisUrl broker_redis_url(const CelerySettings& settings) {
-  return RedisUrl::parse(settings.broker_url, RedisUrl::Role::Broker, settings.broker_use_ssl,
-                         settings.broker_transport_options);
+  RedisUrl url = RedisUrl::parse(settings.broker_url, RedisUrl::Role::Broker,
+                                 settings.broker_use_ssl, settings.broker_transport_options);
+  url.keys = KombuKeys::from_transport_options(settings.broker_transport_options);
+  return url;
 }
 
 RedisUrl backend_redis_url(const CelerySettings& settings) {

@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/tls/tls.h"
+#include "kombu_keys.h"
 
 namespace cvtasks {
 
@@ -52,6 +53,9 @@ struct RedisUrl {
   std::string password;  // empty = no AUTH
   std::optional<ClientTls> tls;  // set: rediss://, or TLS to a sentinel-managed master
   std::string safe_url;  // the URL as given, password masked, for messages
+  // The broker's key layout (broker_transport_options, set by broker_redis_url): it travels
+  // with the URL to every connection that names a key. A backend URL keeps the defaults.
+  KombuKeys keys;
 
   // Set for a sentinel:// URL: host and port above are then the first sentinel's (unused for
   // connecting); the master is asked for on each connection (RedisConnection).
@@ -77,7 +81,8 @@ struct RedisUrl {
   std::string where() const;
 };
 
-// settings.broker_url with broker_use_ssl and broker_transport_options.
+// settings.broker_url with broker_use_ssl and broker_transport_options (the sentinel options, and
+// the key layout in RedisUrl::keys).
 RedisUrl broker_redis_url(const CelerySettings& settings);
 // settings.result_backend (which must be set) with redis_backend_use_ssl and
 // result_backend_transport_options.

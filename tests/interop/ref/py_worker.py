@@ -35,6 +35,8 @@ def main():
     p.add_argument('--diagnostics', action='store_true')
     p.add_argument('--logfile')
     p.add_argument('--pidfile')
+    p.add_argument('-E', '--task-events', action='store_true')
+    p.add_argument('-O', dest='optimization')
     a = p.parse_args()
     if a.worker_type and a.worker_type not in QUEUES:
         print('error: unknown worker type %r' % a.worker_type, file=sys.stderr)
@@ -65,6 +67,10 @@ def main():
         argv += ['--logfile', a.logfile]
     if a.pidfile:
         argv += ['--pidfile', a.pidfile]
+    if a.task_events:
+        argv += ['-E']
+    if a.optimization:
+        argv += ['-O', a.optimization]
     app.worker_main(argv)
     return 0
 
