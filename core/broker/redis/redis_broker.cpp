@@ -440,14 +440,15 @@ std::map<std::string, int64_t> RedisBroker::queue_lengths(const std::vector<std:
 }
 
 int64_t RedisBroker::purge(const std::vector<std::string>& queues) {
+  std::vector<std::string> lists;
+  for (const auto& q : queues)
+    for (auto& list : keys_.step_lists(q)) lists.push_back(std::move(list));
   std::vector<Command> cmds;
-  for (const auto& q : queues)
-    for (int step : kPrioritySteps) cmds.push_back({"LLEN", priority_list(q, step)});
-  for (const auto& q : queues)
-    for (int step : kPrioritySteps) cmds.push_back({"DEL", priority_list(q, step)});
+  for (const auto& list : lists) cmds.push_back({"LLEN", list});
+  for (const auto& list : lists) cmds.push_back({"DEL", list});
   const auto replies = conn_.pipeline(cmds);
   int64_t n = 0;
-  for (size_t i = 0; i < queues.size() * std::size(kPrioritySteps); ++i) n += replies[i].integer;
+  for (size_t i = 0; i < lists.size(); ++i) n += replies[i].integer;
   return n;
 }
 
