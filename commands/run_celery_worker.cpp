@@ -110,8 +110,6 @@ class WorkerApp final : public cvtasks::CommandApp {
     add("time-limit", "", "hard time limit of every task, seconds (task_time_limit)", "SECONDS");
     add("soft-time-limit", "", "soft time limit of every task, seconds (task_soft_time_limit)",
         "SECONDS");
-    add("optimization", "O", "default|fair: fair takes only as many messages as idle threads",
-        "PROFILE");
     add("disable-prefetch", "", "take a message only for an idle thread (as -O fair)", nullptr);
     add("autoscale", "", "MAX,MIN: pool threads follow the backlog between MIN and MAX", "MAX,MIN");
     add("max-tasks-per-child", "", "warm restart after N x concurrency tasks", "N");
