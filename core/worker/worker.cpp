@@ -269,15 +269,27 @@ Worker::FetchResult Worker::fetch(Broker& broker) {
   MutexLock fetching(fetch_mu_);
   size_t room;
   std::vector<std::string> queues;
+  size_t asked = 0;
   {
     MutexLock lock(mu_);
     if (stopping_) return {0, false};
     queues = queues_;
     room = room_locked();
+    if (room == 0) return {0, true};
+    if (queues.empty()) return {0, false};  // every queue cancelled (cancel_consumer)
+    // Reserved until what the take brings is held: a waiter's take meanwhile (it does not
+    // wait for fetch_mu_) must not fill the same slots.
+    asked = std::min<size_t>(room, 64);
+    reserved_ += asked;
   }
-  if (room == 0) return {0, true};
-  if (queues.empty()) return {0, false};  // every queue cancelled (cancel_consumer)
-  const size_t asked = std::min<size_t>(room, 64);
+  struct Unreserve {
+    Worker& w;
+    size_t n;
+    ~Unreserve() {
+      MutexLock lock(w.mu_);
+      w.reserved_ -= n;
+    }
+  } unreserve{*this, asked};
   std::vector<Delivery> batch = io(
       [&] { return broker.take(queues, asked, settings_.worker.max_message_bytes, clock_.now()); },
       when_stopping());
@@ -345,7 +357,13 @@ JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
           queue, 0.5, queues, reserved, settings_.worker.max_message_bytes, clock_.now());
       {
         MutexLock fetching(fetch_mu_);
-        if (unreserve()) {
+        bool stopping;
+        {
+          MutexLock lock(mu_);
+          stopping = stopping_;
+        }
+        if (stopping) {
+          unreserve();
           // shutdown() has collected what it gives back already: these go back from here.
           std::vector<std::string> tags;
           for (const auto& d : got.deliveries)
@@ -356,6 +374,9 @@ JobPtr Worker::wait_loop(Broker& broker, const std::string& queue) {
         }
         give_back_cancelled(broker, got.deliveries);
         dispatch(broker, got.deliveries);
+        // Released only now that what the take brought is held: released before, another
+        // queue's waiter could take into the same slot meanwhile.
+        unreserve();
       }
       if (got.deliveries.empty()) continue;
       if (JobPtr job = hand_over_wait(queue, got.more)) return job;

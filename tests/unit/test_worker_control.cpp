@@ -44,11 +44,14 @@ TEST_F(WorkerTest, RevokeBeforeArrivalDiscardsTheMessageOnReceipt) {
 }
 
 TEST_F(WorkerTest, RevokeOfAReservedTaskDiscardsItAtOnce) {
-  const std::string running = publish("t.block", {1});
-  const std::string reserved = publish("t.block", {2});
-  start();  // the first take reserves both
+  publish("t.block", {1});
+  publish("t.block", {2});
+  start();  // the first takes hold both
   ASSERT_TRUE(gate.wait_arrived(1));
   ASSERT_TRUE(broker_state([&] { return control("reserved").size() == 1; }));
+  // The waiter's take and the pool's run side by side: either message may be the one started.
+  const std::string running = control("active")[0]["id"];
+  const std::string reserved = control("reserved")[0]["id"];
   control("revoke", {{"task_id", reserved}});
   EXPECT_TRUE(results.wait_state(reserved, "REVOKED"));
   EXPECT_TRUE(control("reserved").empty());
@@ -196,12 +199,14 @@ TEST_F(WorkerTest, MetricsPageCountsTasksAndQueueLengths) {
 
 TEST_F(WorkerTest, WarmShutdownGivesBackReservedAndFinishesRunning) {
   config.prefetch_multiplier = 3;
-  const std::string running = publish("t.block", {1});
+  publish("t.block", {1});
   publish("t.block", {2});
   publish("t.block", {3});
-  start();  // the first take reserves all three
+  start();  // the first takes hold all three
   ASSERT_TRUE(gate.wait_arrived(1));
   ASSERT_TRUE(broker_state([&] { return server->unacked().size() == 2; }));
+  // The waiter's take and the pool's run side by side: any of them may be the one started.
+  const std::string running = control("active")[0]["id"];
   worker->stop(false);
   // The two reserved go back to the head of the queue, marked redelivered, while the running
   // task goes on.
