@@ -262,10 +262,12 @@ static TaskMessage decode_v2(const Object& env, const Object& h,
                              const std::optional<Element>& compression, std::string* partial_id,
                              size_t max_body_bytes) {
   TaskMessage m;
-  if (auto id = opt_string(h, "id")) {
+  if (auto id = opt_string(h, "id"); id && !id->empty()) {
     m.id = *id;
     if (partial_id) *partial_id = m.id;
   } else {
+    // An empty id names no result a client could wait on, and a re-published message would get
+    // a new one (encode_task_message), so it is refused like a missing one.
     throw ProtocolError("message has no task id (headers.id)");
   }
   if (auto t = opt_string(task, "task")) {

@@ -624,3 +624,21 @@ TEST(OptionsFromSignature, NotASignature) {
 
 }  // namespace
 }  // namespace cvtasks
+
+namespace cvtasks {
+namespace {
+
+// Found by the fuzzer: an empty headers.id was accepted, and the message's re-publication
+// (encode_task_message) gave it a fresh id, so a retry or restore changed the task's identity.
+TEST(DecodeTaskMessage, AnEmptyTaskIdIsRefusedLikeAMissingOne) {
+  const std::string raw =
+      R"({"body": "W1sxLCAyXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbCwgImVycmJhY2tzIjogbnVsbCwgImNoYWluIjogbnVsbCwgImNob3JkIjogbnVsbH1d", )"
+      R"("content-encoding": "utf-8", "content-type": "application/json", "headers": {"lang": "py", )"
+      R"("task": "cvtasks.diagnostics.add", "id": "", "delivery_mode": 2, "delivery_info": )"
+      R"({"exchange": "", "routing_key": "celery"}, "priority": 0, "body_encoding": "base64", )"
+      R"("delivery_tag": "acf44122-cfee-48b7-836f-0c7fba71dfb4"}})";
+  EXPECT_THROW(decode_task_message(raw), ProtocolError);
+}
+
+}  // namespace
+}  // namespace cvtasks
